@@ -1,0 +1,62 @@
+"""Train/val/test splitting and leakage-free feature scaling.
+
+Scaling statistics are fit on the training split only and then applied to val and test:
+fitting them on all the data would let the test set leak into training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SplitIndices:
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def stratified_split(
+    y: np.ndarray,
+    seed: int,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    stratify: bool = True,
+) -> SplitIndices:
+    """Shuffled, stratified (by ``y`` when classification) index split into three parts."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(y))
+    labels = y if stratify else None
+    rest, test = train_test_split(
+        index, test_size=test_fraction, random_state=seed, stratify=labels
+    )
+    val_share = val_fraction / (1.0 - test_fraction)
+    rest_labels = y[rest] if stratify else None
+    train, val = train_test_split(
+        rest, test_size=val_share, random_state=seed + 1, stratify=rest_labels
+    )
+    return SplitIndices(np.sort(train), np.sort(val), np.sort(test))
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """Per-feature (or, with ``axis=None``, global) mean/std fit on training data."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray, per_feature: bool = True) -> Standardizer:
+        axis = 0 if per_feature else None
+        mean = np.asarray(x.mean(axis=axis), dtype=np.float64)
+        std = np.asarray(x.std(axis=axis), dtype=np.float64)
+        return cls(mean, np.where(std < 1e-12, 1.0, std))
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.std).astype(np.float32)
+
+    def inverse(self, x: np.ndarray) -> np.ndarray:
+        return (x * self.std + self.mean).astype(np.float32)

@@ -1,0 +1,42 @@
+"""Multi-layer perceptron: flatten, then Linear -> [BatchNorm] -> act -> Dropout blocks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from math import prod
+
+import torch
+from torch import nn
+
+from dlrun.data.spec import DataKind, DataSpec
+from dlrun.nn.activations import ActFactory, resolve
+
+
+class MLP(nn.Module):
+    """Takes any fixed-size input (images and sequences are flattened)."""
+
+    accepts = frozenset({DataKind.TABULAR, DataKind.IMAGE, DataKind.SEQUENCE})
+
+    def __init__(
+        self,
+        spec: DataSpec,
+        act: ActFactory | None = None,
+        dropout: float = 0.0,
+        hidden: Sequence[int] = (128, 64),
+        batch_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        act = resolve(act)
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = prod(spec.input_shape)
+        for size in hidden:
+            layers.append(nn.Linear(width, size))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(size))
+            layers += [act(), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, spec.n_outputs))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
