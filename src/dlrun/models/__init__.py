@@ -35,4 +35,7 @@ def build_model(
     check = getattr(cls, "check_spec", None)
     if check is not None:
         check(spec)  # raises UserError for a task the family can't do
-    return instantiate(model_cfg, spec=spec, act=act, dropout=dropout, _convert_="all")
+    # Built as a partial first: kwargs given to instantiate are merged into the config,
+    # which would turn the DataSpec dataclass into a DictConfig.
+    factory = instantiate(model_cfg, _partial_=True, _convert_="all")
+    return factory(spec=spec, act=act, dropout=dropout)

@@ -1,0 +1,51 @@
+# dlrun - `make help` lists the targets. Everything runs inside .venv, created on first use.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch is installed first with a pin, so nothing later pulls the newest
+# torch with gigabytes of CUDA wheels. Override: make install TORCH="torch==2.5.1"
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install run test test-all lint format bench clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]" "$(TORCH)"
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install dlrun with its dev tools (once)
+
+run: $(STAMP) ## Train and evaluate the default experiment (LeNet-5 on digits)
+	$(BIN)/dlrun $(ARGS)
+
+test: $(STAMP) ## Run the fast test suite (no slow, gpu or distributed tests)
+	$(BIN)/python -m pytest -q -m "not slow and not gpu and not distributed" $(PYTEST_ARGS)
+
+test-all: $(STAMP) ## Run every test (GPU tests skip without CUDA)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP) ## Check style with ruff
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+
+format: $(STAMP) ## Format the code with ruff
+	$(BIN)/ruff check --fix src tests scripts
+	$(BIN)/ruff format src tests scripts
+
+bench: $(STAMP) ## Time dlrun's trainer against a hand-written PyTorch loop
+	$(BIN)/python scripts/bench_overhead.py $(ARGS)
+
+clean: ## Remove caches and build files (keeps .venv and outputs/)
+	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info
+	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +

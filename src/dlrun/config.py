@@ -1,0 +1,166 @@
+"""Typed schema of a run's config, and the checks types alone can't express.
+
+The schema is registered in Hydra's ConfigStore as ``dlrun_schema`` and sits first in
+``train.yaml``'s defaults, so a wrong type (``trainer.epochs=abc``) fails while the config
+is composed, with Hydra's message naming the key. Ranges and cross-field rules live in
+:func:`validate`, which runs before anything heavy is imported or any file is written.
+Groups whose fields differ per choice (model, data, optimizer, ...) stay untyped here
+and are checked by their targets; Hydra's struct mode still rejects misspelled keys.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+from dlrun.errors import UserError
+
+# Metrics that get better as they get smaller (for early stopping/checkpoints "auto" mode).
+_MINIMISED = re.compile(r"(loss|rmse|mse|mae|mape|error|perplexity|bits_per_token)$")
+
+
+@dataclass
+class TrainerSchema:
+    epochs: int = 10
+    batch_size: int = 64
+    device: str = "auto"
+    limit_batches: int | None = None
+    monitor: str = "auto"
+    grad_clip: float | None = None
+    num_threads: int | None = None
+    progress: str = "auto"
+
+
+@dataclass
+class EarlyStoppingSchema:
+    enabled: bool = False
+    monitor: str = "val_loss"
+    mode: str = "auto"
+    patience: int = 5
+    min_delta: float = 0.0
+    restore_best: bool = True
+
+
+@dataclass
+class RegularizationSchema:
+    dropout: float = 0.0
+    l1: float = 0.0
+    l2: float = 0.0
+    label_smoothing: float = 0.0
+    early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)
+
+
+@dataclass
+class EvalSchema:
+    threshold: float = 0.5
+    splits: list[str] = field(default_factory=lambda: ["test"])
+
+
+@dataclass
+class PathsSchema:
+    outputs: str = "outputs"
+    data_dir: str = "data"
+
+
+@dataclass
+class RunSchema:
+    seed: int = 0
+    paths: PathsSchema = field(default_factory=PathsSchema)
+    trainer: TrainerSchema = field(default_factory=TrainerSchema)
+    regularization: RegularizationSchema = field(default_factory=RegularizationSchema)
+    eval: EvalSchema = field(default_factory=EvalSchema)
+    model: Any = None
+    data: Any = None
+    activation: Any = None
+    optimizer: Any = None
+    scheduler: Any = None
+
+
+def register_schema() -> None:
+    """Make ``dlrun_schema`` available to the defaults list (idempotent)."""
+    ConfigStore.instance().store(name="dlrun_schema", node=RunSchema)
+
+
+def metric_mode(metric: str, mode: str = "auto") -> str:
+    """``min`` or ``max`` for ``metric``; ``auto`` infers it from the metric's name."""
+    if mode in ("min", "max"):
+        return mode
+    return "min" if _MINIMISED.search(metric) else "max"
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    """Check ranges and choices; raise one :class:`UserError` naming every bad key."""
+    problems: list[str] = []
+
+    def need(ok: bool, key: str, rule: str) -> None:
+        if not ok:
+            problems.append(f"{key}={_value(cfg, key)!r} is invalid: {rule}")
+
+    trainer, reg, opt = cfg["trainer"], cfg["regularization"], cfg["optimizer"]
+    need(cfg["seed"] >= 0, "seed", "must be >= 0")
+    need(trainer["epochs"] >= 1, "trainer.epochs", "must be >= 1")
+    need(trainer["batch_size"] >= 1, "trainer.batch_size", "must be >= 1")
+    limit = trainer["limit_batches"]
+    need(limit is None or limit >= 1, "trainer.limit_batches", "must be >= 1 or null")
+    clip = trainer["grad_clip"]
+    need(clip is None or clip > 0, "trainer.grad_clip", "must be > 0 or null")
+    threads = trainer["num_threads"]
+    need(threads is None or threads >= 1, "trainer.num_threads", "must be >= 1 or null")
+    need(
+        re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", trainer["device"]) is not None,
+        "trainer.device",
+        "use auto, cpu, cuda or cuda:N",
+    )
+    need(
+        trainer["progress"] in ("auto", "bar", "lines", "none"),
+        "trainer.progress",
+        "use auto, bar, lines or none",
+    )
+    need(0.0 <= reg["dropout"] < 1.0, "regularization.dropout", "must be in [0, 1)")
+    need(reg["l1"] >= 0, "regularization.l1", "must be >= 0")
+    need(reg["l2"] >= 0, "regularization.l2", "must be >= 0")
+    need(
+        0.0 <= reg["label_smoothing"] < 1.0,
+        "regularization.label_smoothing",
+        "must be in [0, 1)",
+    )
+    stop = reg["early_stopping"]
+    need(stop["patience"] >= 0, "regularization.early_stopping.patience", "must be >= 0")
+    need(
+        stop["mode"] in ("auto", "min", "max"),
+        "regularization.early_stopping.mode",
+        "use auto, min or max",
+    )
+    need(0.0 < cfg["eval"]["threshold"] < 1.0, "eval.threshold", "must be in (0, 1)")
+    for split in cfg["eval"]["splits"]:
+        need(split in ("val", "test"), "eval.splits", "list of val and/or test")
+    lr = opt.get("lr")
+    need(
+        isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0,
+        "optimizer.lr",
+        "must be a number > 0",
+    )
+    momentum = opt.get("momentum")
+    need(
+        momentum is None or (isinstance(momentum, int | float) and 0 <= momentum < 1),
+        "optimizer.momentum",
+        "must be in [0, 1)",
+    )
+    wd = opt.get("weight_decay")
+    need(
+        wd is None or (isinstance(wd, int | float) and wd >= 0),
+        "optimizer.weight_decay",
+        "must be >= 0",
+    )
+    if problems:
+        raise UserError("invalid config: " + "; ".join(problems))
+
+
+def _value(cfg: dict[str, Any], dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node

@@ -1,0 +1,182 @@
+"""Callbacks: objects with typed hook methods the trainer calls at fixed points.
+
+No string dispatch: each hook is a real method with a signature, so a typo is an
+AttributeError at import, not a silently ignored hook. The trainer never draws, writes
+CSV or saves files itself; these callbacks do.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dlrun.config import metric_mode
+from dlrun.engine.checkpoint import save_checkpoint
+
+if TYPE_CHECKING:
+    import torch
+    from rich.console import Console
+
+    from dlrun.engine.trainer import FitState, Trainer
+
+
+class Callback:
+    """Base class: every hook does nothing unless a subclass overrides it."""
+
+    def on_fit_start(self, trainer: Trainer, state: FitState) -> None:
+        return None
+
+    def on_epoch_start(self, trainer: Trainer, state: FitState, n_batches: int) -> None:
+        return None
+
+    def on_batch_end(
+        self, trainer: Trainer, state: FitState, batch: int, loss: torch.Tensor
+    ) -> None:
+        return None
+
+    def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
+        return None
+
+    def on_fit_end(self, trainer: Trainer, state: FitState) -> None:
+        return None
+
+
+class HistoryCSV(Callback):
+    """Rewrites ``history.csv`` after every epoch so it is complete even after a crash."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
+        rows = state.history
+        tmp = self.path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(self.path)
+
+
+class Checkpointer(Callback):
+    """Saves ``last.pt`` every epoch and ``best.pt`` when the monitored metric improves."""
+
+    def __init__(self, directory: Path, extra: dict | None = None) -> None:
+        self.directory = directory
+        self.extra = extra or {}
+
+    def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
+        snapshot = {**trainer.state_dict(state), **self.extra}
+        save_checkpoint(snapshot, self.directory / "last.pt")
+        if state.best_epoch == state.epoch:
+            save_checkpoint(snapshot, self.directory / "best.pt")
+
+
+class EarlyStopping(Callback):
+    """Stops when ``monitor`` hasn't improved by ``min_delta`` for ``patience`` epochs."""
+
+    def __init__(
+        self, monitor: str, mode: str = "auto", patience: int = 5, min_delta: float = 0.0
+    ) -> None:
+        self.monitor = monitor
+        self.mode = metric_mode(monitor, mode)
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.wait = 0
+
+    def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
+        value = row[self.monitor]
+        better = (
+            value < self.best - self.min_delta
+            if self.mode == "min"
+            else value > self.best + self.min_delta
+        )
+        if better:
+            self.best, self.wait = value, 0
+            return
+        self.wait += 1
+        if self.wait > self.patience:
+            state.stop_reason = (
+                f"early stopping: {self.monitor} did not improve for {self.patience} epochs"
+            )
+            state.should_stop = True
+
+
+class ProgressReporter(Callback):
+    """A rich progress bar per epoch and one Keras-style line per epoch.
+
+    On a terminal the bar shows batches, ETA and the live loss; elsewhere (CI logs,
+    pipes) only the epoch lines are printed, so logs stay readable. The live loss is read
+    from the device at most a few times a second, so the bar never slows training.
+    """
+
+    def __init__(self, console: Console, mode: str = "auto", refresh_s: float = 0.2) -> None:
+        self.console = console
+        self.show_bar = mode == "bar" or (mode == "auto" and console.is_terminal)
+        self.quiet = mode == "none"
+        self.refresh_s = refresh_s
+        self._progress = None
+        self._task = None
+        self._last = 0.0
+        self._started = 0.0
+
+    def on_fit_start(self, trainer: Trainer, state: FitState) -> None:
+        if self.show_bar:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("epoch {task.fields[epoch]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                console=self.console,
+                transient=True,
+            )
+            self._progress.start()
+
+    def on_epoch_start(self, trainer: Trainer, state: FitState, n_batches: int) -> None:
+        self._started = time.perf_counter()
+        if self._progress is not None:
+            label = f"{state.epoch + 1}/{trainer.settings.epochs}"
+            if self._task is not None:
+                self._progress.remove_task(self._task)
+            self._task = self._progress.add_task("", total=n_batches, epoch=label, loss="-")
+
+    def on_batch_end(
+        self, trainer: Trainer, state: FitState, batch: int, loss: torch.Tensor
+    ) -> None:
+        if self._progress is None:
+            return
+        now = time.perf_counter()
+        if now - self._last >= self.refresh_s:
+            self._last = now
+            self._progress.update(self._task, completed=batch + 1, loss=f"{loss.item():.4f}")
+        else:
+            self._progress.update(self._task, completed=batch + 1)
+
+    def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
+        if self.quiet:
+            return
+        parts = [f"epoch {state.epoch}/{trainer.settings.epochs}", f"{row['seconds']:.1f}s"]
+        parts += [f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "seconds")]
+        line = " - ".join(parts)
+        if state.best_epoch == state.epoch:
+            line += " *"
+        self.console.print(line, highlight=False, soft_wrap=True)
+
+    def on_fit_end(self, trainer: Trainer, state: FitState) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        if state.stop_reason and not self.quiet:
+            self.console.print(state.stop_reason, highlight=False)

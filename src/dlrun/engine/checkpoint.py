@@ -1,0 +1,58 @@
+"""Checkpoints that are written atomically and can never run code when loaded.
+
+Saving goes to a temp file in the same directory and is renamed over the target, so a
+crash mid-save leaves the previous checkpoint intact. Loading uses
+``torch.load(weights_only=True)``: only tensors and plain containers are accepted, so a
+checkpoint from anywhere cannot execute code.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dlrun.errors import UserError
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write ``state`` to ``path`` atomically (temp file + fsync + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely; a missing or corrupt file is a :class:`UserError`."""
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged/foreign file
+        raise UserError(f"checkpoint {path} is corrupt or not a dlrun checkpoint ({exc})") from exc
+    if not isinstance(state, dict) or "model" not in state:
+        raise UserError(f"checkpoint {path} is not a dlrun checkpoint (no model weights)")
+    return state
+
+
+def load_model_weights(model: torch.nn.Module, state: dict[str, Any], path: Path) -> None:
+    """Load weights, turning an architecture mismatch into one clear message."""
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(
+            f"checkpoint {path} does not fit this model ({first}); "
+            "was it saved by a run with another model config?"
+        ) from exc

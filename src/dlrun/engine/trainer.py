@@ -1,0 +1,223 @@
+"""The one training loop.
+
+It is deliberately close to a hand-written PyTorch loop (``scripts/bench_overhead.py``
+measures the difference): batches are slices of tensors already on the device, the loss
+and metric are accumulated as device tensors and read once per epoch, and everything
+optional (progress, files, checkpoints, early stopping) lives in callbacks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from dlrun import tasks
+from dlrun.config import metric_mode
+from dlrun.data.batches import iterate, n_batches
+from dlrun.data.spec import DataBundle, Split
+from dlrun.engine.callbacks import Callback
+from dlrun.errors import UserError
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the run stops and says what to try."""
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    epochs: int = 10
+    batch_size: int = 64
+    limit_batches: int | None = None
+    grad_clip: float | None = None
+    l1: float = 0.0
+    l2: float = 0.0
+    monitor: str = "val_loss"
+    seed: int = 0
+    scheduler_interval: str = "epoch"  # "epoch" or "step"
+
+
+@dataclass
+class FitState:
+    """What the loop knows between epochs; all of it goes into checkpoints."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_value: float | None = None
+    best_epoch: int | None = None
+    should_stop: bool = False
+    stop_reason: str = ""
+
+
+class Trainer:
+    """Fits a model on a :class:`DataBundle` whose splits are already on ``device``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        bundle: DataBundle,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        settings: TrainerSettings,
+        scheduler: Any = None,
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
+        self.model = model
+        self.bundle = bundle
+        self.optimizer = optimizer
+        self.loss_fn = loss_fn
+        self.settings = settings
+        self.scheduler = scheduler
+        self.callbacks = list(callbacks)
+        self.task = bundle.spec.task
+        self.metric_name, _ = tasks.TRAIN_METRIC[self.task]
+        self.monitor_mode = metric_mode(settings.monitor)
+        self.generator = torch.Generator().manual_seed(settings.seed)
+        self._penalised = [p for p in model.parameters() if p.dim() > 1]
+
+    # ----------------------------------------------------------------- the loop
+    def fit(self, state: FitState | None = None) -> FitState:
+        """Train until ``settings.epochs`` or a callback asks to stop."""
+        state = state or FitState()
+        for cb in self.callbacks:
+            cb.on_fit_start(self, state)
+        try:
+            while state.epoch < self.settings.epochs and not state.should_stop:
+                started = time.perf_counter()
+                loss, metric = self._train_epoch(state)
+                val_loss, val_metric = self.evaluate(self.bundle.val)
+                state.epoch += 1
+                row = {
+                    "epoch": state.epoch,
+                    "loss": loss,
+                    self.metric_name: metric,
+                    "val_loss": val_loss,
+                    f"val_{self.metric_name}": val_metric,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "seconds": time.perf_counter() - started,
+                }
+                self._step_epoch_scheduler(row)
+                self._track_best(state, row)
+                state.history.append(row)
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, state, row)
+        finally:
+            for cb in self.callbacks:
+                cb.on_fit_end(self, state)
+        return state
+
+    def _train_epoch(self, state: FitState) -> tuple[float, float]:
+        s = self.settings
+        split = self.bundle.train
+        count = n_batches(len(split), s.batch_size, s.limit_batches)
+        for cb in self.callbacks:
+            cb.on_epoch_start(self, state, count)
+        self.model.train()
+        loss_sum = torch.zeros((), device=split.x.device)
+        metric_sum = torch.zeros((), device=split.x.device)
+        seen = 0
+        batches = iterate(
+            split, s.batch_size, shuffle=True, generator=self.generator, limit=s.limit_batches
+        )
+        for index, batch in enumerate(batches):
+            outputs = self._forward(batch)
+            loss = self.loss_fn(outputs, batch.y)
+            objective = loss + self._penalty() if (s.l1 or s.l2) else loss
+            self.optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            if not torch.isfinite(objective):
+                raise TrainingDiverged(
+                    f"the loss became {objective.item()} at epoch {state.epoch + 1}, "
+                    f"step {state.step + 1}; try a lower optimizer.lr or trainer.grad_clip=1.0"
+                )
+            if s.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+            self.optimizer.step()
+            state.step += 1
+            if self.scheduler is not None and s.scheduler_interval == "step":
+                self.scheduler.step()
+            n = len(batch)
+            seen += n
+            loss_sum += loss.detach() * n
+            metric_sum += tasks.batch_metric(self.task, outputs.detach(), batch.y)
+            for cb in self.callbacks:
+                cb.on_batch_end(self, state, index, loss)
+        return float(loss_sum) / max(seen, 1), tasks.finish_metric(
+            self.task, float(metric_sum), seen
+        )
+
+    @torch.no_grad()
+    def evaluate(self, split: Split) -> tuple[float, float]:
+        """Mean loss and training metric of the model on ``split`` (no penalty terms)."""
+        was_training = self.model.training
+        self.model.eval()
+        loss_sum, metric_sum, seen = 0.0, 0.0, 0
+        for batch in iterate(
+            split, self.settings.batch_size * 4, limit=self.settings.limit_batches
+        ):
+            outputs = self._forward(batch)
+            n = len(batch)
+            loss_sum += float(self.loss_fn(outputs, batch.y)) * n
+            metric_sum += float(tasks.batch_metric(self.task, outputs, batch.y))
+            seen += n
+        self.model.train(was_training)
+        return loss_sum / max(seen, 1), tasks.finish_metric(self.task, metric_sum, seen)
+
+    def _forward(self, batch: Split) -> torch.Tensor:
+        if batch.lengths is None:
+            return self.model(batch.x)
+        return self.model(batch.x, batch.lengths)
+
+    def _penalty(self) -> torch.Tensor:
+        """Explicit L1/L2 terms on weight matrices and kernels, not biases or norms."""
+        s = self.settings
+        total = torch.zeros((), device=self._penalised[0].device)
+        for p in self._penalised:
+            if s.l1:
+                total = total + s.l1 * p.abs().sum()
+            if s.l2:
+                total = total + s.l2 * p.pow(2).sum()
+        return total
+
+    # ------------------------------------------------------- schedule and best
+    def _step_epoch_scheduler(self, row: dict[str, float]) -> None:
+        if self.scheduler is None or self.settings.scheduler_interval != "epoch":
+            return
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(row[self.settings.monitor])
+        else:
+            self.scheduler.step()
+
+    def _track_best(self, state: FitState, row: dict[str, float]) -> None:
+        value = row[self.settings.monitor]
+        if math.isnan(value):
+            return
+        best = state.best_value
+        better = best is None or (value < best if self.monitor_mode == "min" else value > best)
+        if better:
+            state.best_value, state.best_epoch = value, state.epoch
+
+    # ------------------------------------------------------------- checkpoint
+    def state_dict(self, state: FitState) -> dict[str, Any]:
+        """Everything needed to continue exactly where this epoch ended."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "epoch": state.epoch,
+            "step": state.step,
+            "history": state.history,
+            "best_value": state.best_value,
+            "best_epoch": state.best_epoch,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "shuffle": self.generator.get_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+        }

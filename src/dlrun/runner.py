@@ -1,0 +1,179 @@
+"""One run, end to end: data -> model -> fit -> evaluate -> files in the run dir.
+
+Takes the resolved config as a plain dict (the CLI owns DictConfig) so the same function
+serves the command line, tests and the benchmark.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from dlrun import tasks
+from dlrun.data.spec import DataBundle, Task
+from dlrun.engine.callbacks import Checkpointer, EarlyStopping, HistoryCSV, ProgressReporter
+from dlrun.engine.checkpoint import load_checkpoint, load_model_weights
+from dlrun.engine.device import select_device
+from dlrun.engine.trainer import Trainer, TrainerSettings
+from dlrun.errors import UserError
+from dlrun.models import build_model
+
+
+@dataclass
+class Experiment:
+    """The built pieces of a run, before training."""
+
+    bundle: DataBundle
+    model: torch.nn.Module
+    device: torch.device
+
+
+def instantiate(node: dict[str, Any], **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets a :class:`UserError` through unwrapped.
+
+    Hydra wraps anything a target raises in ``InstantiationException``; a user error
+    (missing file, impossible pairing) should reach the CLI as itself.
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, UserError):
+                raise cause from None
+            cause = cause.__cause__ or cause.__context__
+        raise
+
+
+def monitor_metric(cfg: dict[str, Any], task: Task) -> str:
+    """The validation metric that picks ``best.pt`` (``trainer.monitor``, or auto)."""
+    name, _ = tasks.TRAIN_METRIC[task]
+    monitor = cfg["trainer"]["monitor"]
+    if monitor == "auto":
+        classification = task not in (Task.REGRESSION, Task.FORECAST)
+        return f"val_{name}" if classification else "val_loss"
+    allowed = ["loss", name, "val_loss", f"val_{name}"]
+    if monitor not in allowed:
+        raise UserError(
+            f"trainer.monitor={monitor} is not recorded for a {task} task; "
+            f"use one of {', '.join(allowed)}"
+        )
+    return monitor
+
+
+def build(cfg: dict[str, Any]) -> Experiment:
+    """Seed, pick the device, load the data and build the model (no training)."""
+    threads = cfg["trainer"]["num_threads"]
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(cfg["seed"])
+    device = select_device(cfg["trainer"]["device"])
+    bundle = instantiate(cfg["data"], seed=cfg["seed"]).to(device)
+    act = instantiate(cfg["activation"])
+    model_name = cfg.get("model_name", "model")
+    model = build_model(
+        cfg["model"], bundle.spec, act, cfg["regularization"]["dropout"], model_name
+    )
+    return Experiment(bundle, model.to(device), device)
+
+
+def train_and_evaluate(
+    cfg: dict[str, Any], run_dir: Path, console: Console | None = None
+) -> dict[str, Any]:
+    """Train per ``cfg`` into ``run_dir`` and evaluate the best checkpoint on the test split."""
+    console = console or Console(stderr=False)
+    exp = build(cfg)
+    spec = exp.bundle.spec
+    reg, trainer_cfg = cfg["regularization"], cfg["trainer"]
+    monitor = monitor_metric(cfg, spec.task)
+    optimizer = instantiate(cfg["optimizer"])(exp.model.parameters())
+    scheduler_cfg = dict(cfg["scheduler"])
+    interval = scheduler_cfg.pop("interval", "epoch")
+    scheduler = (
+        None if scheduler_cfg.get("_target_") is None else instantiate(scheduler_cfg)(optimizer)
+    )
+    settings = TrainerSettings(
+        epochs=trainer_cfg["epochs"],
+        batch_size=trainer_cfg["batch_size"],
+        limit_batches=trainer_cfg["limit_batches"],
+        grad_clip=trainer_cfg["grad_clip"],
+        l1=reg["l1"],
+        l2=reg["l2"],
+        monitor=monitor,
+        seed=cfg["seed"],
+        scheduler_interval=interval,
+    )
+    ckpt_dir = run_dir / "checkpoints"
+    callbacks = [
+        ProgressReporter(console, trainer_cfg["progress"]),
+        HistoryCSV(run_dir / "history.csv"),
+        Checkpointer(ckpt_dir),
+    ]
+    stop = reg["early_stopping"]
+    if stop["enabled"]:
+        callbacks.append(
+            EarlyStopping(stop["monitor"], stop["mode"], stop["patience"], stop["min_delta"])
+        )
+    n_params = sum(p.numel() for p in exp.model.parameters())
+    console.print(
+        f"{cfg.get('model_name', 'model')} ({n_params:,} parameters) on {spec.name} "
+        f"[{spec.task}, {len(exp.bundle.train)}/{len(exp.bundle.val)}/{len(exp.bundle.test)} "
+        f"train/val/test] - {exp.device}",
+        highlight=False,
+    )
+    trainer = Trainer(
+        exp.model,
+        exp.bundle,
+        optimizer,
+        tasks.loss_fn(spec.task, reg["label_smoothing"]),
+        settings,
+        scheduler,
+        callbacks,
+    )
+    started = time.perf_counter()
+    state = trainer.fit()
+    train_seconds = time.perf_counter() - started
+
+    best_path = ckpt_dir / "best.pt"
+    if best_path.is_file():
+        load_model_weights(exp.model, load_checkpoint(best_path, exp.device), best_path)
+
+    from dlrun.evaluation import evaluate_run, headline_table
+
+    metrics = evaluate_run(
+        exp.model,
+        exp.bundle,
+        run_dir,
+        splits=tuple(cfg["eval"]["splits"]),
+        batch_size=max(256, trainer_cfg["batch_size"]),
+        device=exp.device,
+        threshold=cfg["eval"]["threshold"],
+        limit_batches=trainer_cfg["limit_batches"],
+        history=state.history,
+        run_summary=cfg.get("summary", ""),
+        monitor=monitor,
+    )
+    console.print(headline_table(metrics))
+    console.print(
+        f"best {monitor} {state.best_value:.4g} at epoch {state.best_epoch}; "
+        f"trained {state.epoch} epochs in {train_seconds:.1f}s",
+        highlight=False,
+    )
+    metrics["train"] = {
+        "epochs": state.epoch,
+        "best_epoch": state.best_epoch,
+        "best_value": state.best_value,
+        "monitor": monitor,
+        "seconds": train_seconds,
+        "parameters": n_params,
+        "stop_reason": state.stop_reason,
+    }
+    return metrics

@@ -1,0 +1,57 @@
+"""Shared test helpers: compose configs with Hydra's compose API and shrink them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from dlrun.cli import _register, config_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = Path(config_dir())
+
+# Small enough that an end-to-end run takes a couple of seconds on 2 CPU cores.
+SHRINK = ["trainer.epochs=1", "trainer.limit_batches=2", "trainer.progress=none"]
+
+
+def compose_cfg(*overrides: str) -> dict[str, Any]:
+    """The resolved run config for ``overrides``, as the CLI would build it."""
+    _register()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides))
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    return container
+
+
+def group_options(group: str) -> list[str]:
+    """Every option of a config group, read from configs/<group>/*.yaml."""
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``dlrun`` as a user would, in ``cwd`` (so outputs/ lands there)."""
+    full_env = {**os.environ, "COLUMNS": "120", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "dlrun.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """An empty directory to run the CLI in."""
+    return tmp_path

@@ -1,0 +1,121 @@
+"""The command line as a user meets it: help, config printing, bad input, a full run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHRINK, run_cli
+
+NO_TORCH_PROBE = """
+import sys
+sys.argv = ["dlrun", *sys.argv[1:]]
+from dlrun.cli import main
+try:
+    main()
+finally:
+    print("TORCH_IMPORTED" if "torch" in sys.modules else "TORCH_NOT_IMPORTED")
+"""
+
+
+@pytest.mark.parametrize("flag", [["--help"], ["--cfg", "job"]])
+def test_help_and_cfg_do_not_import_torch(flag: list[str], workdir: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", NO_TORCH_PROBE, *flag],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "TORCH_NOT_IMPORTED" in out.stdout
+    if flag == ["--help"]:
+        assert "model: " in out.stdout and "lenet" in out.stdout and "mlp" in out.stdout
+    else:
+        assert "LeNet5" in out.stdout
+    assert not (workdir / "outputs").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model=foo", "Could not find 'model/foo'"),
+        ("trainer.epochz=3", "epochz"),
+        ("trainer.epochs=abc", "trainer.epochs"),
+        ("optimizer.lr=-1", "optimizer.lr"),
+        ("regularization.dropout=1.5", "regularization.dropout"),
+    ],
+)
+def test_bad_input_is_one_clear_message(override: str, message: str, workdir: Path) -> None:
+    result = run_cli(override, cwd=workdir)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    runs = workdir / "outputs" / "runs"
+    leftovers = [p for p in runs.iterdir()] if runs.exists() else []
+    assert leftovers == [], f"a refused run left {leftovers}"
+
+
+def test_default_run_writes_every_file(workdir: Path) -> None:
+    result = run_cli(*SHRINK, cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "epoch 1/1 - " in result.stdout and "val_accuracy" in result.stdout
+    (run_dir,) = (workdir / "outputs" / "runs").iterdir()
+    assert run_dir.name.endswith("_lenet_digits")
+    for name in [
+        ".hydra/config.yaml",
+        "history.csv",
+        "metrics.json",
+        "status.json",
+        "checkpoints/best.pt",
+        "checkpoints/last.pt",
+        "report.md",
+        "predictions.csv",
+    ]:
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ["accuracy", "f1_macro", "loss"]:
+        assert 0.0 <= metrics["test"][key] < 10, key
+    with (run_dir / "history.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == [
+        "epoch",
+        "loss",
+        "accuracy",
+        "val_loss",
+        "val_accuracy",
+        "lr",
+        "seconds",
+    ]
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
+
+
+def test_regression_run_reports_rmse(workdir: Path) -> None:
+    result = run_cli("model=mlp", "data=diabetes", *SHRINK, cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (workdir / "outputs" / "runs").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test"]["rmse"] > 0 and "loss" in metrics["test"]
+
+
+def test_incompatible_model_and_data_fail_before_training(workdir: Path) -> None:
+    result = run_cli("model=lenet", "data=iris", *SHRINK, cwd=workdir)
+    assert result.returncode != 0
+    assert "model=lenet cannot take data=iris" in result.stderr
+    assert "Traceback" not in result.stderr
+    (run_dir,) = (workdir / "outputs" / "runs").iterdir()
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "failed" and "lenet" in status["reason"]
+    assert not (run_dir / "metrics.json").exists()
+
+
+def test_explicit_run_dir_is_used(workdir: Path) -> None:
+    target = workdir / "my_run"
+    result = run_cli(f"hydra.run.dir={target}", *SHRINK, cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert (target / "metrics.json").is_file()
