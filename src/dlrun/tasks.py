@@ -65,9 +65,10 @@ def batch_metric(task: Task, outputs: torch.Tensor, targets: torch.Tensor) -> to
     Returned as a 0-d tensor so the training loop never synchronises with the device
     per step; the epoch total is read once at the end of the epoch.
     """
-    if task in (Task.MULTICLASS, Task.LANGUAGE_MODEL):
-        correct = (outputs.argmax(dim=-1) == targets).float()
-        return correct.mean(dim=-1).sum() if correct.dim() > 1 else correct.sum()
+    if task is Task.MULTICLASS:
+        return (outputs.argmax(dim=-1) == targets).sum()
+    if task is Task.LANGUAGE_MODEL:
+        return (outputs.argmax(dim=-1) == targets).float().mean(dim=-1).sum()
     if task is Task.BINARY:
         return ((outputs.reshape(-1) > 0).float() == targets.reshape(-1)).float().sum()
     if task is Task.MULTILABEL:

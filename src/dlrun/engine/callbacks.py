@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dlrun.config import metric_mode
-from dlrun.engine.checkpoint import save_checkpoint
+from dlrun.engine.checkpoint import copy_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
     import torch
@@ -69,9 +69,10 @@ class Checkpointer(Callback):
 
     def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
         snapshot = {**trainer.state_dict(state), **self.extra}
-        save_checkpoint(snapshot, self.directory / "last.pt")
+        last = self.directory / "last.pt"
+        save_checkpoint(snapshot, last)
         if state.best_epoch == state.epoch:
-            save_checkpoint(snapshot, self.directory / "best.pt")
+            copy_checkpoint(last, self.directory / "best.pt")
 
 
 class EarlyStopping(Callback):

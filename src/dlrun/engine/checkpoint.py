@@ -1,7 +1,8 @@
 """Checkpoints that are written atomically and can never run code when loaded.
 
 Saving goes to a temp file in the same directory and is renamed over the target, so a
-crash mid-save leaves the previous checkpoint intact. Loading uses
+crash mid-save (even ``kill -9``) leaves the previous checkpoint intact. There is no
+fsync: it would guard only against power loss and costs more than a small model's epoch. Loading uses
 ``torch.load(weights_only=True)``: only tensors and plain containers are accepted, so a
 checkpoint from anywhere cannot execute code.
 """
@@ -9,6 +10,7 @@ checkpoint from anywhere cannot execute code.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,15 +21,25 @@ from dlrun.errors import UserError
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Write ``state`` to ``path`` atomically (temp file + fsync + rename)."""
+    """Write ``state`` to ``path`` atomically (temp file + rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def copy_checkpoint(source: Path, target: Path) -> None:
+    """Copy a saved checkpoint atomically (cheaper than serialising it again)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
