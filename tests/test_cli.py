@@ -119,3 +119,27 @@ def test_explicit_run_dir_is_used(workdir: Path) -> None:
     result = run_cli(f"hydra.run.dir={target}", *SHRINK, cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert (target / "metrics.json").is_file()
+
+
+def test_existing_run_dir_is_never_overwritten(workdir: Path) -> None:
+    target = workdir / "taken"
+    target.mkdir()
+    (target / "metrics.json").write_text('{"mine": 1}')
+    result = run_cli(f"hydra.run.dir={target}", *SHRINK, cwd=workdir)
+    assert result.returncode != 0
+    assert "already holds a run" in result.stderr
+    assert (target / "metrics.json").read_text() == '{"mine": 1}'
+    assert not (target / ".hydra").exists()
+
+
+def test_two_runs_in_the_same_second_get_their_own_dirs() -> None:
+    import tempfile
+
+    from dlrun.rundir import _claimed, claim_unique_dir
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = f"{tmp}/runs/2026-01-01_00-00-00_lenet_digits"
+        first = claim_unique_dir(base)
+        _claimed.clear()  # a second process has its own memo
+        second = claim_unique_dir(base)
+    assert first == base and second == base + "_1"

@@ -15,10 +15,13 @@ import torch
 from rich.console import Console
 
 from dlrun import tasks
+from dlrun.config import metric_mode
+from dlrun.data.batches import n_batches
 from dlrun.data.spec import DataBundle, Task
 from dlrun.engine.callbacks import Checkpointer, EarlyStopping, HistoryCSV, ProgressReporter
 from dlrun.engine.checkpoint import load_checkpoint, load_model_weights
 from dlrun.engine.device import select_device
+from dlrun.engine.schedules import build_scheduler
 from dlrun.engine.trainer import Trainer, TrainerSettings
 from dlrun.errors import UserError
 from dlrun.models import build_model
@@ -95,10 +98,15 @@ def train_and_evaluate(
     reg, trainer_cfg = cfg["regularization"], cfg["trainer"]
     monitor = monitor_metric(cfg, spec.task)
     optimizer = instantiate(cfg["optimizer"])(exp.model.parameters())
-    scheduler_cfg = dict(cfg["scheduler"])
-    interval = scheduler_cfg.pop("interval", "epoch")
-    scheduler = (
-        None if scheduler_cfg.get("_target_") is None else instantiate(scheduler_cfg)(optimizer)
+    steps_per_epoch = n_batches(
+        len(exp.bundle.train), trainer_cfg["batch_size"], trainer_cfg["limit_batches"]
+    )
+    scheduler, interval = build_scheduler(
+        cfg["scheduler"],
+        optimizer,
+        epochs=trainer_cfg["epochs"],
+        steps_per_epoch=steps_per_epoch,
+        monitor_mode=metric_mode(monitor),
     )
     settings = TrainerSettings(
         epochs=trainer_cfg["epochs"],
@@ -142,8 +150,11 @@ def train_and_evaluate(
     state = trainer.fit()
     train_seconds = time.perf_counter() - started
 
+    # The test split judges the best-validation weights (like Lightning's ckpt_path="best"),
+    # unless early stopping was told not to restore them.
     best_path = ckpt_dir / "best.pt"
-    if best_path.is_file():
+    keep_last = stop["enabled"] and not stop["restore_best"]
+    if best_path.is_file() and not keep_last:
         load_model_weights(exp.model, load_checkpoint(best_path, exp.device), best_path)
 
     from dlrun.evaluation import evaluate_run, headline_table

@@ -99,7 +99,7 @@ class EarlyStopping(Callback):
             self.best, self.wait = value, 0
             return
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience:  # Keras' meaning of patience
             state.stop_reason = (
                 f"early stopping: {self.monitor} did not improve for {self.patience} epochs"
             )

@@ -2,9 +2,9 @@
 
 Saving goes to a temp file in the same directory and is renamed over the target, so a
 crash mid-save (even ``kill -9``) leaves the previous checkpoint intact. There is no
-fsync: it would guard only against power loss and costs more than a small model's epoch. Loading uses
-``torch.load(weights_only=True)``: only tensors and plain containers are accepted, so a
-checkpoint from anywhere cannot execute code.
+fsync: it guards only against power loss and costs more than a small model's epoch.
+Loading uses ``torch.load(weights_only=True)``: only tensors and plain containers are
+accepted, so a checkpoint from anywhere cannot execute code.
 """
 
 from __future__ import annotations

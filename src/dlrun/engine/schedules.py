@@ -1,0 +1,84 @@
+"""Learning-rate schedules that torch doesn't ship in the form the seeds describe,
+and the one place that builds any scheduler from its config.
+
+A scheduler config is ``_target_`` + ``_partial_: true`` + ``interval`` (``epoch`` or
+``step``) + its own parameters. Facts only the run knows (how many times the scheduler
+will be stepped, whether the monitored metric is minimised) are passed to the target
+only when its signature asks for them, so torch's classes and ours are built alike.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
+
+from dlrun.errors import UserError
+
+
+def warmup_cosine(
+    optimizer: Optimizer, total_steps: int, warmup: float = 0.05, min_lr_ratio: float = 0.0
+) -> LambdaLR:
+    """Linear warm-up for ``warmup`` of the schedule (a fraction, or a count if >= 1),
+    then cosine decay to ``min_lr_ratio`` times the base learning rate."""
+    warm = int(warmup if warmup >= 1 else round(warmup * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)
+
+
+def inverse_time(optimizer: Optimizer, decay: float = 1e-3) -> LambdaLR:
+    """Keras' classic ``decay``: lr_t = lr / (1 + decay * t)."""
+    return LambdaLR(optimizer, lambda step: 1.0 / (1.0 + decay * step))
+
+
+def plateau(
+    optimizer: Optimizer,
+    mode: str = "min",
+    factor: float = 0.1,
+    patience: int = 5,
+    min_lr: float = 0.0,
+) -> ReduceLROnPlateau:
+    """Cut the lr by ``factor`` when the monitored metric stalls for ``patience`` epochs."""
+    return ReduceLROnPlateau(optimizer, mode=mode, factor=factor, patience=patience, min_lr=min_lr)
+
+
+def build_scheduler(
+    cfg: dict[str, Any],
+    optimizer: Optimizer,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    monitor_mode: str,
+) -> tuple[LRScheduler | ReduceLROnPlateau | None, str]:
+    """The scheduler for ``cfg`` (or None for a constant lr) and how often to step it."""
+    from dlrun.runner import instantiate
+
+    node = dict(cfg)
+    interval = node.pop("interval", "epoch")
+    if interval not in ("epoch", "step"):
+        raise UserError(f"scheduler.interval={interval} is invalid: use epoch or step")
+    if node.get("_target_") is None:
+        return None, interval
+    factory = instantiate(node)
+    accepted = inspect.signature(factory.func).parameters
+    context: dict[str, Any] = {}
+    if "total_steps" in accepted and "total_steps" not in node:
+        context["total_steps"] = epochs * steps_per_epoch if interval == "step" else epochs
+    if "mode" in accepted and "mode" not in node:
+        context["mode"] = monitor_mode
+    if interval == "epoch" and factory.func is torch.optim.lr_scheduler.OneCycleLR:
+        raise UserError("scheduler=onecycle must step every batch: keep scheduler.interval=step")
+    try:
+        return factory(optimizer, **context), interval
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"scheduler config is invalid: {exc}") from exc
