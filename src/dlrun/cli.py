@@ -7,6 +7,7 @@ models and the evaluator are imported after the config is composed and validated
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -73,18 +74,23 @@ def run(cfg: DictConfig) -> float | None:
 
     from rich.console import Console
 
+    from dlrun.engine.interrupts import RunInterrupted
     from dlrun.runner import train_and_evaluate
 
     console = Console()
     write_status(run_dir, "running", epoch=0)
     try:
         metrics = train_and_evaluate(container, run_dir, console)
+    except RunInterrupted as exc:
+        write_status(run_dir, "interrupted", reason=str(exc))
+        print(f"dlrun: {exc}\nresume with: dlrun resume={run_dir}", file=sys.stderr)
+        sys.exit(130)
     except UserError as exc:
         write_status(run_dir, "failed", reason=str(exc))
         if multirun:
             raise
         _fail(str(exc), code=1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (loading, evaluating)
         write_status(run_dir, "interrupted", reason="interrupted by the user (Ctrl-C)")
         print(f"dlrun: interrupted; partial results in {run_dir}", file=sys.stderr)
         sys.exit(130)
@@ -106,8 +112,37 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return run(cfg)
 
 
+def resume_arguments(argv: list[str]) -> list[str]:
+    """Rewrite ``resume=<run_dir> [overrides]`` into the run's own saved overrides.
+
+    The interrupted run is recomposed from ``<run_dir>/.hydra/overrides.yaml`` (so it is
+    the same config), pointed back at its own directory, with any overrides given now
+    (e.g. more ``trainer.epochs``) applied last.
+    """
+    given = [a for a in argv if a.startswith("resume=")]
+    if not given:
+        return argv
+    run_dir = Path(given[-1].split("=", 1)[1]).expanduser()
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not (run_dir / "checkpoints" / "last.pt").is_file() or not saved.is_file():
+        _fail(f"resume={run_dir}: not a dlrun run dir with checkpoints/last.pt to resume")
+    status = (
+        json.loads((run_dir / "status.json").read_text())
+        if (run_dir / "status.json").is_file()
+        else {}
+    )
+    if status.get("status") == "completed":
+        _fail(f"resume={run_dir}: that run already completed; nothing to resume")
+    replay = [
+        o for o in OmegaConf.load(saved) if not str(o).startswith(("resume=", "hydra.run.dir="))
+    ]
+    rest = [a for a in argv if not a.startswith("resume=")]
+    return [*map(str, replay), *rest, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
+
+
 def main() -> None:
     """The ``dlrun`` console script."""
+    sys.argv = [sys.argv[0], *resume_arguments(sys.argv[1:])]
     _hydra_main()
 
 

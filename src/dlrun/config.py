@@ -30,6 +30,11 @@ class TrainerSchema:
     limit_batches: int | None = None
     monitor: str = "auto"
     grad_clip: float | None = None
+    grad_clip_mode: str = "norm"
+    accumulate: int = 1
+    precision: str = "32"
+    compile: bool = False
+    channels_last: bool = True
     num_threads: int | None = None
     progress: str = "auto"
 
@@ -72,8 +77,10 @@ class RunSchema:
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
     regularization: RegularizationSchema = field(default_factory=RegularizationSchema)
     eval: EvalSchema = field(default_factory=EvalSchema)
+    resume: str | None = None
     model: Any = None
     data: Any = None
+    logger: Any = None
     activation: Any = None
     optimizer: Any = None
     scheduler: Any = None
@@ -107,6 +114,17 @@ def validate(cfg: dict[str, Any]) -> None:
     need(limit is None or limit >= 1, "trainer.limit_batches", "must be >= 1 or null")
     clip = trainer["grad_clip"]
     need(clip is None or clip > 0, "trainer.grad_clip", "must be > 0 or null")
+    need(
+        trainer["grad_clip_mode"] in ("norm", "value"),
+        "trainer.grad_clip_mode",
+        "use norm or value",
+    )
+    need(trainer["accumulate"] >= 1, "trainer.accumulate", "must be >= 1")
+    need(
+        trainer["precision"] in ("32", "bf16", "fp16"),
+        "trainer.precision",
+        "use 32, bf16 or fp16",
+    )
     threads = trainer["num_threads"]
     need(threads is None or threads >= 1, "trainer.num_threads", "must be >= 1 or null")
     need(

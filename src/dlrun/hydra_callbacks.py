@@ -19,6 +19,8 @@ class RunDirGuard(Callback):
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get("resume"):
+            return  # resuming continues in the run's own directory on purpose
         run_dir = Path(config.hydra.run.dir)
         markers = [run_dir / n for n in ("status.json", "metrics.json", ".hydra")]
         taken = [p.name for p in markers if p.exists()]

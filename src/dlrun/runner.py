@@ -17,10 +17,17 @@ from rich.console import Console
 from dlrun import tasks
 from dlrun.config import metric_mode
 from dlrun.data.batches import n_batches
-from dlrun.data.spec import DataBundle, Task
-from dlrun.engine.callbacks import Checkpointer, EarlyStopping, HistoryCSV, ProgressReporter
+from dlrun.data.spec import DataBundle, DataKind, Task
+from dlrun.engine.callbacks import (
+    Checkpointer,
+    EarlyStopping,
+    HistoryCSV,
+    ProgressReporter,
+    TrainLog,
+)
 from dlrun.engine.checkpoint import load_checkpoint, load_model_weights
 from dlrun.engine.device import select_device
+from dlrun.engine.interrupts import graceful_interrupts
 from dlrun.engine.schedules import build_scheduler
 from dlrun.engine.trainer import Trainer, TrainerSettings
 from dlrun.errors import UserError
@@ -84,8 +91,14 @@ def build(cfg: dict[str, Any]) -> Experiment:
     model_name = cfg.get("model_name", "model")
     model = build_model(
         cfg["model"], bundle.spec, act, cfg["regularization"]["dropout"], model_name
-    )
-    return Experiment(bundle, model.to(device), device)
+    ).to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest
+        if cfg["trainer"]["channels_last"] and bundle.spec.kind is DataKind.IMAGE:
+            model = model.to(memory_format=torch.channels_last)
+            for split in (bundle.train, bundle.val, bundle.test):
+                split.x = split.x.contiguous(memory_format=torch.channels_last)
+    return Experiment(bundle, model, device)
 
 
 def train_and_evaluate(
@@ -118,10 +131,14 @@ def train_and_evaluate(
         monitor=monitor,
         seed=cfg["seed"],
         scheduler_interval=interval,
+        precision=trainer_cfg["precision"],
+        grad_clip_mode=trainer_cfg["grad_clip_mode"],
+        accumulate=trainer_cfg["accumulate"],
     )
     ckpt_dir = run_dir / "checkpoints"
     callbacks = [
         ProgressReporter(console, trainer_cfg["progress"]),
+        TrainLog(run_dir / "train.log"),
         HistoryCSV(run_dir / "history.csv"),
         Checkpointer(ckpt_dir),
     ]
@@ -130,6 +147,10 @@ def train_and_evaluate(
         callbacks.append(
             EarlyStopping(stop["monitor"], stop["mode"], stop["patience"], stop["min_delta"])
         )
+    logger_cfg = dict(cfg.get("logger") or {"_target_": None})
+    if logger_cfg.get("_target_") is not None:
+        logger_cfg["log_dir"] = str(run_dir / logger_cfg.get("log_dir", "logs"))
+        callbacks.append(instantiate(logger_cfg))
     n_params = sum(p.numel() for p in exp.model.parameters())
     console.print(
         f"{cfg.get('model_name', 'model')} ({n_params:,} parameters) on {spec.name} "
@@ -137,17 +158,25 @@ def train_and_evaluate(
         f"train/val/test] - {exp.device}",
         highlight=False,
     )
-    trainer = Trainer(
-        exp.model,
-        exp.bundle,
-        optimizer,
-        tasks.loss_fn(spec.task, reg["label_smoothing"]),
-        settings,
-        scheduler,
-        callbacks,
-    )
-    started = time.perf_counter()
-    state = trainer.fit()
+    train_model = torch.compile(exp.model) if trainer_cfg["compile"] else exp.model
+    with graceful_interrupts() as stop_flag:
+        trainer = Trainer(
+            train_model,
+            exp.bundle,
+            optimizer,
+            tasks.loss_fn(spec.task, reg["label_smoothing"]),
+            settings,
+            scheduler,
+            callbacks,
+            stop_flag,
+        )
+        state = None
+        if cfg.get("resume"):
+            last = ckpt_dir / "last.pt"
+            state = trainer.load_state_dict(load_checkpoint(last, exp.device))
+            console.print(f"resuming {run_dir} after epoch {state.epoch}", highlight=False)
+        started = time.perf_counter()
+        state = trainer.fit(state)
     train_seconds = time.perf_counter() - started
 
     # The test split judges the best-validation weights (like Lightning's ckpt_path="best"),

@@ -11,7 +11,7 @@ import csv
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dlrun.config import metric_mode
 from dlrun.engine.checkpoint import copy_checkpoint, save_checkpoint
@@ -43,6 +43,13 @@ class Callback:
     def on_fit_end(self, trainer: Trainer, state: FitState) -> None:
         return None
 
+    def state_dict(self) -> dict[str, Any]:
+        """State to keep in checkpoints so a resumed run behaves as if never stopped."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
 
 class HistoryCSV(Callback):
     """Rewrites ``history.csv`` after every epoch so it is complete even after a crash."""
@@ -69,6 +76,7 @@ class Checkpointer(Callback):
 
     def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
         snapshot = {**trainer.state_dict(state), **self.extra}
+        snapshot["callbacks"] = {type(cb).__name__: cb.state_dict() for cb in trainer.callbacks}
         last = self.directory / "last.pt"
         save_checkpoint(snapshot, last)
         if state.best_epoch == state.epoch:
@@ -87,6 +95,12 @@ class EarlyStopping(Callback):
         self.min_delta = min_delta
         self.best = math.inf if self.mode == "min" else -math.inf
         self.wait = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "wait": self.wait}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.wait = state["best"], state["wait"]
 
     def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
         value = row[self.monitor]
@@ -181,3 +195,48 @@ class ProgressReporter(Callback):
             self._progress = None
         if state.stop_reason and not self.quiet:
             self.console.print(state.stop_reason, highlight=False)
+
+
+class TrainLog(Callback):
+    """Appends the epoch lines and the stop reason to ``train.log`` as they happen."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, line: str) -> None:
+        with self.path.open("a") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+    def on_fit_start(self, trainer: Trainer, state: FitState) -> None:
+        where = f"resuming after epoch {state.epoch}" if state.epoch else "starting"
+        self.write(f"{where}: {trainer.settings.epochs} epochs, monitor {trainer.settings.monitor}")
+
+    def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
+        self.write(" - ".join(f"{k} {v:.6g}" for k, v in row.items()))
+
+    def on_fit_end(self, trainer: Trainer, state: FitState) -> None:
+        self.write(state.stop_reason or f"finished after epoch {state.epoch}")
+
+
+class TensorBoardLogger(Callback):
+    """Writes every history value as a TensorBoard scalar (``logger=tensorboard``)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        from dlrun.errors import UserError
+
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            raise UserError(
+                "logger=tensorboard needs the tensorboard package: pip install tensorboard"
+            ) from exc
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
+        for key, value in row.items():
+            if key != "epoch":
+                self.writer.add_scalar(key, value, global_step=state.epoch)
+        self.writer.flush()
+
+    def on_fit_end(self, trainer: Trainer, state: FitState) -> None:
+        self.writer.close()

@@ -22,6 +22,7 @@ from dlrun.config import metric_mode
 from dlrun.data.batches import iterate, n_batches
 from dlrun.data.spec import DataBundle, Split
 from dlrun.engine.callbacks import Callback
+from dlrun.engine.interrupts import RunInterrupted, StopFlag
 from dlrun.errors import UserError
 
 
@@ -35,11 +36,14 @@ class TrainerSettings:
     batch_size: int = 64
     limit_batches: int | None = None
     grad_clip: float | None = None
+    grad_clip_mode: str = "norm"  # "norm" (clip the global norm) or "value" (each entry)
+    accumulate: int = 1  # optimizer step every `accumulate` batches
     l1: float = 0.0
     l2: float = 0.0
     monitor: str = "val_loss"
     seed: int = 0
     scheduler_interval: str = "epoch"  # "epoch" or "step"
+    precision: str = "32"  # "32", "bf16" or "fp16" (autocast; fp16 adds a GradScaler)
 
 
 @dataclass
@@ -67,6 +71,7 @@ class Trainer:
         settings: TrainerSettings,
         scheduler: Any = None,
         callbacks: Sequence[Callback] = (),
+        stop_flag: StopFlag | None = None,
     ) -> None:
         self.model = model
         self.bundle = bundle
@@ -75,11 +80,18 @@ class Trainer:
         self.settings = settings
         self.scheduler = scheduler
         self.callbacks = list(callbacks)
+        self.stop_flag = stop_flag
         self.task = bundle.spec.task
         self.metric_name, _ = tasks.TRAIN_METRIC[self.task]
         self.monitor_mode = metric_mode(settings.monitor)
         self.generator = torch.Generator().manual_seed(settings.seed)
         self._penalised = [p for p in model.parameters() if p.dim() > 1]
+        self.device_type = bundle.train.x.device.type
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.precision)
+        if settings.precision == "fp16" and self.device_type != "cuda":
+            raise UserError("trainer.precision=fp16 needs a CUDA device; use bf16 on the CPU")
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
+        self.scaler = torch.amp.GradScaler("cuda") if settings.precision == "fp16" else None
 
     # ----------------------------------------------------------------- the loop
     def fit(self, state: FitState | None = None) -> FitState:
@@ -119,6 +131,7 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_epoch_start(self, state, count)
         self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=split.x.device)
         metric_sum = torch.zeros((), device=split.x.device)
         seen = 0
@@ -126,31 +139,57 @@ class Trainer:
             split, s.batch_size, shuffle=True, generator=self.generator, limit=s.limit_batches
         )
         for index, batch in enumerate(batches):
-            outputs = self._forward(batch)
-            loss = self.loss_fn(outputs, batch.y)
+            with self._autocast():
+                outputs = self._forward(batch)
+                loss = self.loss_fn(outputs, batch.y)
             objective = loss + self._penalty() if (s.l1 or s.l2) else loss
-            self.optimizer.zero_grad(set_to_none=True)
-            objective.backward()
             if not torch.isfinite(objective):
                 raise TrainingDiverged(
                     f"the loss became {objective.item()} at epoch {state.epoch + 1}, "
-                    f"step {state.step + 1}; try a lower optimizer.lr or trainer.grad_clip=1.0"
+                    f"step {state.step + 1}; last.pt keeps the last good epoch. "
+                    "Try a lower optimizer.lr or trainer.grad_clip=1.0"
                 )
-            if s.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
-            self.optimizer.step()
-            state.step += 1
-            if self.scheduler is not None and s.scheduler_interval == "step":
-                self.scheduler.step()
+            if s.accumulate > 1:
+                objective = objective / s.accumulate
+            if self.scaler is not None:
+                objective = self.scaler.scale(objective)
+            objective.backward()
+            if (index + 1) % s.accumulate == 0 or index + 1 == count:
+                self._optimizer_step(state)
             n = len(batch)
             seen += n
             loss_sum += loss.detach() * n
             metric_sum += tasks.batch_metric(self.task, outputs.detach(), batch.y)
             for cb in self.callbacks:
                 cb.on_batch_end(self, state, index, loss)
+            if self.stop_flag is not None and self.stop_flag.requested:
+                raise RunInterrupted(
+                    f"stopped by {self.stop_flag.signal_name} during epoch {state.epoch + 1}; "
+                    f"that epoch was abandoned and checkpoints/last.pt holds epoch {state.epoch}"
+                )
         return float(loss_sum) / max(seen, 1), tasks.finish_metric(
             self.task, float(metric_sum), seen
         )
+
+    def _optimizer_step(self, state: FitState) -> None:
+        """Clip (by norm or value), step, clear the gradients, step a per-step schedule."""
+        s = self.settings
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clip true gradients, not scaled ones
+        if s.grad_clip is not None:
+            if s.grad_clip_mode == "value":
+                nn.utils.clip_grad_value_(self.model.parameters(), s.grad_clip)
+            else:
+                nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        if self.scheduler is not None and s.scheduler_interval == "step":
+            self.scheduler.step()
 
     @torch.no_grad()
     def evaluate(self, split: Split) -> tuple[float, float]:
@@ -161,13 +200,19 @@ class Trainer:
         for batch in iterate(
             split, self.settings.batch_size * 4, limit=self.settings.limit_batches
         ):
-            outputs = self._forward(batch)
+            with self._autocast():
+                outputs = self._forward(batch)
             n = len(batch)
             loss_sum += float(self.loss_fn(outputs, batch.y)) * n
             metric_sum += float(tasks.batch_metric(self.task, outputs, batch.y))
             seen += n
         self.model.train(was_training)
         return loss_sum / max(seen, 1), tasks.finish_metric(self.task, metric_sum, seen)
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(
+            self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
+        )
 
     def _forward(self, batch: Split) -> torch.Tensor:
         if batch.lengths is None:
@@ -204,12 +249,18 @@ class Trainer:
             state.best_value, state.best_epoch = value, state.epoch
 
     # ------------------------------------------------------------- checkpoint
+    @property
+    def base_model(self) -> nn.Module:
+        """The model without a torch.compile wrapper (whose keys carry a prefix)."""
+        return getattr(self.model, "_orig_mod", self.model)
+
     def state_dict(self, state: FitState) -> dict[str, Any]:
         """Everything needed to continue exactly where this epoch ended."""
         return {
-            "model": self.model.state_dict(),
+            "model": self.base_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "epoch": state.epoch,
             "step": state.step,
             "history": state.history,
@@ -221,3 +272,28 @@ class Trainer:
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             },
         }
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> FitState:
+        """Restore everything :meth:`state_dict` saved; returns the state to continue."""
+        self.base_model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None and ckpt.get("scheduler") is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler") is not None:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        rng = ckpt["rng"]
+        torch.set_rng_state(rng["torch"])
+        self.generator.set_state(rng["shuffle"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        saved = ckpt.get("callbacks", {})
+        for cb in self.callbacks:
+            if type(cb).__name__ in saved:
+                cb.load_state_dict(saved[type(cb).__name__])
+        return FitState(
+            epoch=ckpt["epoch"],
+            step=ckpt["step"],
+            history=list(ckpt["history"]),
+            best_value=ckpt["best_value"],
+            best_epoch=ckpt["best_epoch"],
+        )

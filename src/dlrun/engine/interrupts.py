@@ -1,0 +1,53 @@
+"""Ctrl-C and SIGTERM that stop a run cleanly instead of killing it mid-write.
+
+The first signal only sets a flag; the trainer checks it after every step, abandons
+the epoch in progress and stops. ``last.pt`` then holds the last *complete* epoch, so a
+resumed run is exactly the run that was never stopped. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from dlrun.errors import UserError
+
+
+class RunInterrupted(UserError):
+    """The user (or the system) asked the run to stop."""
+
+
+class StopFlag:
+    """Set by the signal handler, read by the training loop."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+
+@contextmanager
+def graceful_interrupts() -> Iterator[StopFlag]:
+    """Install SIGINT/SIGTERM handlers for the duration (main thread only)."""
+    flag = StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if flag.requested:  # second signal: leave now
+            os._exit(128 + signum)
+        flag.signal_name = signal.Signals(signum).name
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
