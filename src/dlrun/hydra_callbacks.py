@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 class RunDirGuard(Callback):
@@ -21,6 +21,9 @@ class RunDirGuard(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.get("resume"):
             return  # resuming continues in the run's own directory on purpose
+        raw = OmegaConf.to_container(config.hydra.run, resolve=False)
+        if "dlrun_unique_dir" in str(raw):
+            return  # the default dir is freshly claimed (see dlrun.rundir), never reused
         run_dir = Path(config.hydra.run.dir)
         markers = [run_dir / n for n in ("status.json", "metrics.json", ".hydra")]
         taken = [p.name for p in markers if p.exists()]

@@ -157,6 +157,7 @@ def train_and_evaluate(
         f"[{spec.task}, {len(exp.bundle.train)}/{len(exp.bundle.val)}/{len(exp.bundle.test)} "
         f"train/val/test] - {exp.device}",
         highlight=False,
+        markup=False,
     )
     train_model = torch.compile(exp.model) if trainer_cfg["compile"] else exp.model
     with graceful_interrupts() as stop_flag:
