@@ -54,18 +54,18 @@ def check_contract(bundle: DataBundle) -> None:
         assert tuple(split.x.shape[1:]) == spec.input_shape
         if spec.kind is DataKind.TOKENS:
             assert split.x.dtype == torch.int64
-            assert 0 <= int(split.x.min()) and int(split.x.max()) < spec.vocab_size
+            assert int(split.x.min()) >= 0 and int(split.x.max()) < spec.vocab_size
             assert len(spec.vocab) == spec.vocab_size
         else:
             assert split.x.dtype == torch.float32
             assert torch.isfinite(split.x).all()
         if split.lengths is not None:
             assert split.lengths.dtype == torch.int64 and split.lengths.shape == (n,)
-            assert 1 <= int(split.lengths.min()) and int(split.lengths.max()) <= split.x.shape[1]
+            assert int(split.lengths.min()) >= 1 and int(split.lengths.max()) <= split.x.shape[1]
         y = split.y
         if spec.task is Task.MULTICLASS:
             assert y.dtype == torch.int64 and y.shape == (n,)
-            assert 0 <= int(y.min()) and int(y.max()) < spec.n_outputs
+            assert int(y.min()) >= 0 and int(y.max()) < spec.n_outputs
             assert len(spec.class_names) == spec.n_outputs
         elif spec.task is Task.BINARY:
             assert y.dtype == torch.float32 and y.shape == (n,) and spec.n_outputs == 1
@@ -162,7 +162,7 @@ def test_regression_target_standardised_on_train(offline_bundles):
     assert abs(float(bundle.test.y.mean())) > 1e-4
     scaler = bundle.meta["target_scaler"]
     original = bundle.train.y * scaler["std"][0] + scaler["mean"][0]
-    assert 25 <= float(original.min()) and float(original.max()) <= 346  # diabetes range
+    assert float(original.min()) >= 25 and float(original.max()) <= 346  # diabetes range
 
 
 def test_multilabel_has_several_labels_per_sample(offline_bundles):
@@ -284,5 +284,5 @@ def test_csv_configs_instantiate_with_a_generated_file(tmp_path):
 
 @pytest.mark.parametrize("name", ["csv", "csv_series"])
 def test_csv_configs_without_path_say_what_to_set(name):
-    with pytest.raises(UserError, match="data.path"):
+    with pytest.raises(UserError, match=r"data\.path"):
         load_config(name)
