@@ -269,18 +269,23 @@ def _standardise_pixels(
 ) -> tuple[np.ndarray, list[float], list[float]]:
     """Scale uint8 pixels to [0, 1] and standardise per channel with training statistics.
 
-    Pixels take only 256 values, so exact statistics come from a histogram and the
-    conversion from a 256-entry lookup table: no float64 copy of the whole image set
-    (CIFAR-10 would need 1.5 GB for one).
+    Pixels take only 256 values, so exact statistics come from a histogram (no float64
+    copy of the images: CIFAR-10 would need 1.5 GB), and the conversion is one fused
+    multiply-add per pixel into a float32 array.
     """
     levels = np.arange(256, dtype=np.float64) / 255.0
-    x = np.empty(images.shape, dtype=np.float32)
     means, stds = [], []
     for c in range(images.shape[1]):
-        hist = np.bincount(images[train, c].ravel(), minlength=256)
+        pixels = torch.from_numpy(np.ascontiguousarray(images[train, c]).reshape(-1))
+        hist = torch.bincount(pixels, minlength=256).numpy()  # numpy's is 30x slower on uint8
         mean = float((hist * levels).sum() / hist.sum())
         std = float(np.sqrt((hist * (levels - mean) ** 2).sum() / hist.sum())) or 1.0
-        x[:, c] = ((levels - mean) / std).astype(np.float32)[images[:, c]]
         means.append(mean)
         stds.append(std)
+    per_channel = (1, len(means), 1, 1)
+    scale = (1.0 / (255.0 * np.array(stds))).astype(np.float32).reshape(per_channel)
+    shift = (-np.array(means) / np.array(stds)).astype(np.float32).reshape(per_channel)
+    x = np.empty(images.shape, dtype=np.float32)
+    np.multiply(images, scale, out=x)
+    x += shift
     return x, means, stds
