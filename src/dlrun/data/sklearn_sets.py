@@ -142,22 +142,11 @@ def _tabular(
     val_fraction: float,
     test_fraction: float,
 ) -> DataBundle:
-    regression = task is Task.REGRESSION
-    idx = stratified_split(target, seed, val_fraction, test_fraction, stratify=not regression)
+    # multilabel rows have several labels at once, so there is no single class to stratify by
+    stratify = task in (Task.MULTICLASS, Task.BINARY)
+    idx = stratified_split(target, seed, val_fraction, test_fraction, stratify=stratify)
     x = torch.from_numpy(Standardizer.fit(features[idx.train]).transform(features))
-    meta: dict = {}
-    if regression:
-        column = target.reshape(-1, 1).astype(np.float64)
-        scaler = Standardizer.fit(column[idx.train])
-        y = torch.from_numpy(scaler.transform(column))
-        meta["target_scaler"] = {"mean": scaler.mean.tolist(), "std": scaler.std.tolist()}
-        n_outputs = 1
-    elif task is Task.BINARY:
-        y = torch.from_numpy(target.astype(np.float32))
-        n_outputs = 1
-    else:
-        y = torch.from_numpy(target.astype(np.int64))
-        n_outputs = len(class_names)
+    y, n_outputs, meta = _targets(target, task, idx.train, len(class_names))
     spec = DataSpec(
         name=name,
         task=task,
@@ -169,9 +158,39 @@ def _tabular(
     return _bundle(spec, x, y, idx, meta)
 
 
-def _bundle(spec: DataSpec, x: torch.Tensor, y: torch.Tensor, idx, meta=None) -> DataBundle:
+def _targets(
+    target: np.ndarray, task: Task, train: np.ndarray, n_classes: int
+) -> tuple[torch.Tensor, int, dict]:
+    """Targets as the tensor type the task's loss wants, with ``n_outputs`` and ``meta``.
+
+    Regression targets are standardised with training-split statistics only; the scaler
+    goes to ``meta["target_scaler"]`` so errors can be reported in the data's own units.
+    """
+    if task in (Task.REGRESSION, Task.FORECAST):
+        column = target.reshape(len(target), -1).astype(np.float64)
+        scaler = Standardizer.fit(column[train])
+        meta = {"target_scaler": {"mean": scaler.mean.tolist(), "std": scaler.std.tolist()}}
+        return torch.from_numpy(scaler.transform(column)), column.shape[1], meta
+    if task is Task.BINARY:
+        return torch.from_numpy(target.astype(np.float32)), 1, {}
+    if task is Task.MULTILABEL:
+        return torch.from_numpy(target.astype(np.float32)), target.shape[1], {}
+    return torch.from_numpy(target.astype(np.int64)), n_classes, {}
+
+
+def _bundle(
+    spec: DataSpec,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    idx,
+    meta=None,
+    lengths: torch.Tensor | None = None,
+) -> DataBundle:
+    """Cut whole-dataset tensors into the three splits named by ``idx`` (SplitIndices)."""
+
     def part(index: np.ndarray) -> Split:
         t = torch.from_numpy(index)
-        return Split(x[t].contiguous(), y[t].contiguous())
+        part_lengths = None if lengths is None else lengths[t].contiguous()
+        return Split(x[t].contiguous(), y[t].contiguous(), part_lengths)
 
     return DataBundle(spec, part(idx.train), part(idx.val), part(idx.test), meta or {})

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dlrun.errors import UserError
+
 
 @dataclass(frozen=True)
 class SplitIndices:
@@ -39,6 +41,20 @@ def stratified_split(
         rest, test_size=val_share, random_state=seed + 1, stratify=rest_labels
     )
     return SplitIndices(np.sort(train), np.sort(val), np.sort(test))
+
+
+def temporal_bounds(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """Cut points ``(a, b)`` of an in-order split: train [0, a), val [a, b), test [b, n).
+
+    Series and text are split in order, never shuffled: a shuffled split would put
+    neighbouring (nearly identical) windows on both sides and train on the future.
+    """
+    if not (val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
+        raise UserError(f"data.val_fraction ({val_fraction}) and data.test_fraction "
+                        f"({test_fraction}) must be positive and add up to less than 1.")
+    n_test = max(1, round(n * test_fraction))
+    n_val = max(1, round(n * val_fraction))
+    return n - n_val - n_test, n - n_test
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,228 @@
+"""Time series as forecasting windows: the last ``window`` steps predict the next ``horizon``.
+
+The series is split in time before any window is cut: train is the earliest stretch,
+then val, then test, and a window never straddles two stretches, so no target the model
+is scored on was ever inside a training window. Every channel is standardised with the
+training stretch's statistics; the target channel's scaler goes to
+``meta["target_scaler"]`` (one entry per horizon step) so errors are reported in the
+series' own units, and ``meta["target_channel"]`` tells a persistence baseline which
+input channel to repeat. The run's ``seed`` does not change a temporal split.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime
+
+import numpy as np
+import torch
+
+from dlrun.data.csvfile import read_csv, to_numbers
+from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split, Task
+from dlrun.data.splits import Standardizer, temporal_bounds
+from dlrun.errors import UserError
+
+SPLITS = ("train", "val", "test")
+
+
+def load_sine(
+    seed: int,
+    n_points: int = 2000,
+    periods: Sequence[float] = (24.0, 70.0),
+    noise: float = 0.1,
+    window: int = 50,
+    horizon: int = 1,
+    stride: int = 1,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    generator_seed: int = 0,
+) -> DataBundle:
+    """A sum of sines with the given ``periods`` (in steps, random phases) plus noise.
+
+    ``generator_seed`` fixes the series itself, so runs with different seeds compare
+    models on the same problem.
+    """
+    rng = np.random.default_rng(generator_seed)
+    steps = np.arange(n_points)
+    phases = rng.uniform(0.0, 2 * math.pi, len(periods))
+    waves = [np.sin(2 * math.pi * steps / p + phi) for p, phi in zip(periods, phases, strict=True)]
+    signal = np.sum(waves, axis=0)
+    values = signal + noise * rng.standard_normal(n_points)
+    return forecast_bundle(
+        "sine", values[:, None], 0, window, horizon, stride, val_fraction, test_fraction
+    )
+
+
+def load_sunspots(
+    seed: int,
+    window: int = 20,
+    horizon: int = 1,
+    stride: int = 1,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+) -> DataBundle:
+    """Yearly mean sunspot numbers 1700-2008 (309 values), bundled with statsmodels."""
+    try:
+        from statsmodels.datasets import sunspots
+    except ImportError as err:
+        raise UserError("data=sunspots needs the optional statsmodels package: "
+                        "pip install 'dlrun[series]'.") from err
+    frame = sunspots.load_pandas().data
+    values = frame["SUNACTIVITY"].to_numpy(dtype=np.float64)[:, None]
+    years = [int(year) for year in frame["YEAR"]]
+    return forecast_bundle(
+        "sunspots", values, 0, window, horizon, stride, val_fraction, test_fraction, years
+    )
+
+
+def load_csv_series(
+    seed: int,
+    path: str | None = None,
+    column: str | None = None,
+    date_column: str | None = None,
+    features: Sequence[str] = (),
+    delimiter: str = ",",
+    window: int = 30,
+    horizon: int = 1,
+    stride: int = 1,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+) -> DataBundle:
+    """Forecast numeric ``column`` of a CSV, optionally helped by other ``features`` columns.
+
+    Rows are taken in file order, or sorted by ``date_column`` (ISO 8601 dates or plain
+    numbers such as years) when given. Missing values are filled with the last value
+    seen (never a later one, which would leak the future); rows before every channel
+    has a first value are dropped.
+    """
+    table = read_csv(path, delimiter)
+    if column is None:
+        raise UserError(f"Set data.column to the series to forecast; {table.path} has: "
+                        f"{', '.join(table.header)}.")
+    names = [column, *features]
+    values = np.column_stack(
+        [table.numeric(name, "column" if i == 0 else "features") for i, name in enumerate(names)]
+    )
+    times: list | None = None
+    if date_column is not None:
+        times = _parse_times(table.column(date_column, "date_column"), date_column)
+        try:
+            order = sorted(range(len(times)), key=times.__getitem__)
+        except TypeError as err:  # e.g. dates with and without time zones
+            raise UserError(f"The dates in {date_column!r} cannot be ordered ({err}).") from err
+        values, times = values[order], [times[i] for i in order]
+    start, values, filled = _forward_fill(values, names)
+    if times is not None:
+        times = times[start:]
+    bundle = forecast_bundle(
+        table.path.stem, values, 0, window, horizon, stride, val_fraction, test_fraction, times
+    )
+    bundle.meta.update(path=str(table.path), channels=names, filled_values=filled)
+    return bundle
+
+
+def forecast_bundle(
+    name: str,
+    values: np.ndarray,
+    target_channel: int,
+    window: int,
+    horizon: int,
+    stride: int,
+    val_fraction: float,
+    test_fraction: float,
+    times: Sequence | None = None,
+) -> DataBundle:
+    """Split ``values`` (T, F) in time, standardise on train, cut windows in each part.
+
+    ``stride`` thins the training windows only; val and test keep every window so each
+    of their steps is scored.
+    """
+    if window < 1 or horizon < 1 or stride < 1:
+        raise UserError(f"data.window ({window}), data.horizon ({horizon}) and data.stride "
+                        f"({stride}) must be at least 1.")
+    a, b = temporal_bounds(len(values), val_fraction, test_fraction)
+    bounds = dict(zip(SPLITS, ((0, a), (a, b), (b, len(values))), strict=True))
+    scaler = Standardizer.fit(values[:a])
+    scaled = scaler.transform(values)
+    parts = []
+    for split, (start, stop) in bounds.items():
+        x, y, _ = windows(
+            scaled, start, stop, window, horizon, stride if split == "train" else 1,
+            target_channel,
+        )
+        if len(x) == 0:
+            raise UserError(f"The {split} part of {name} has {stop - start} steps, fewer than "
+                            f"window + horizon = {window + horizon}; lower data.window or "
+                            "use a longer series.")
+        parts.append(Split(torch.from_numpy(x), torch.from_numpy(y)))
+    mean, std = float(scaler.mean[target_channel]), float(scaler.std[target_channel])
+    meta: dict = {
+        "target_scaler": {"mean": [mean] * horizon, "std": [std] * horizon},
+        "target_channel": target_channel,
+        "window": window,
+        "horizon": horizon,
+        "split_bounds": {split: list(bound) for split, bound in bounds.items()},
+    }
+    if times is not None:
+        meta["split_times"] = {
+            split: [str(times[start]), str(times[stop - 1])]
+            for split, (start, stop) in bounds.items()
+        }
+    spec = DataSpec(
+        name=name,
+        task=Task.FORECAST,
+        kind=DataKind.SEQUENCE,
+        input_shape=(window, values.shape[1]),
+        n_outputs=horizon,
+    )
+    return DataBundle(spec, *parts, meta=meta)
+
+
+def windows(
+    values: np.ndarray,
+    start: int,
+    stop: int,
+    window: int,
+    horizon: int,
+    stride: int = 1,
+    target_channel: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Windows lying wholly inside ``values[start:stop]``.
+
+    Returns inputs (N, window, F) float32, targets (N, horizon) float32 (the next
+    ``horizon`` values of ``target_channel``) and the time index of each first target.
+    """
+    first = np.arange(start + window, stop - horizon + 1, stride)
+    x = values[first[:, None] + np.arange(-window, 0)]
+    y = values[first[:, None] + np.arange(horizon), target_channel]
+    return x.astype(np.float32), y.astype(np.float32), first
+
+
+def _parse_times(cells: list[str], column: str) -> list:
+    numbers = to_numbers(cells)
+    if numbers is not None and not np.isnan(numbers).any():
+        return numbers.tolist()
+    times = []
+    for row, cell in enumerate(cells):
+        try:
+            times.append(datetime.fromisoformat(cell.strip()))
+        except ValueError:
+            raise UserError(f"Column {column!r} (data.date_column) must hold ISO 8601 dates "
+                            f"such as 2024-01-31 or numbers, but data row {row + 1} has "
+                            f"{cell!r}.") from None
+    return times
+
+
+def _forward_fill(values: np.ndarray, names: list[str]) -> tuple[int, np.ndarray, int]:
+    """(first kept row, values with gaps filled by the last seen value, cells filled)."""
+    valid = ~np.isnan(values)
+    empty = [name for name, ok in zip(names, valid.any(axis=0), strict=True) if not ok]
+    if empty:
+        raise UserError(f"Column(s) {', '.join(empty)} have no values.")
+    start = int(valid.argmax(axis=0).max())
+    values, valid = values[start:].copy(), valid[start:]
+    rows = np.arange(len(values))[:, None]
+    last_seen = np.maximum.accumulate(np.where(valid, rows, 0), axis=0)
+    filled = int((~valid).sum())
+    return start, np.take_along_axis(values, last_seen, axis=0), filled
