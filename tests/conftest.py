@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = Path(config_dir())
 
 # Small enough that an end-to-end run takes a couple of seconds on 2 CPU cores.
-SHRINK = ["trainer.epochs=1", "trainer.limit_batches=2", "trainer.progress=none"]
+SHRINK = ["trainer.epochs=1", "trainer.limit_batches=2"]
 
 
 def compose_cfg(*overrides: str) -> dict[str, Any]:
