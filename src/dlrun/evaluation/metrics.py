@@ -1,8 +1,10 @@
 """Metrics per task, computed by torchmetrics on a :class:`Scored` (model or baseline).
 
 torchmetrics is imported inside the functions: it costs ~4 s to import and the CLI must
-answer ``--help`` and config errors instantly. Conventions, each proved equal to
-scikit-learn in ``tests/test_evaluation_metrics.py``:
+answer ``--help`` and config errors instantly. Its functional API is used on whole-split
+tensors: evaluation sees every prediction at once, so the stateful ``MetricCollection``
+(built for accumulating over training steps) would add state and nothing else.
+Conventions, each proved equal to scikit-learn in ``tests/test_evaluation_metrics.py``:
 
 - ``*_macro`` / ``*_micro`` / ``*_weighted`` mean what sklearn's ``average=`` of that name
   means with its default label set (classes occurring in the targets or predictions) and
