@@ -48,14 +48,8 @@ def load_digits_flat(
 
     raw = load_digits()
     return _tabular(
-        "digits_flat",
-        raw.data,
-        raw.target,
-        Task.MULTICLASS,
-        tuple(str(d) for d in range(10)),
-        seed,
-        val_fraction,
-        test_fraction,
+        "digits_flat", raw.data, raw.target, Task.MULTICLASS,
+        tuple(str(d) for d in range(10)), seed, val_fraction, test_fraction,
     )
 
 
@@ -72,14 +66,8 @@ def load_breast_cancer(
     raw = load()
     y = (raw.target == 0).astype(np.int64)
     return _tabular(
-        "breast_cancer",
-        raw.data,
-        y,
-        Task.BINARY,
-        ("benign", "malignant"),
-        seed,
-        val_fraction,
-        test_fraction,
+        "breast_cancer", raw.data, y, Task.BINARY, ("benign", "malignant"),
+        seed, val_fraction, test_fraction,
     )
 
 
@@ -88,14 +76,8 @@ def load_iris(seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15
 
     raw = load()
     return _tabular(
-        "iris",
-        raw.data,
-        raw.target,
-        Task.MULTICLASS,
-        tuple(raw.target_names),
-        seed,
-        val_fraction,
-        test_fraction,
+        "iris", raw.data, raw.target, Task.MULTICLASS, tuple(raw.target_names),
+        seed, val_fraction, test_fraction,
     )
 
 
@@ -104,31 +86,21 @@ def load_wine(seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15
 
     raw = load()
     return _tabular(
-        "wine",
-        raw.data,
-        raw.target,
-        Task.MULTICLASS,
-        tuple(raw.target_names),
-        seed,
-        val_fraction,
-        test_fraction,
+        "wine", raw.data, raw.target, Task.MULTICLASS, tuple(raw.target_names),
+        seed, val_fraction, test_fraction,
     )
 
 
-def load_diabetes(seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15) -> DataBundle:
+def load_diabetes(
+    seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15
+) -> DataBundle:
     """Diabetes progression one year after baseline: regression on 10 features."""
     from sklearn.datasets import load_diabetes as load
 
     raw = load()
     return _tabular(
-        "diabetes",
-        raw.data,
-        raw.target,
-        Task.REGRESSION,
-        (),
-        seed,
-        val_fraction,
-        test_fraction,
+        "diabetes", raw.data, raw.target, Task.REGRESSION, (),
+        seed, val_fraction, test_fraction,
     )
 
 
