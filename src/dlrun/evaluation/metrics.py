@@ -1,13 +1,17 @@
 """Metrics per task, computed by torchmetrics on a :class:`Scored` (model or baseline).
 
 torchmetrics is imported inside the functions: it costs ~4 s to import and the CLI must
-answer ``--help`` and config errors instantly. Conventions, each proved equal to
-scikit-learn in ``tests/test_evaluation_metrics.py``:
+answer ``--help`` and config errors instantly. Its functional API is used on whole-split
+tensors: evaluation sees every prediction at once, so the stateful ``MetricCollection``
+(built for accumulating over training steps) would add state and nothing else.
+Conventions, each proved equal to scikit-learn in ``tests/test_evaluation_metrics.py``:
 
 - ``*_macro`` / ``*_micro`` / ``*_weighted`` mean what sklearn's ``average=`` of that name
   means with its default label set (classes occurring in the targets or predictions) and
   ``zero_division=0``. torchmetrics drops a class with neither targets nor predictions
-  from macro averages, which is exactly sklearn's default.
+  from macro averages, which is exactly sklearn's default. ``specificity_macro`` (sklearn
+  has none) follows the same rules: a class's 0/0 specificity (TN + FP = 0, i.e. a split
+  holding that class only) counts as 0.
 - Per-class values that are 0/0 are NaN (written ``null``), like sklearn's
   ``zero_division=np.nan``: the precision of a class never predicted, the recall of a class
   absent from the split. A 0 there would blame the model for what it could not do.

@@ -130,6 +130,8 @@ def learning_curves(
     The best epoch is where ``monitor`` (default ``val_loss``, else ``loss``) is lowest,
     or highest for a higher-is-better metric such as accuracy.
     """
+    from matplotlib.ticker import MaxNLocator
+
     epochs = np.array([_number(row.get("epoch", i + 1)) for i, row in enumerate(history)])
 
     def column(key: str) -> np.ndarray:
@@ -161,6 +163,7 @@ def learning_curves(
                 label=f"best epoch {epochs[best]:g} ({watched[0]})",
             )
         ax.set(xlabel="epoch", ylabel=name, title=name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8)
     fig.savefig(path)
 

@@ -86,7 +86,7 @@ class Row:
     model: float | None
     baseline: float | None
     val: float | None
-    better: bool | None  # model better than baseline; None when either is undefined
+    versus: str  # the model against the baseline: better, worse, equal or n/a
 
 
 def lower_is_better(key: str) -> bool:
@@ -94,11 +94,13 @@ def lower_is_better(key: str) -> bool:
     return key.removeprefix("val_") in LOWER_IS_BETTER
 
 
-def better(key: str, model: float | None, baseline: float | None) -> bool | None:
-    """Strictly better on ``key``; None when either side is undefined (NaN / null)."""
+def versus(key: str, model: float | None, baseline: float | None) -> str:
+    """``better``, ``worse`` or ``equal`` on ``key``; ``n/a`` when either is undefined."""
     if not _defined(model) or not _defined(baseline):
-        return None
-    return model < baseline if lower_is_better(key) else model > baseline
+        return "n/a"
+    if model == baseline:
+        return "equal"
+    return "better" if (model < baseline) == lower_is_better(key) else "worse"
 
 
 def compare(task: Task, model: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
@@ -110,9 +112,9 @@ def compare(task: Task, model: dict[str, Any], baseline: dict[str, Any]) -> dict
         "higher_is_better": not lower_is_better(key),
         "model": model.get(key),
         "baseline": baseline.get(key),
-        "beats_baseline": better(key, model.get(key), baseline.get(key)),
-        "better_on": [k for k in keys if better(k, model[k], baseline.get(k)) is True],
-        "worse_on": [k for k in keys if better(k, model[k], baseline.get(k)) is False],
+        "beats_baseline": _beats(versus(key, model.get(key), baseline.get(key))),
+        "better_on": [k for k in keys if versus(k, model[k], baseline.get(k)) == "better"],
+        "worse_on": [k for k in keys if versus(k, model[k], baseline.get(k)) == "worse"],
     }
 
 
@@ -128,7 +130,7 @@ def headline_rows(metrics: dict[str, Any]) -> list[Row]:
             model[key],
             base.get(key),
             None if val is None else val.get(key),
-            better(key, model[key], base.get(key)),
+            versus(key, model[key], base.get(key)),
         )
         for key in HEADLINE[task]
         if key in model
@@ -165,12 +167,12 @@ def headline_table(metrics: dict[str, Any]) -> Table:
     if with_val:
         table.add_column("val", justify="right")
     table.add_column("vs baseline", justify="center")
-    marks = {True: "[green]better[/]", False: "[red]worse[/]", None: "–"}
+    colours = {"better": "green", "worse": "red", "equal": "yellow", "n/a": "dim"}
     for row in rows:
         cells = [row.key, fmt(row.model), fmt(row.baseline)]
         if with_val:
             cells.append(fmt(row.val))
-        table.add_row(*cells, marks[row.better])
+        table.add_row(*cells, f"[{colours[row.versus]}]{row.versus}[/]")
     return table
 
 
@@ -225,12 +227,9 @@ def _headline_markdown(rows: list[Row], main: str) -> list[str]:
     with_val = any(row.val is not None for row in rows)
     header = f"| metric | {main} | baseline |" + (" val |" if with_val else "") + " vs baseline |"
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
-    words = {True: "better", False: "worse", None: "n/a"}
     for row in rows:
         val = f" {fmt(row.val)} |" if with_val else ""
-        lines.append(
-            f"| {row.key} | {fmt(row.model)} | {fmt(row.baseline)} |{val} {words[row.better]} |"
-        )
+        lines.append(f"| {row.key} | {fmt(row.model)} | {fmt(row.baseline)} |{val} {row.versus} |")
     return lines
 
 
@@ -284,6 +283,11 @@ def _confused_markdown(pairs: list[dict[str, Any]]) -> list[str]:
             f"{pair['share_of_true']:.1%} |"
         )
     return lines
+
+
+def _beats(outcome: str) -> bool | None:
+    """Strictly better beats the baseline; a tie does not; undefined cannot tell."""
+    return None if outcome == "n/a" else outcome == "better"
 
 
 def _defined(value: float | None) -> bool:
