@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlrun.config import register_schema, validate
 from dlrun.errors import UserError
-from dlrun.rundir import claim_unique_dir, remove_if_unused, write_json, write_status
+from dlrun.rundir import claim_unique_dir, remove_if_unused, write_status
 
 
 def config_dir() -> str:
@@ -75,6 +75,7 @@ def run(cfg: DictConfig) -> float | None:
     from rich.console import Console
 
     from dlrun.engine.interrupts import RunInterrupted
+    from dlrun.evaluation.files import write_json
     from dlrun.runner import train_and_evaluate
 
     console = Console()
@@ -97,7 +98,7 @@ def run(cfg: DictConfig) -> float | None:
     except BaseException as exc:
         write_status(run_dir, "failed", reason=f"{type(exc).__name__}: {exc}")
         raise
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "metrics.json", metrics)  # now with the training summary
     train = metrics["train"]
     write_status(run_dir, "completed", epoch=train["epochs"])
     console.print(f"run directory: {run_dir}", highlight=False)

@@ -52,7 +52,12 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged/foreign file
-        raise UserError(f"checkpoint {path} is corrupt or not a dlrun checkpoint ({exc})") from exc
+        # torch's own text suggests weights_only=False, exactly what must never be done
+        # with a file of unknown origin, so only the kind of failure is passed on.
+        raise UserError(
+            f"checkpoint {path} is corrupt or not a dlrun checkpoint ({type(exc).__name__}); "
+            "it was not loaded"
+        ) from exc
     if not isinstance(state, dict) or "model" not in state:
         raise UserError(f"checkpoint {path} is not a dlrun checkpoint (no model weights)")
     return state

@@ -8,7 +8,6 @@ browsers and most other readers.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 
 from dlrun.data.spec import Task
 from dlrun.evaluation.predict import Scored
+from dlrun.rundir import write_json as atomic_write_json
 
 LM_SAMPLE_TOKENS = 2000  # a per-token file of a whole corpus would dwarf the run dir
 
@@ -36,7 +36,8 @@ def clean(value: Any) -> Any:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(clean(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    """Strict JSON (undefined values as null), written atomically."""
+    atomic_write_json(path, clean(data))
 
 
 def write_predictions(
