@@ -22,8 +22,17 @@ from dlrun.errors import UserError
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "data"
 # configs that load with no files and no optional packages
 OFFLINE = [
-    "digits", "digits_flat", "breast_cancer", "iris", "wine", "diabetes",
-    "sine", "text", "text_classes", "multilabel", "waveforms",
+    "digits",
+    "digits_flat",
+    "breast_cancer",
+    "iris",
+    "wine",
+    "diabetes",
+    "sine",
+    "text",
+    "text_classes",
+    "multilabel",
+    "waveforms",
 ]
 HAS_STATSMODELS = importlib.util.find_spec("statsmodels") is not None
 
@@ -105,8 +114,14 @@ def offline_bundles() -> dict[str, DataBundle]:
 
 def test_every_data_config_has_a_loader_and_no_seed_or_name():
     names = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
-    assert set(OFFLINE) | {"mnist", "fashion_mnist", "cifar10", "sunspots", "csv",
-                           "csv_series"} == set(names)
+    assert set(OFFLINE) | {
+        "mnist",
+        "fashion_mnist",
+        "cifar10",
+        "sunspots",
+        "csv",
+        "csv_series",
+    } == set(names)
     for name in names:
         cfg = OmegaConf.load(CONFIGS / f"{name}.yaml")
         assert cfg._target_.startswith("dlrun.data.")

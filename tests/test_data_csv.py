@@ -131,11 +131,11 @@ def test_too_rare_class_is_a_user_error(tmp_path):
 
 # ---- series ---------------------------------------------------------------------------
 
+
 def test_csv_series_is_split_in_time(tmp_path):
     """The target is the row's time index, so values reveal where each window came from."""
     n = 400
-    path = write_csv(tmp_path / "s.csv", ["t", "noise"],
-                     [[i, np.sin(i)] for i in range(n)])
+    path = write_csv(tmp_path / "s.csv", ["t", "noise"], [[i, np.sin(i)] for i in range(n)])
     bundle = load_csv_series(0, path=path, column="t", features=["noise"], window=10, horizon=3)
     assert bundle.spec.input_shape == (10, 2) and bundle.spec.n_outputs == 3
     assert bundle.spec.task is Task.FORECAST and bundle.meta["target_channel"] == 0

@@ -50,8 +50,12 @@ def write_mnist(folder: Path, gz: bool = True) -> None:
     train_x, train_y = labelled(N_TRAIN, 1)
     test_x, test_y = labelled(N_TEST, 2)
     test_x = np.clip(test_x.astype(int) + 40, 0, 255).astype(np.uint8)
-    for name, array in (("train-images-idx3-ubyte", train_x), ("train-labels-idx1-ubyte", train_y),
-                        ("t10k-images-idx3-ubyte", test_x), ("t10k-labels-idx1-ubyte", test_y)):
+    for name, array in (
+        ("train-images-idx3-ubyte", train_x),
+        ("train-labels-idx1-ubyte", train_y),
+        ("t10k-images-idx3-ubyte", test_x),
+        ("t10k-labels-idx1-ubyte", test_y),
+    ):
         write_idx(folder / f"{name}{suffix}", array)
 
 
@@ -124,6 +128,7 @@ def mnist_checksums(folder: Path) -> dict[str, str]:
 
 # ---- readers -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("suffix", [".gz", ""])
 def test_read_idx_round_trip(tmp_path, suffix):
     array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
@@ -158,13 +163,18 @@ def test_read_cifar_batches(tmp_path):
 
 # ---- loaders from files already in place ----------------------------------------------
 
+
 @pytest.mark.parametrize("gz", [True, False])
 def test_mnist_from_local_files(tmp_path, dead_mirror, gz):
     write_mnist(tmp_path, gz=gz)
     bundle = images.load_mnist(0, root=str(tmp_path), mirror=dead_mirror)  # no download
     spec = bundle.spec
     assert (spec.task, spec.kind, spec.input_shape, spec.n_outputs) == (
-        Task.MULTICLASS, DataKind.IMAGE, (1, 28, 28), 10)
+        Task.MULTICLASS,
+        DataKind.IMAGE,
+        (1, 28, 28),
+        10,
+    )
     assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (90, 10, N_TEST)
     assert bundle.train.x.dtype == torch.float32 and bundle.train.y.dtype == torch.int64
     assert sorted(bundle.val.y.tolist()) == list(range(10))  # stratified
@@ -207,8 +217,11 @@ def test_image_configs_instantiate(tmp_path):
     write_mnist(tmp_path / "mnist")
     write_mnist(tmp_path / "fashion_mnist", gz=False)
     write_cifar_archive(tmp_path / "cifar10" / images.CIFAR10_ARCHIVE.name)
-    for name, shape in (("mnist", (1, 28, 28)), ("fashion_mnist", (1, 28, 28)),
-                        ("cifar10", (3, 32, 32))):
+    for name, shape in (
+        ("mnist", (1, 28, 28)),
+        ("fashion_mnist", (1, 28, 28)),
+        ("cifar10", (3, 32, 32)),
+    ):
         cfg = OmegaConf.create({"paths": {"data_dir": str(tmp_path)}})
         cfg.data = OmegaConf.load(CONFIGS / f"{name}.yaml")
         bundle = instantiate(cfg.data, seed=0)
@@ -217,6 +230,7 @@ def test_image_configs_instantiate(tmp_path):
 
 
 # ---- downloads -------------------------------------------------------------------------
+
 
 def test_mnist_download_from_mirror_is_verified_and_cached(tmp_path, mirror):
     url, served, requests = mirror
@@ -269,9 +283,7 @@ def test_cifar_archive_download_and_extraction(tmp_path, mirror):
     write_cifar_archive(archive)
     sha = "sha256:" + hashlib.sha256(archive.read_bytes()).hexdigest()
     root = tmp_path / "cifar10"
-    bundle = images.load_cifar10(
-        0, root=str(root), mirror=url, checksums={archive.name: sha}
-    )
+    bundle = images.load_cifar10(0, root=str(root), mirror=url, checksums={archive.name: sha})
     assert len(bundle.train) + len(bundle.val) == 5 * N_TEST
     assert (root / images.CIFAR10_DIR / "test_batch.bin").stat().st_size == N_TEST * 3073
 

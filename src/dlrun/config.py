@@ -50,12 +50,22 @@ class EarlyStoppingSchema:
 
 
 @dataclass
+class AugmentationSchema:
+    enabled: bool = False
+    crop_padding: int = 0
+    hflip: bool = False
+    rotate_degrees: float = 0.0
+    translate: float = 0.0
+
+
+@dataclass
 class RegularizationSchema:
     dropout: float = 0.0
     l1: float = 0.0
     l2: float = 0.0
     label_smoothing: float = 0.0
     early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)
+    augmentation: AugmentationSchema = field(default_factory=AugmentationSchema)
 
 
 @dataclass
@@ -144,6 +154,18 @@ def validate(cfg: dict[str, Any]) -> None:
         0.0 <= reg["label_smoothing"] < 1.0,
         "regularization.label_smoothing",
         "must be in [0, 1)",
+    )
+    aug = reg["augmentation"]
+    need(aug["crop_padding"] >= 0, "regularization.augmentation.crop_padding", "must be >= 0")
+    need(
+        0 <= aug["rotate_degrees"] <= 180,
+        "regularization.augmentation.rotate_degrees",
+        "must be in [0, 180]",
+    )
+    need(
+        0 <= aug["translate"] < 0.5,
+        "regularization.augmentation.translate",
+        "must be in [0, 0.5)",
     )
     stop = reg["early_stopping"]
     need(stop["patience"] >= 0, "regularization.early_stopping.patience", "must be >= 0")

@@ -18,6 +18,7 @@ from dlrun import tasks
 from dlrun.config import metric_mode
 from dlrun.data.batches import n_batches
 from dlrun.data.spec import DataBundle, DataKind, Task
+from dlrun.engine.augment import AugmentSettings, BatchAugment
 from dlrun.engine.callbacks import (
     Checkpointer,
     EarlyStopping,
@@ -29,7 +30,7 @@ from dlrun.engine.checkpoint import load_checkpoint, load_model_weights
 from dlrun.engine.device import select_device
 from dlrun.engine.interrupts import graceful_interrupts
 from dlrun.engine.schedules import build_scheduler
-from dlrun.engine.trainer import Trainer, TrainerSettings
+from dlrun.engine.trainer import Trainer, TrainerSettings, near_zero_fraction
 from dlrun.errors import UserError
 from dlrun.models import build_model
 
@@ -159,6 +160,14 @@ def train_and_evaluate(
         highlight=False,
         markup=False,
     )
+    augment = None
+    if reg["augmentation"]["enabled"]:
+        if spec.kind is not DataKind.IMAGE:
+            raise UserError(
+                f"regularization.augmentation is for images; data={spec.name} is {spec.kind}"
+            )
+        aug = {k: v for k, v in reg["augmentation"].items() if k != "enabled"}
+        augment = BatchAugment(AugmentSettings(**aug), cfg["seed"])
     train_model = torch.compile(exp.model) if trainer_cfg["compile"] else exp.model
     with graceful_interrupts() as stop_flag:
         trainer = Trainer(
@@ -170,6 +179,7 @@ def train_and_evaluate(
             scheduler,
             callbacks,
             stop_flag,
+            augment,
         )
         state = None
         if cfg.get("resume"):
@@ -208,6 +218,9 @@ def train_and_evaluate(
         f"trained {state.epoch} epochs in {train_seconds:.1f}s",
         highlight=False,
     )
+    sparsity = near_zero_fraction(exp.model)
+    if reg["l1"] or reg["l2"]:
+        console.print(f"weights with |w| < 1e-3: {sparsity:.1%}", highlight=False)
     metrics["train"] = {
         "epochs": state.epoch,
         "best_epoch": state.best_epoch,
@@ -216,5 +229,6 @@ def train_and_evaluate(
         "seconds": train_seconds,
         "parameters": n_params,
         "stop_reason": state.stop_reason,
+        "near_zero_weights": sparsity,
     }
     return metrics

@@ -36,8 +36,10 @@ class CsvTable:
     def column(self, name: str, param: str) -> list[str]:
         """The cells of column ``name``; ``param`` is the config key that named it."""
         if name not in self.columns:
-            raise UserError(f"Column {name!r} (data.{param}) is not in {self.path}; its "
-                            f"columns are: {', '.join(self.header)}.")
+            raise UserError(
+                f"Column {name!r} (data.{param}) is not in {self.path}; its "
+                f"columns are: {', '.join(self.header)}."
+            )
         return self.columns[name]
 
     def numeric(self, name: str, param: str) -> np.ndarray:
@@ -46,8 +48,10 @@ class CsvTable:
         values = to_numbers(cells)
         if values is None:
             row, cell = next((i, c) for i, c in enumerate(cells) if _number(c) is None)
-            raise UserError(f"Column {name!r} of {self.path} must hold numbers, but data "
-                            f"row {row + 1} has {cell!r}.")
+            raise UserError(
+                f"Column {name!r} of {self.path} must hold numbers, but data "
+                f"row {row + 1} has {cell!r}."
+            )
         return values
 
 
@@ -83,7 +87,9 @@ def read_csv(path: str | None, delimiter: str = ",") -> CsvTable:
         raise UserError(f"{file} has duplicate column names: {', '.join(duplicates)}.")
     for number, row in enumerate(rows[1:], start=1):
         if len(row) != len(header):
-            raise UserError(f"{file} data row {number} has {len(row)} cells but the header has "
-                            f"{len(header)} (is data.delimiter={delimiter!r} right?).")
+            raise UserError(
+                f"{file} data row {number} has {len(row)} cells but the header has "
+                f"{len(header)} (is data.delimiter={delimiter!r} right?)."
+            )
     columns = {name: [row[i] for row in rows[1:]] for i, name in enumerate(header)}
     return CsvTable(file, header, columns)

@@ -60,8 +60,9 @@ def download(
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UserError(f"Cannot create the data folder {root} ({err}); set data.root to a "
-                        "writable folder.") from err
+        raise UserError(
+            f"Cannot create the data folder {root} ({err}); set data.root to a writable folder."
+        ) from err
     for i, remote in enumerate(files):
         url = url_for(mirror, remote.name)
         expected = overrides.get(remote.name, remote.checksum)

@@ -61,8 +61,18 @@ FASHION_MNIST = _IdxDataset(
         RemoteFile("t10k-images-idx3-ubyte.gz", "md5:bef4ecab320f06d8554ea6380940ec79"),
         RemoteFile("t10k-labels-idx1-ubyte.gz", "md5:bb300cfdad3c16e7a12a480ee83cd310"),
     ),
-    ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
 )
 CIFAR10_ARCHIVE = RemoteFile(
     "cifar-10-binary.tar.gz",
@@ -71,8 +81,18 @@ CIFAR10_ARCHIVE = RemoteFile(
 CIFAR10_DIR = "cifar-10-batches-bin"  # the folder inside the archive
 CIFAR10_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 CIFAR10_TEST = "test_batch.bin"
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-                   "dog", "frog", "horse", "ship", "truck")
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 _CIFAR_RECORD = 1 + 3 * 32 * 32
 
 
@@ -128,18 +148,23 @@ def read_idx(path: Path) -> np.ndarray:
         with opener(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as err:
-        raise UserError(f"Cannot read {path} ({err}); delete it and run again to "
-                        "download a fresh copy.") from err
+        raise UserError(
+            f"Cannot read {path} ({err}); delete it and run again to download a fresh copy."
+        ) from err
     if len(data) < 4 or data[:3] != b"\x00\x00\x08":
-        raise UserError(f"{path} is not an IDX file of unsigned bytes (bad magic number); "
-                        "delete it and run again to download a fresh copy.")
+        raise UserError(
+            f"{path} is not an IDX file of unsigned bytes (bad magic number); "
+            "delete it and run again to download a fresh copy."
+        )
     ndim = data[3]
     header = 4 + 4 * ndim
     dims = struct.unpack(f">{ndim}I", data[4:header])
     body = np.frombuffer(data, dtype=np.uint8, offset=header)
     if body.size != int(np.prod(dims)):
-        raise UserError(f"{path} is truncated: its header says {dims} but it holds "
-                        f"{body.size} bytes; delete it and run again.")
+        raise UserError(
+            f"{path} is truncated: its header says {dims} but it holds "
+            f"{body.size} bytes; delete it and run again."
+        )
     return body.reshape(dims)
 
 
@@ -149,8 +174,10 @@ def read_cifar_batches(paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
     for path in paths:
         data = np.fromfile(path, dtype=np.uint8)
         if data.size == 0 or data.size % _CIFAR_RECORD:
-            raise UserError(f"{path} is not a CIFAR-10 binary batch ({data.size} bytes is not "
-                            f"a multiple of {_CIFAR_RECORD}); delete it and run again.")
+            raise UserError(
+                f"{path} is not a CIFAR-10 binary batch ({data.size} bytes is not "
+                f"a multiple of {_CIFAR_RECORD}); delete it and run again."
+            )
         records.append(data.reshape(-1, _CIFAR_RECORD))
     table = np.concatenate(records)
     labels = table[:, 0].astype(np.int64)
@@ -181,11 +208,20 @@ def _load_idx(
     train_x, train_y, test_x, test_y = (read_idx(present(f) or root / f.name) for f in ds.files)
     for images, labels in ((train_x, train_y), (test_x, test_y)):
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise UserError(f"The IDX files in {root} do not pair up: images {images.shape}, "
-                            f"labels {labels.shape}; replace them with the originals.")
+            raise UserError(
+                f"The IDX files in {root} do not pair up: images {images.shape}, "
+                f"labels {labels.shape}; replace them with the originals."
+            )
     return _image_bundle(
-        ds.name, train_x[:, None], train_y.astype(np.int64), test_x[:, None],
-        test_y.astype(np.int64), ds.class_names, seed, limit, val_fraction,
+        ds.name,
+        train_x[:, None],
+        train_y.astype(np.int64),
+        test_x[:, None],
+        test_y.astype(np.int64),
+        ds.class_names,
+        seed,
+        limit,
+        val_fraction,
     )
 
 
@@ -218,8 +254,10 @@ def _extract_cifar(archive: Path, folder: Path, names: Sequence[str]) -> Path:
                     out.write(member.read())
                 os.replace(tmp, folder / name)
     except (tarfile.TarError, KeyError, EOFError, OSError) as err:
-        raise UserError(f"{archive} is not a readable CIFAR-10 binary archive ({err!r}); "
-                        "delete it and run again to download a fresh copy.") from err
+        raise UserError(
+            f"{archive} is not a readable CIFAR-10 binary archive ({err!r}); "
+            "delete it and run again to download a fresh copy."
+        ) from err
     return folder
 
 
@@ -247,8 +285,10 @@ def _image_bundle(
             np.arange(n), test_size=val_fraction, random_state=seed, stratify=train_y
         )
     except ValueError as err:
-        raise UserError(f"Cannot carve a stratified validation split from {n} training "
-                        f"images ({err}); raise data.limit or change data.val_fraction.") from err
+        raise UserError(
+            f"Cannot carve a stratified validation split from {n} training "
+            f"images ({err}); raise data.limit or change data.val_fraction."
+        ) from err
     idx = SplitIndices(np.sort(train), np.sort(val), np.arange(n, n + len(test_x)))
     x, mean, std = _standardise_pixels(np.concatenate([train_x, test_x]), idx.train)
     spec = DataSpec(

@@ -37,6 +37,4 @@ def load_multilabel(
         random_state=generator_seed,
     )
     names = tuple(f"label_{i}" for i in range(n_labels))
-    return _tabular(
-        "multilabel", x, y, Task.MULTILABEL, names, seed, val_fraction, test_fraction
-    )
+    return _tabular("multilabel", x, y, Task.MULTILABEL, names, seed, val_fraction, test_fraction)

@@ -66,8 +66,9 @@ def load_sunspots(
     try:
         from statsmodels.datasets import sunspots
     except ImportError as err:
-        raise UserError("data=sunspots needs the optional statsmodels package: "
-                        "pip install 'dlrun[series]'.") from err
+        raise UserError(
+            "data=sunspots needs the optional statsmodels package: pip install 'dlrun[series]'."
+        ) from err
     frame = sunspots.load_pandas().data
     values = frame["SUNACTIVITY"].to_numpy(dtype=np.float64)[:, None]
     years = [int(year) for year in frame["YEAR"]]
@@ -98,8 +99,10 @@ def load_csv_series(
     """
     table = read_csv(path, delimiter)
     if column is None:
-        raise UserError(f"Set data.column to the series to forecast; {table.path} has: "
-                        f"{', '.join(table.header)}.")
+        raise UserError(
+            f"Set data.column to the series to forecast; {table.path} has: "
+            f"{', '.join(table.header)}."
+        )
     names = [column, *features]
     values = np.column_stack(
         [table.numeric(name, "column" if i == 0 else "features") for i, name in enumerate(names)]
@@ -139,8 +142,10 @@ def forecast_bundle(
     of their steps is scored.
     """
     if window < 1 or horizon < 1 or stride < 1:
-        raise UserError(f"data.window ({window}), data.horizon ({horizon}) and data.stride "
-                        f"({stride}) must be at least 1.")
+        raise UserError(
+            f"data.window ({window}), data.horizon ({horizon}) and data.stride "
+            f"({stride}) must be at least 1."
+        )
     a, b = temporal_bounds(len(values), val_fraction, test_fraction)
     bounds = dict(zip(SPLITS, ((0, a), (a, b), (b, len(values))), strict=True))
     scaler = Standardizer.fit(values[:a])
@@ -148,13 +153,20 @@ def forecast_bundle(
     parts = []
     for split, (start, stop) in bounds.items():
         x, y, _ = windows(
-            scaled, start, stop, window, horizon, stride if split == "train" else 1,
+            scaled,
+            start,
+            stop,
+            window,
+            horizon,
+            stride if split == "train" else 1,
             target_channel,
         )
         if len(x) == 0:
-            raise UserError(f"The {split} part of {name} has {stop - start} steps, fewer than "
-                            f"window + horizon = {window + horizon}; lower data.window or "
-                            "use a longer series.")
+            raise UserError(
+                f"The {split} part of {name} has {stop - start} steps, fewer than "
+                f"window + horizon = {window + horizon}; lower data.window or "
+                "use a longer series."
+            )
         parts.append(Split(torch.from_numpy(x), torch.from_numpy(y)))
     mean, std = float(scaler.mean[target_channel]), float(scaler.std[target_channel])
     meta: dict = {
@@ -208,9 +220,11 @@ def _parse_times(cells: list[str], column: str) -> list:
         try:
             times.append(datetime.fromisoformat(cell.strip()))
         except ValueError:
-            raise UserError(f"Column {column!r} (data.date_column) must hold ISO 8601 dates "
-                            f"such as 2024-01-31 or numbers, but data row {row + 1} has "
-                            f"{cell!r}.") from None
+            raise UserError(
+                f"Column {column!r} (data.date_column) must hold ISO 8601 dates "
+                f"such as 2024-01-31 or numbers, but data row {row + 1} has "
+                f"{cell!r}."
+            ) from None
     return times
 
 

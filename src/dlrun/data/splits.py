@@ -50,8 +50,10 @@ def temporal_bounds(n: int, val_fraction: float, test_fraction: float) -> tuple[
     neighbouring (nearly identical) windows on both sides and train on the future.
     """
     if not (val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
-        raise UserError(f"data.val_fraction ({val_fraction}) and data.test_fraction "
-                        f"({test_fraction}) must be positive and add up to less than 1.")
+        raise UserError(
+            f"data.val_fraction ({val_fraction}) and data.test_fraction "
+            f"({test_fraction}) must be positive and add up to less than 1."
+        )
     n_test = max(1, round(n * test_fraction))
     n_val = max(1, round(n * val_fraction))
     return n - n_val - n_test, n - n_test

@@ -49,8 +49,10 @@ def load_csv(
     """
     table = read_csv(path, delimiter)
     if target is None:
-        raise UserError(f"Set data.target to the column to predict; {table.path} has: "
-                        f"{', '.join(table.header)}.")
+        raise UserError(
+            f"Set data.target to the column to predict; {table.path} has: "
+            f"{', '.join(table.header)}."
+        )
     if task not in TASKS:
         raise UserError(f"data.task must be one of {', '.join(TASKS)} (got {task!r}).")
     cells = table.column(target, "target")
@@ -70,8 +72,10 @@ def load_csv(
     try:
         idx = stratified_split(y, seed, val_fraction, test_fraction, stratify=classification)
     except ValueError as err:
-        raise UserError(f"Cannot split {len(rows)} rows of {table.path} into train/val/test "
-                        f"({err}); add rows, merge rare classes or set data.task.") from err
+        raise UserError(
+            f"Cannot split {len(rows)} rows of {table.path} into train/val/test "
+            f"({err}); add rows, merge rare classes or set data.task."
+        ) from err
     x, feature_names = _encode_features(table, features, rows, idx.train, max_categories)
     y_tensor, n_outputs, meta = _targets(y, resolved, idx.train, len(class_names))
     meta.update(
@@ -106,19 +110,25 @@ def _encode_target(
     if task == "regression":
         if numbers is None:
             text = next(c for c in cells if to_numbers([c]) is None)
-            raise UserError(f"data.task=regression needs a numeric target, but column "
-                            f"{target!r} holds {text!r}.")
+            raise UserError(
+                f"data.task=regression needs a numeric target, but column "
+                f"{target!r} holds {text!r}."
+            )
         return numbers, Task.REGRESSION, ()
     if len(distinct) < 2:
         raise UserError(f"Column {target!r} has a single value; there is nothing to classify.")
     if task == "binary" and len(distinct) != 2:
-        raise UserError(f"data.task=binary needs exactly 2 classes, but column {target!r} "
-                        f"has {len(distinct)}; use data.task=multiclass.")
+        raise UserError(
+            f"data.task=binary needs exactly 2 classes, but column {target!r} "
+            f"has {len(distinct)}; use data.task=multiclass."
+        )
     names = [f"{k:g}" if numbers is not None else k for k in distinct]
     if task == "binary" and positive_class is not None:
         if str(positive_class) not in names:
-            raise UserError(f"data.positive_class={positive_class!r} is not one of the classes "
-                            f"of {target!r}: {', '.join(names)}.")
+            raise UserError(
+                f"data.positive_class={positive_class!r} is not one of the classes "
+                f"of {target!r}: {', '.join(names)}."
+            )
         if names[0] == str(positive_class):
             distinct.reverse()
             names.reverse()
@@ -158,8 +168,10 @@ def _encode_features(
     if categorical:
         raw = np.array(list(categorical.values()), dtype=object).T
         encoder = OneHotEncoder(
-            handle_unknown="ignore", max_categories=max_categories,
-            sparse_output=False, dtype=np.float32,
+            handle_unknown="ignore",
+            max_categories=max_categories,
+            sparse_output=False,
+            dtype=np.float32,
         ).fit(raw[train])
         with warnings.catch_warnings():
             # categories unseen in training are expected in val/test: they encode as zeros

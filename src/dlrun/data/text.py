@@ -85,9 +85,11 @@ def load_text_classes(
     topics = tuple(topics)
     unknown = [t for t in topics if t not in available]
     if unknown or len(topics) < 2:
-        raise UserError(f"data.topics needs at least two of the pydoc topics (unknown: "
-                        f"{', '.join(unknown) or 'none'}); choose from: "
-                        f"{', '.join(sorted(available))}.")
+        raise UserError(
+            f"data.topics needs at least two of the pydoc topics (unknown: "
+            f"{', '.join(unknown) or 'none'}); choose from: "
+            f"{', '.join(sorted(available))}."
+        )
     texts = [available[t] for t in topics]
     vocab = tuple(sorted(set("".join(texts))))
     xs: dict[str, list[np.ndarray]] = {split: [] for split in SPLITS}
@@ -131,8 +133,10 @@ def _chunks(
         raise UserError(f"data.stride must be at least 1 (got {stride}).")
     first = np.arange(start, stop - length + 1, stride)
     if len(first) == 0:
-        raise UserError(f"{what} has {stop - start} characters, fewer than the "
-                        f"{length} one block needs; lower data.block_size or use more text.")
+        raise UserError(
+            f"{what} has {stop - start} characters, fewer than the "
+            f"{length} one block needs; lower data.block_size or use more text."
+        )
     return ids[first[:, None] + np.arange(length)]
 
 
@@ -145,8 +149,10 @@ def _corpus(path: str | None) -> tuple[str, str]:
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UserError(f"Text file not found: {file} (set data.path to an existing "
-                        "UTF-8 file, or to null for the bundled corpus).") from None
+        raise UserError(
+            f"Text file not found: {file} (set data.path to an existing "
+            "UTF-8 file, or to null for the bundled corpus)."
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"Cannot read {file} as UTF-8 text ({err}).") from err
     return text, file.stem
@@ -156,6 +162,8 @@ def _pydoc_topics() -> dict[str, str]:
     try:
         from pydoc_data.topics import topics
     except ImportError as err:
-        raise UserError("This Python lacks its bundled pydoc_data module; use a full CPython "
-                        "install (or, for data=text, set data.path to a UTF-8 file).") from err
+        raise UserError(
+            "This Python lacks its bundled pydoc_data module; use a full CPython "
+            "install (or, for data=text, set data.path to a UTF-8 file)."
+        ) from err
     return topics

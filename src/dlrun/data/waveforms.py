@@ -42,14 +42,17 @@ def load_waveforms(
     real (unpadded) steps; padding stays exactly zero.
     """
     if not 1 <= min_length <= max_length:
-        raise UserError(f"Need 1 <= data.min_length ({min_length}) <= data.max_length "
-                        f"({max_length}).")
+        raise UserError(
+            f"Need 1 <= data.min_length ({min_length}) <= data.max_length ({max_length})."
+        )
     rng = np.random.default_rng(generator_seed)
     labels = np.arange(n_samples) % len(CLASSES)
     rng.shuffle(labels)
     lengths = rng.integers(min_length, max_length + 1, n_samples)
-    cycles = (np.arange(max_length)[None, :] / rng.uniform(min_period, max_period, (n_samples, 1))
-              + rng.uniform(0.0, 1.0, (n_samples, 1))) % 1.0
+    cycles = (
+        np.arange(max_length)[None, :] / rng.uniform(min_period, max_period, (n_samples, 1))
+        + rng.uniform(0.0, 1.0, (n_samples, 1))
+    ) % 1.0
     amplitude = rng.uniform(0.5, 1.5, (n_samples, 1))
     values = amplitude * _shape(cycles, labels) + noise * rng.standard_normal(cycles.shape)
     real = np.arange(max_length)[None, :] < lengths[:, None]
@@ -67,17 +70,23 @@ def load_waveforms(
     )
     x = torch.from_numpy(scaled.astype(np.float32)).unsqueeze(-1)
     return _bundle(
-        spec, x, torch.from_numpy(labels.astype(np.int64)), idx,
-        {"padding": "right, zeros"}, torch.from_numpy(lengths.astype(np.int64)),
+        spec,
+        x,
+        torch.from_numpy(labels.astype(np.int64)),
+        idx,
+        {"padding": "right, zeros"},
+        torch.from_numpy(lengths.astype(np.int64)),
     )
 
 
 def _shape(cycles: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Each row's waveform at phases ``cycles`` in [0, 1), peak amplitude 1."""
-    shapes = np.stack([
-        np.sin(2 * math.pi * cycles),
-        np.where(cycles < 0.5, 1.0, -1.0),
-        4 * np.abs(cycles - 0.5) - 1,
-        2 * cycles - 1,
-    ])
+    shapes = np.stack(
+        [
+            np.sin(2 * math.pi * cycles),
+            np.where(cycles < 0.5, 1.0, -1.0),
+            4 * np.abs(cycles - 0.5) - 1,
+            2 * cycles - 1,
+        ]
+    )
     return shapes[labels, np.arange(len(labels))]
