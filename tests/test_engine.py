@@ -250,5 +250,3 @@ def test_tensorboard_logger_writes_events(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
-
-

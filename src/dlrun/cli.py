@@ -8,7 +8,10 @@ models and the evaluator are imported after the config is composed and validated
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,20 +59,30 @@ def _summary(cfg: DictConfig) -> str:
     return " ".join(parts)
 
 
-def run(cfg: DictConfig) -> float | None:
-    """Validate, train, evaluate; returns the best monitored value (for sweepers)."""
+def run(cfg: DictConfig) -> float:
+    """Validate, train, evaluate; returns the best monitored value (for sweepers).
+
+    A single run reports a user error as one line and exits non-zero. Inside a sweep a
+    failing job must not stop its siblings: it is recorded as ``failed`` in its
+    ``status.json`` (the leaderboard shows the reason) and returns NaN, which sweepers
+    treat as a failed trial.
+    """
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     container["model_name"] = hydra_cfg.runtime.choices.get("model")
     container["summary"] = _summary(cfg)
+    _share_cores_between_parallel_jobs(container, hydra_cfg)
+    started = time.time()
     try:
         validate(container)
     except UserError as exc:
-        remove_if_unused(run_dir)
         if multirun:
-            raise
+            write_status(run_dir, "failed", reason=str(exc))
+            print(f"dlrun: job failed: {exc}", file=sys.stderr)
+            return math.nan
+        remove_if_unused(run_dir)
         _fail(str(exc))
 
     from rich.console import Console
@@ -86,30 +99,49 @@ def run(cfg: DictConfig) -> float | None:
         write_status(run_dir, "interrupted", reason=str(exc))
         print(f"dlrun: {exc}\nresume with: dlrun resume={run_dir}", file=sys.stderr)
         sys.exit(130)
-    except UserError as exc:
-        write_status(run_dir, "failed", reason=str(exc))
-        if multirun:
-            raise
-        _fail(str(exc), code=1)
     except KeyboardInterrupt:  # Ctrl-C outside the training loop (loading, evaluating)
         write_status(run_dir, "interrupted", reason="interrupted by the user (Ctrl-C)")
         print(f"dlrun: interrupted; partial results in {run_dir}", file=sys.stderr)
         sys.exit(130)
-    except BaseException as exc:
-        write_status(run_dir, "failed", reason=f"{type(exc).__name__}: {exc}")
-        raise
+    except Exception as exc:
+        user_error = isinstance(exc, UserError)
+        reason = str(exc) if user_error else f"{type(exc).__name__}: {exc}"
+        write_status(run_dir, getattr(exc, "status", "failed"), reason=reason)
+        if multirun:
+            print(f"dlrun: job failed: {reason}", file=sys.stderr)
+            return math.nan
+        if not user_error:
+            raise  # a bug: keep the traceback
+        _fail(reason, code=1)
     write_json(run_dir / "metrics.json", metrics)  # now with the training summary
     train = metrics["train"]
-    write_status(run_dir, "completed", epoch=train["epochs"])
+    write_status(
+        run_dir, "completed", epoch=train["epochs"], wall_seconds=round(time.time() - started, 3)
+    )
     console.print(f"run directory: {run_dir}", highlight=False)
-    return train["best_value"]
+    best = train["best_value"]
+    return math.nan if best is None else float(best)
+
+
+def _share_cores_between_parallel_jobs(container: dict[str, Any], hydra_cfg: Any) -> None:
+    """Give each of ``n_jobs`` parallel sweep jobs its share of the CPU cores.
+
+    Without this every joblib worker starts torch with all cores and n_jobs x cores
+    threads fight over the machine, which is slower than running the jobs one by one.
+    """
+    launcher = hydra_cfg.launcher
+    n_jobs = launcher.get("n_jobs") if launcher is not None else None
+    if container["trainer"]["num_threads"] is None and n_jobs and n_jobs != 1:
+        cores = os.cpu_count() or 1
+        jobs = cores if n_jobs < 0 else n_jobs
+        container["trainer"]["num_threads"] = max(1, cores // jobs)
 
 
 _register()
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
-def _hydra_main(cfg: DictConfig) -> float | None:
+def _hydra_main(cfg: DictConfig) -> float:
     return run(cfg)
 
 

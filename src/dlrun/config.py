@@ -143,6 +143,12 @@ def validate(cfg: dict[str, Any]) -> None:
         "use auto, cpu, cuda or cuda:N",
     )
     need(
+        re.fullmatch(r"auto|(val_)?(loss|accuracy|rmse)", trainer["monitor"]) is not None,
+        "trainer.monitor",
+        "use auto, loss, val_loss, accuracy/val_accuracy (classification) or "
+        "rmse/val_rmse (regression)",
+    )
+    need(
         trainer["progress"] in ("auto", "bar", "lines", "none"),
         "trainer.progress",
         "use auto, bar, lines or none",
@@ -168,6 +174,11 @@ def validate(cfg: dict[str, Any]) -> None:
         "must be in [0, 0.5)",
     )
     stop = reg["early_stopping"]
+    need(
+        re.fullmatch(r"(val_)?(loss|accuracy|rmse)", stop["monitor"]) is not None,
+        "regularization.early_stopping.monitor",
+        "use loss, val_loss, accuracy, val_accuracy, rmse or val_rmse",
+    )
     need(stop["patience"] >= 0, "regularization.early_stopping.patience", "must be >= 0")
     need(
         stop["mode"] in ("auto", "min", "max"),

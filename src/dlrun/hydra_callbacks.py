@@ -34,3 +34,37 @@ class RunDirGuard(Callback):
                 file=sys.stderr,
             )
             sys.exit(2)
+
+
+class Leaderboard(Callback):
+    """Before a sweep: refuse a config every job would reject. After it: write
+    leaderboard.csv/.md, print it, and exit non-zero if a job failed."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from dlrun.config import validate
+        from dlrun.errors import UserError
+
+        main = {k: v for k, v in config.items() if k != "hydra"}
+        try:
+            validate(OmegaConf.to_container(OmegaConf.create(main), resolve=True))
+        except UserError as exc:
+            print(f"dlrun: error: {exc} (the sweep was not started)", file=sys.stderr)
+            sys.exit(2)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from dlrun import leaderboard
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        try:
+            jobs, csv_path, md_path = leaderboard.write(sweep_dir)
+            leaderboard.print_tables(sweep_dir, jobs)
+        except Exception as exc:  # Hydra would demote it to a warning and exit 0
+            print(f"dlrun: error: could not write the leaderboard: {exc!r}", file=sys.stderr)
+            sys.exit(1)
+        print(f"leaderboard: {csv_path} {md_path}")
+        failed = [j for j in jobs if j.status == "failed"]
+        if failed:
+            print(f"dlrun: {len(failed)} of {len(jobs)} jobs failed", file=sys.stderr)
+            sys.exit(1)

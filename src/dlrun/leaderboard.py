@@ -1,0 +1,274 @@
+"""The sweep summary Hydra leaves out: one table of every job, ranked.
+
+Built only from files on disk (each job's ``.hydra/overrides.yaml``, ``status.json``,
+``metrics.json`` and an optional ``trial.json``), so it can be rebuilt at any time,
+also for a sweep that was interrupted: ``dlrun-leaderboard <sweep_dir>``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlrun.config import metric_mode
+
+# Test metrics shown when present, in this order (the headline of each task kind).
+TEST_COLUMNS = (
+    "accuracy", "f1_macro", "roc_auc", "pr_auc", "subset_accuracy",
+    "rmse", "mae", "r2", "perplexity", "loss",
+)  # fmt: skip
+SEED_KEYS = ("seed",)
+
+
+@dataclass
+class Job:
+    """One job's row: what was swept, how it ended and what it scored."""
+
+    name: str
+    overrides: dict[str, str]
+    status: str
+    reason: str = ""
+    test: dict[str, float] = field(default_factory=dict)
+    monitor: str = ""
+    best_value: float | None = None
+    best_epoch: int | None = None
+    parameters: int | None = None
+    wall_seconds: float | None = None
+    trial: int | None = None
+
+
+def read_job(job_dir: Path) -> Job | None:
+    """A job from its directory, or None when the directory holds no job."""
+    overrides_path = job_dir / ".hydra" / "overrides.yaml"
+    if not overrides_path.is_file():
+        return None
+    overrides = dict(_split_override(line) for line in _yaml_list(overrides_path))
+    status = _read_json(job_dir / "status.json")
+    metrics = _read_json(job_dir / "metrics.json")
+    trial = _read_json(job_dir / "trial.json")
+    train = metrics.get("train", {})
+    state = status.get("status", "not started")
+    if trial.get("state") == "PRUNED":
+        state = "pruned"
+    test = {k: v for k, v in metrics.get("test", {}).items() if _is_number(v)}
+    return Job(
+        name=job_dir.name,
+        overrides=overrides,
+        status=state,
+        reason=str(status.get("reason", "")).splitlines()[0] if status.get("reason") else "",
+        test={k: test[k] for k in TEST_COLUMNS if k in test},
+        monitor=train.get("monitor", ""),
+        best_value=train.get("best_value"),
+        best_epoch=train.get("best_epoch"),
+        parameters=train.get("parameters"),
+        wall_seconds=status.get("wall_seconds", train.get("seconds")),
+        trial=trial.get("number"),
+    )
+
+
+def collect(sweep_dir: Path) -> list[Job]:
+    """Every job under ``sweep_dir`` (job dirs are its direct subdirectories)."""
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"sweep dir not found: {sweep_dir}")
+    jobs = [read_job(p) for p in sorted(sweep_dir.iterdir()) if p.is_dir()]
+    return [j for j in jobs if j is not None]
+
+
+def swept_keys(jobs: list[Job]) -> list[str]:
+    """Override keys whose values differ between jobs (all of them for a single job)."""
+    keys = sorted({k for j in jobs for k in j.overrides})
+    if len(jobs) <= 1:
+        return keys
+    return [k for k in keys if len({j.overrides.get(k) for j in jobs}) > 1]
+
+
+def rank(jobs: list[Job]) -> list[Job]:
+    """Completed jobs best first by their monitored metric; the others after them."""
+    monitors = {j.monitor for j in jobs if j.monitor}
+    mode = metric_mode(next(iter(monitors))) if len(monitors) == 1 else "max"
+
+    def key(job: Job) -> tuple[int, float]:
+        if job.best_value is None or not _is_number(job.best_value):
+            return (1, 0.0)
+        return (0, -job.best_value if mode == "max" else job.best_value)
+
+    return sorted(jobs, key=key)
+
+
+def table_rows(jobs: list[Job]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows, one per job, in rank order."""
+    swept = swept_keys(jobs)
+    metrics = [c for c in TEST_COLUMNS if any(c in j.test for j in jobs)]
+    monitor = next((j.monitor for j in jobs if j.monitor), "best")
+    header = [
+        "rank", "job", *(["trial"] if any(j.trial is not None for j in jobs) else []),
+        *swept, *(f"test_{m}" for m in metrics), f"best_{monitor}", "best_epoch",
+        "params", "seconds", "status", "reason",
+    ]  # fmt: skip
+    rows = []
+    for position, job in enumerate(rank(jobs), start=1):
+        done = job.status == "completed"
+        row = [str(position) if done else "-", job.name]
+        if "trial" in header:
+            row.append("" if job.trial is None else str(job.trial))
+        row += [job.overrides.get(k, "") for k in swept]
+        row += [_fmt(job.test.get(m)) for m in metrics]
+        row += [_fmt(job.best_value), _fmt(job.best_epoch), _fmt(job.parameters)]
+        row += [_fmt(job.wall_seconds), job.status, job.reason]
+        rows.append(row)
+    return header, rows
+
+
+def seed_groups(jobs: list[Job]) -> tuple[list[str], list[list[str]]]:
+    """Mean ± std over jobs that differ only by seed (empty when none do)."""
+    swept = [k for k in swept_keys(jobs) if k not in SEED_KEYS]
+    if len(swept) == len(swept_keys(jobs)):
+        return [], []
+    groups: dict[tuple[str, ...], list[Job]] = {}
+    for job in jobs:
+        if job.status == "completed":
+            groups.setdefault(tuple(job.overrides.get(k, "") for k in swept), []).append(job)
+    metrics = [c for c in TEST_COLUMNS if any(c in j.test for j in jobs)]
+    header = [*swept, "seeds", *(f"test_{m}" for m in metrics), "best_value"]
+    monitors = {j.monitor for j in jobs if j.monitor}
+    larger_first = len(monitors) != 1 or metric_mode(next(iter(monitors))) == "max"
+    scored = []
+    for values, members in groups.items():
+        row = [*values, str(len(members))]
+        row += [_mean_std([j.test.get(m) for j in members]) for m in metrics]
+        row.append(_mean_std([j.best_value for j in members]))
+        best = [j.best_value for j in members if _is_number(j.best_value)]
+        scored.append((statistics.mean(best) if best else math.nan, row))
+    scored.sort(key=lambda pair: pair[0], reverse=larger_first)
+    return header, [row for _, row in scored]
+
+
+def write(sweep_dir: Path) -> tuple[list[Job], Path, Path]:
+    """Write ``leaderboard.csv`` and ``leaderboard.md``; returns the jobs and both paths."""
+    jobs = collect(sweep_dir)
+    header, rows = table_rows(jobs)
+    csv_path = sweep_dir / "leaderboard.csv"
+    with csv_path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    md = [f"# Leaderboard: {sweep_dir.name}", "", _markdown(header, rows)]
+    g_header, g_rows = seed_groups(jobs)
+    if g_rows:
+        md += ["", "## Mean ± std over seeds", "", _markdown(g_header, g_rows)]
+    failed = [j for j in jobs if j.status not in ("completed", "pruned")]
+    md += ["", f"{len(jobs)} jobs, {len(failed)} not completed."]
+    md_path = sweep_dir / "leaderboard.md"
+    md_path.write_text("\n".join(md) + "\n")
+    return jobs, csv_path, md_path
+
+
+def print_tables(sweep_dir: Path, jobs: list[Job]) -> None:
+    """The leaderboard on the terminal, narrowed to what fits: the swept values, three
+    headline test metrics, the monitored best and the status (the files have it all)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: wide enough for a sweep's columns
+        console = Console(width=160)
+    header, rows = table_rows(jobs)
+    keep = {"rank", *swept_keys(jobs), "status"}
+    keep |= {h for h in header if h.startswith("best_") and h != "best_epoch"}
+    keep.update([h for h in header if h.startswith("test_")][:3])
+    if any(row[-2] != "completed" for row in rows):
+        keep.add("reason")
+    shown = [i for i, h in enumerate(header) if h in keep]
+    table = Table(title=f"leaderboard: {sweep_dir}")
+    for i in shown:
+        table.add_column(header[i].removeprefix("test_"))
+    for row in rows:
+        style = None if row[-2] == "completed" else "red"
+        cells = [row[i] for i in shown]
+        if "reason" in keep and len(cells[-1]) > 60:
+            cells[-1] = cells[-1][:59] + "…"
+        table.add_row(*cells, style=style)
+    console.print(table)
+    g_header, g_rows = seed_groups(jobs)
+    if g_rows:
+        grouped = Table(title="mean ± std over seeds (test)")
+        columns = [i for i, h in enumerate(g_header) if not h.startswith("test_")]
+        columns[-1:-1] = [i for i, h in enumerate(g_header) if h.startswith("test_")][:3]
+        for i in columns:
+            grouped.add_column(g_header[i].removeprefix("test_"), overflow="fold")
+        for row in g_rows:
+            grouped.add_row(*(row[i] for i in columns))
+        console.print(grouped)
+
+
+def main() -> None:
+    """``dlrun-leaderboard <sweep_dir>``: rebuild a sweep's tables from disk."""
+    if len(sys.argv) != 2 or sys.argv[1] in ("-h", "--help"):
+        print("usage: dlrun-leaderboard <sweep_dir>   (e.g. outputs/multirun/<timestamp>)")
+        sys.exit(0 if len(sys.argv) == 2 else 2)
+    sweep_dir = Path(sys.argv[1])
+    try:
+        jobs, csv_path, md_path = write(sweep_dir)
+    except FileNotFoundError as exc:
+        print(f"dlrun-leaderboard: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    if not jobs:
+        print(f"dlrun-leaderboard: error: no jobs found in {sweep_dir}", file=sys.stderr)
+        sys.exit(1)
+    print_tables(sweep_dir, jobs)
+    print(f"written: {csv_path} {md_path}")
+    sys.exit(1 if any(j.status == "failed" for j in jobs) else 0)
+
+
+def _split_override(line: str) -> tuple[str, str]:
+    key, _, value = line.partition("=")
+    return key.lstrip("+~"), value
+
+
+def _yaml_list(path: Path) -> list[str]:
+    from omegaconf import OmegaConf
+
+    return [str(item) for item in OmegaConf.load(path)]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int) and value >= 10_000:
+        return f"{value:,}"
+    return str(value)
+
+
+def _mean_std(values: list[Any]) -> str:
+    numbers = [v for v in values if _is_number(v)]
+    if not numbers:
+        return ""
+    if len(numbers) == 1:
+        return f"{numbers[0]:.4g}"
+    return f"{statistics.mean(numbers):.4g} ± {statistics.stdev(numbers):.2g}"
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(header), line(["---"] * len(header)), *(line(r) for r in rows)])
