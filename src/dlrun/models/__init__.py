@@ -35,4 +35,8 @@ def build_model(
     check = getattr(cls, "check_spec", None)
     if check is not None:
         check(spec)  # raises UserError for a task the family can't do
-    return instantiate(model_cfg, spec=spec, act=act, dropout=dropout, _convert_="all")
+    # Instantiate a partial and call it: Hydra treats dataclass kwargs of instantiate() as
+    # config and would hand the model a dict instead of the DataSpec. Calling the partial
+    # also lets a UserError from the constructor arrive unwrapped.
+    make = instantiate(model_cfg, _partial_=True, _convert_="all")
+    return make(spec=spec, act=act, dropout=dropout)

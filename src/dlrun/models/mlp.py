@@ -10,6 +10,7 @@ from torch import nn
 
 from dlrun.data.spec import DataKind, DataSpec
 from dlrun.nn.activations import ActFactory, resolve
+from dlrun.nn.blocks import dense
 
 
 class MLP(nn.Module):
@@ -30,10 +31,7 @@ class MLP(nn.Module):
         layers: list[nn.Module] = [nn.Flatten()]
         width = prod(spec.input_shape)
         for size in hidden:
-            layers.append(nn.Linear(width, size))
-            if batch_norm:
-                layers.append(nn.BatchNorm1d(size))
-            layers += [act(), nn.Dropout(dropout)]
+            layers.append(dense(width, size, act, dropout, batch_norm))
             width = size
         layers.append(nn.Linear(width, spec.n_outputs))
         self.net = nn.Sequential(*layers)
