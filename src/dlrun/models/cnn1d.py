@@ -28,7 +28,9 @@ from dlrun.nn.blocks import (
     SequenceInput,
     conv_block,
     pool_steps,
+    require_choice,
     require_vector_task,
+    require_vocab,
     valid_steps,
 )
 
@@ -39,6 +41,7 @@ class CNN1D(nn.Module):
     @staticmethod
     def check_spec(spec: DataSpec) -> None:
         require_vector_task(spec, "cnn1d")
+        require_vocab(spec, "cnn1d")
 
     def __init__(
         self,
@@ -55,6 +58,7 @@ class CNN1D(nn.Module):
         if kernel_size % 2 == 0:
             raise UserError(f"model=cnn1d needs an odd kernel_size (got {kernel_size}) "
                             "so every layer keeps the sequence length")
+        require_choice("cnn1d", "pool", pool, ("max", "mean", "last"))
         act = resolve(act)
         self.inputs = SequenceInput(spec, embed_dim)
         self.pool: Pool = pool

@@ -29,17 +29,22 @@ from torch.nn import functional as F
 from dlrun.data.spec import DataKind, DataSpec, Task
 from dlrun.errors import UserError
 from dlrun.nn.activations import ActFactory, resolve
-from dlrun.nn.blocks import dense, pool_steps
+from dlrun.nn.blocks import dense, pool_steps, require_choice, require_vocab
+
+INIT_STD = 0.02  # GPT-2's weight init
 
 
-def sinusoidal_table(steps: int, dim: int) -> torch.Tensor:
-    """``(steps, dim)`` fixed encodings: sin/cos pairs at geometrically spaced frequencies."""
+def sinusoidal_table(steps: int, dim: int, rms: float = 1 / math.sqrt(2)) -> torch.Tensor:
+    """``(steps, dim)`` fixed encodings: sin/cos pairs at geometrically spaced frequencies.
+
+    Scaled to root-mean-square ``rms`` (unscaled sin/cos pairs have 1/sqrt(2)).
+    """
     position = torch.arange(steps, dtype=torch.float32).unsqueeze(1)
     freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
     table = torch.zeros(steps, dim)
     table[:, 0::2] = torch.sin(position * freq)
     table[:, 1::2] = torch.cos(position * freq[: dim // 2])
-    return table
+    return table * (rms * math.sqrt(2))
 
 
 class CausalSelfAttention(nn.Module):
@@ -81,8 +86,7 @@ class GPT(nn.Module):
 
     @staticmethod
     def check_spec(spec: DataSpec) -> None:
-        if spec.vocab_size < 1:
-            raise UserError(f"model=gpt needs a vocabulary; {spec.name} declares none")
+        require_vocab(spec, "gpt")
 
     def __init__(
         self,
@@ -105,20 +109,22 @@ class GPT(nn.Module):
             )
         if n_embd % n_head:
             raise UserError(f"model=gpt needs n_embd ({n_embd}) divisible by n_head ({n_head})")
-        if pos_encoding not in ("learned", "sinusoidal"):
-            raise UserError(
-                f"model=gpt takes pos_encoding learned or sinusoidal, got {pos_encoding}"
-            )
+        require_choice("gpt", "pos_encoding", pos_encoding, ("learned", "sinusoidal"))
+        require_choice("gpt", "pool", pool, ("last", "mean"))
         act = resolve(act)
         self.block_size = block_size
         self.pool = pool
-        self.is_lm = spec.task is Task.LANGUAGE_MODEL
+        self.is_lm = spec.task == Task.LANGUAGE_MODEL
         self.wte = nn.Embedding(spec.vocab_size, n_embd)
         self.wpe: nn.Embedding | None = None
         if pos_encoding == "learned":
             self.wpe = nn.Embedding(block_size, n_embd)
         else:
-            self.register_buffer("table", sinusoidal_table(block_size, n_embd), persistent=False)
+            # At the scale of the token embeddings (std 0.02): unscaled, the fixed table is
+            # 35x larger and drowns the tokens at the start (the original paper multiplied
+            # its embeddings by sqrt(d) instead; that would fight GPT-2's init).
+            table = sinusoidal_table(block_size, n_embd, rms=INIT_STD)
+            self.register_buffer("table", table, persistent=False)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(n_embd, n_head, act, dropout) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(n_embd)
@@ -127,14 +133,14 @@ class GPT(nn.Module):
         self.apply(self._init_weights)
         for block in self.blocks:  # GPT-2: residual projections scaled by depth
             for weight in (block.attn.proj.weight, block.mlp[1].weight):
-                nn.init.normal_(weight, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
+                nn.init.normal_(weight, mean=0.0, std=INIT_STD / math.sqrt(2 * n_layer))
         if self.is_lm:
             self.head.weight = self.wte.weight  # tied after init: one matrix, both roles
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 

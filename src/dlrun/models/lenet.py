@@ -14,7 +14,7 @@ from torch import nn
 
 from dlrun.data.spec import DataKind, DataSpec
 from dlrun.nn.activations import ActFactory, resolve, widen
-from dlrun.nn.blocks import dense, probe, require_image_size
+from dlrun.nn.blocks import dense, probe, require_choice, require_image_size
 
 
 class LeNet5(nn.Module):
@@ -35,6 +35,7 @@ class LeNet5(nn.Module):
         pool: str = "max",
     ) -> None:
         super().__init__()
+        require_choice("lenet", "pool", pool, ("max", "avg"))
         act = resolve(act)
         in_ch, height, _ = spec.input_shape
         pool_layer = nn.MaxPool2d if pool == "max" else nn.AvgPool2d

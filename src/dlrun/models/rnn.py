@@ -37,7 +37,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from dlrun.data.spec import DataKind, DataSpec, Task
 from dlrun.errors import UserError
 from dlrun.nn.activations import ActFactory, resolve
-from dlrun.nn.blocks import SequenceInput, dense, pool_steps
+from dlrun.nn.blocks import SequenceInput, dense, pool_steps, require_vocab
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
@@ -55,10 +55,11 @@ class _Recurrent(nn.Module):
     name: ClassVar[str]
     cell: ClassVar[type[nn.RNNBase]]
 
-    @staticmethod
-    def check_spec(spec: DataSpec) -> None:
-        if spec.task is Task.LANGUAGE_MODEL and spec.kind != DataKind.TOKENS:
+    @classmethod
+    def check_spec(cls, spec: DataSpec) -> None:
+        if spec.task == Task.LANGUAGE_MODEL and spec.kind != DataKind.TOKENS:
             raise UserError(f"language modelling needs token data; {spec.name} is {spec.kind}")
+        require_vocab(spec, cls.name)
 
     def __init__(
         self,
@@ -72,7 +73,7 @@ class _Recurrent(nn.Module):
         tbptt_steps: int | None = None,
     ) -> None:
         super().__init__()
-        self.per_step = spec.task is Task.LANGUAGE_MODEL
+        self.per_step = spec.task == Task.LANGUAGE_MODEL
         if bidirectional and self.per_step:
             raise UserError(
                 f"model={self.name} with bidirectional=true would read the very tokens it "

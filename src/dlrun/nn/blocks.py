@@ -89,9 +89,22 @@ def require_image_size(spec: DataSpec, min_px: int, model: str) -> None:
         )
 
 
+def require_choice(model: str, option: str, value: object, choices: tuple[object, ...]) -> None:
+    """Refuse a family option outside its choices instead of silently using a default."""
+    if value not in choices:
+        listed = ", ".join(str(c) for c in choices)
+        raise UserError(f"model={model} takes {option} {listed}; got {value}")
+
+
+def require_vocab(spec: DataSpec, model: str) -> None:
+    """Token data must say how many ids it uses, or no embedding can be sized."""
+    if spec.kind == DataKind.TOKENS and spec.vocab_size < 1:
+        raise UserError(f"model={model} needs a vocabulary size; {spec.name} declares none")
+
+
 def require_vector_task(spec: DataSpec, model: str) -> None:
     """Refuse per-token outputs for models that map a whole sequence to one vector."""
-    if spec.task is Task.LANGUAGE_MODEL:
+    if spec.task == Task.LANGUAGE_MODEL:
         raise UserError(
             f"model={model} maps a whole sequence to one output vector and cannot predict "
             f"every next token of {spec.name}; use model=gpt, rnn, lstm or gru"
