@@ -48,6 +48,8 @@ def sinusoidal_table(steps: int, dim: int, rms: float = 1 / math.sqrt(2)) -> tor
 
 
 class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where each position sees only itself and earlier ones."""
+
     def __init__(self, n_embd: int, n_head: int, dropout: float) -> None:
         super().__init__()
         self.n_head = n_head
@@ -67,6 +69,8 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
+    """Pre-norm transformer block: attention, then the MLP, each added to the stream."""
+
     def __init__(self, n_embd: int, n_head: int, act: ActFactory, dropout: float) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(n_embd)
@@ -178,16 +182,22 @@ class GPT(nn.Module):
             raise UserError("generate needs a gpt trained as a language model")
         was_training = self.training
         self.eval()
-        for _ in range(max_new_tokens):
-            logits = self(idx[:, -self.block_size :])[:, -1, :]
-            if temperature == 0:
-                nxt = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                nxt = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
-            idx = torch.cat([idx, nxt], dim=1)
-        self.train(was_training)
+        try:
+            for _ in range(max_new_tokens):
+                idx = torch.cat([idx, self._next_token(idx, temperature, top_k, generator)], 1)
+        finally:
+            self.train(was_training)
         return idx
+
+    def _next_token(
+        self, idx: torch.Tensor, temperature: float, top_k: int | None,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        logits = self(idx[:, -self.block_size :])[:, -1, :]
+        if temperature == 0:
+            return logits.argmax(dim=-1, keepdim=True)
+        logits = logits / temperature
+        if top_k is not None:
+            kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)

@@ -123,12 +123,12 @@ class SequenceInput(nn.Module):
         self.embed: nn.Embedding | None = None
         if spec.kind == DataKind.TOKENS:
             self.embed = nn.Embedding(spec.vocab_size, embed_dim)
-            self.steps, self.features = spec.input_shape[0], embed_dim
+            self.features = embed_dim
         elif spec.kind == DataKind.IMAGE:
-            channels, height, width = spec.input_shape
-            self.steps, self.features = height, channels * width
+            channels, _, width = spec.input_shape
+            self.features = channels * width
         else:
-            self.steps, self.features = spec.input_shape
+            self.features = spec.input_shape[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.embed is not None:
