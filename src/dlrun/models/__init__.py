@@ -35,7 +35,8 @@ def build_model(
     check = getattr(cls, "check_spec", None)
     if check is not None:
         check(spec)  # raises UserError for a task the family can't do
-    # Built as a partial first: kwargs given to instantiate are merged into the config,
-    # which would turn the DataSpec dataclass into a DictConfig.
-    factory = instantiate(model_cfg, _partial_=True, _convert_="all")
-    return factory(spec=spec, act=act, dropout=dropout)
+    # Instantiate a partial and call it: Hydra treats dataclass kwargs of instantiate() as
+    # config and would hand the model a dict instead of the DataSpec. Calling the partial
+    # also lets a UserError from the constructor arrive unwrapped.
+    make = instantiate(model_cfg, _partial_=True, _convert_="all")
+    return make(spec=spec, act=act, dropout=dropout)

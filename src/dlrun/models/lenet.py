@@ -7,12 +7,14 @@ Inputs of another size work too: the flattened width is measured, not hard-coded
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from dlrun.data.spec import DataKind, DataSpec
-from dlrun.errors import UserError
-from dlrun.nn.activations import ActFactory, resolve
+from dlrun.nn.activations import ActFactory, resolve, widen
+from dlrun.nn.blocks import dense, probe, require_choice, require_image_size
 
 
 class LeNet5(nn.Module):
@@ -20,45 +22,37 @@ class LeNet5(nn.Module):
 
     @staticmethod
     def check_spec(spec: DataSpec) -> None:
-        """Two 5x5 convs and two 2x pools need at least 10 px (28 px MNIST is padded)."""
-        if min(spec.input_shape[1:]) < 10:
-            raise UserError(
-                f"model=lenet needs images of at least 10x10 px; {spec.name} has "
-                f"{spec.input_shape[1]}x{spec.input_shape[2]} (data=digits resizes to 32)"
-            )
+        """Two 5x5 convs and two 2x pools need 12 px (below 32 px the first conv pads)."""
+        require_image_size(spec, 12, "lenet")
 
     def __init__(
         self,
         spec: DataSpec,
         act: ActFactory | None = None,
         dropout: float = 0.0,
-        channels: tuple[int, int] = (6, 16),
-        fc: tuple[int, int] = (120, 84),
+        channels: Sequence[int] = (6, 16),
+        fc: Sequence[int] = (120, 84),
         pool: str = "max",
     ) -> None:
         super().__init__()
+        require_choice("lenet", "pool", pool, ("max", "avg"))
         act = resolve(act)
-        in_ch, height, width = spec.input_shape
+        in_ch, height, _ = spec.input_shape
         pool_layer = nn.MaxPool2d if pool == "max" else nn.AvgPool2d
         self.features = nn.Sequential(
-            nn.Conv2d(in_ch, channels[0], 5, padding=2 if height < 32 else 0),
+            nn.Conv2d(in_ch, widen(act, channels[0]), 5, padding=2 if height < 32 else 0),
             act(),
             pool_layer(2),
-            nn.Conv2d(channels[0], channels[1], 5),
+            nn.Conv2d(channels[0], widen(act, channels[1]), 5),
             act(),
             pool_layer(2),
             nn.Dropout(dropout),
             nn.Flatten(),
         )
-        with torch.no_grad():
-            flat = self.features(torch.zeros(1, in_ch, height, width)).shape[1]
+        flat = probe(self.features, spec.input_shape)[0]
         self.head = nn.Sequential(
-            nn.Linear(flat, fc[0]),
-            act(),
-            nn.Dropout(dropout),
-            nn.Linear(fc[0], fc[1]),
-            act(),
-            nn.Dropout(dropout),
+            dense(flat, fc[0], act, dropout),
+            dense(fc[0], fc[1], act, dropout),
             nn.Linear(fc[1], spec.n_outputs),
         )
 

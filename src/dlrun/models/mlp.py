@@ -10,10 +10,15 @@ from torch import nn
 
 from dlrun.data.spec import DataKind, DataSpec
 from dlrun.nn.activations import ActFactory, resolve
+from dlrun.nn.blocks import dense, valid_steps
 
 
 class MLP(nn.Module):
-    """Takes any fixed-size input (images and sequences are flattened)."""
+    """Takes any fixed-size input (images and sequences are flattened).
+
+    Padded sequences (``lengths``) have their padding zeroed first, so what a loader puts
+    there cannot change the output; the padded positions still occupy input features.
+    """
 
     accepts = frozenset({DataKind.TABULAR, DataKind.IMAGE, DataKind.SEQUENCE})
 
@@ -30,13 +35,12 @@ class MLP(nn.Module):
         layers: list[nn.Module] = [nn.Flatten()]
         width = prod(spec.input_shape)
         for size in hidden:
-            layers.append(nn.Linear(width, size))
-            if batch_norm:
-                layers.append(nn.BatchNorm1d(size))
-            layers += [act(), nn.Dropout(dropout)]
+            layers.append(dense(width, size, act, dropout, batch_norm))
             width = size
         layers.append(nn.Linear(width, spec.n_outputs))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if lengths is not None:
+            x = x * valid_steps(lengths.to(x.device), x.shape[1]).unsqueeze(-1)
         return self.net(x)

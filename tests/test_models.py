@@ -1,0 +1,390 @@
+"""Every model config with every activation config, on tiny shapes, plus each contract.
+
+Configs are read from ``configs/`` as the CLI composes them (a model YAML instantiated
+with ``spec``/``act``/``dropout``; an activation YAML instantiated into a factory) and
+shrunk through overrides so the whole matrix runs in seconds on two CPU cores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+
+from dlrun.data.spec import DataKind, DataSpec, Task
+from dlrun.errors import UserError
+from dlrun.models import build_model
+from dlrun.nn.activations import BinaryStep, Maxout, pieces
+from dlrun.tasks import loss_fn
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+N = 4  # batch size: BatchNorm needs more than one value per channel
+T = 9  # sequence length
+VOCAB = 7
+
+SPECS: dict[str, DataSpec] = {
+    "tab_multiclass": DataSpec("tab", Task.MULTICLASS, DataKind.TABULAR, (6,), 3),
+    "tab_binary": DataSpec("tab", Task.BINARY, DataKind.TABULAR, (6,), 1),
+    "tab_multilabel": DataSpec("tab", Task.MULTILABEL, DataKind.TABULAR, (6,), 4),
+    "tab_regression": DataSpec("tab", Task.REGRESSION, DataKind.TABULAR, (6,), 2),
+    "img_multiclass": DataSpec("img", Task.MULTICLASS, DataKind.IMAGE, (2, 12, 12), 3),
+    "seq_multiclass": DataSpec("seq", Task.MULTICLASS, DataKind.SEQUENCE, (T, 2), 3),
+    "seq_forecast": DataSpec("seq", Task.FORECAST, DataKind.SEQUENCE, (T, 2), 2),
+    "tok_binary": DataSpec("tok", Task.BINARY, DataKind.TOKENS, (T,), 1, vocab_size=VOCAB),
+    "tok_lm": DataSpec("tok", Task.LANGUAGE_MODEL, DataKind.TOKENS, (T,), VOCAB,
+                       vocab_size=VOCAB),
+}
+
+# Overrides that shrink each default config to a few hundred parameters.
+SHRINK: dict[str, dict[str, Any]] = {
+    "mlp": {"hidden": [8, 8]},
+    "lenet": {"channels": [2, 3], "fc": [8, 8]},
+    "alexnet": {"channels": [2, 3, 3, 3, 2], "fc": [8, 8]},
+    "googlenet": {"width": 0.0625},
+    "resnet": {"width": 2},
+    "separable": {"width": 0.0625},
+    "cnn1d": {"channels": [4, 4], "kernel_size": 3, "embed_dim": 4},
+    "rnn": {"hidden_size": 6, "num_layers": 2, "embed_dim": 4},
+    "lstm": {"hidden_size": 6, "num_layers": 2, "embed_dim": 4},
+    "gru": {"hidden_size": 6, "num_layers": 2, "embed_dim": 4},
+    "gpt": {"n_layer": 1, "n_head": 2, "n_embd": 8, "block_size": 16},
+}
+
+_RECURRENT = ["img_multiclass", "seq_multiclass", "seq_forecast", "tok_binary", "tok_lm"]
+COMPATIBLE: dict[str, list[str]] = {
+    "mlp": ["tab_multiclass", "tab_binary", "tab_multilabel", "tab_regression",
+            "img_multiclass", "seq_multiclass", "seq_forecast"],
+    "lenet": ["img_multiclass"],
+    "alexnet": ["img_multiclass"],
+    "googlenet": ["img_multiclass"],
+    "resnet": ["img_multiclass"],
+    "separable": ["img_multiclass"],
+    "cnn1d": ["seq_multiclass", "seq_forecast", "tok_binary"],
+    "rnn": _RECURRENT,
+    "lstm": _RECURRENT,
+    "gru": _RECURRENT,
+    "gpt": ["tok_binary", "tok_lm"],
+}
+ACTIVATIONS = ["identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu",
+               "swish", "gelu", "maxout"]
+PAIRS = [(model, data) for model, datas in COMPATIBLE.items() for data in datas]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors gain nothing from threads, and on a busy 2-core machine OpenMP's
+    waiting threads made single steps 50x slower; one thread keeps the file fast."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def load(group: str, name: str, **overrides: Any) -> dict[str, Any]:
+    cfg = OmegaConf.merge(OmegaConf.load(CONFIGS / group / f"{name}.yaml"), overrides)
+    return OmegaConf.to_container(cfg)  # type: ignore[return-value]
+
+
+def activation(name: str) -> Any:
+    return instantiate(load("activation", name))
+
+
+def make(model: str, data: str | DataSpec, act: str = "relu", dropout: float = 0.1,
+         **overrides: Any) -> nn.Module:
+    """Build ``model`` for ``data`` the way the CLI does, shrunk; seeded."""
+    spec = SPECS[data] if isinstance(data, str) else data
+    torch.manual_seed(0)
+    cfg = load("model", model, **{**SHRINK[model], **overrides})
+    return build_model(cfg, spec, activation(act), dropout, model)
+
+
+def sample(spec: DataSpec, n: int = N, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    if spec.kind == DataKind.TOKENS:
+        return torch.randint(0, spec.vocab_size, (n, *spec.input_shape), generator=g)
+    return torch.randn(n, *spec.input_shape, generator=g)
+
+
+def targets(spec: DataSpec, n: int = N) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    if spec.task is Task.MULTICLASS:
+        return torch.randint(0, spec.n_outputs, (n,), generator=g)
+    if spec.task is Task.LANGUAGE_MODEL:
+        return torch.randint(0, spec.vocab_size, (n, *spec.input_shape), generator=g)
+    if spec.task is Task.BINARY:
+        return torch.randint(0, 2, (n,), generator=g).float()
+    if spec.task is Task.MULTILABEL:
+        return torch.randint(0, 2, (n, spec.n_outputs), generator=g).float()
+    return torch.randn(n, spec.n_outputs, generator=g)
+
+
+def expected_shape(spec: DataSpec, n: int = N) -> tuple[int, ...]:
+    if spec.task is Task.LANGUAGE_MODEL:
+        return (n, spec.input_shape[0], spec.vocab_size)
+    return (n, spec.n_outputs)
+
+
+def forward_backward(model: nn.Module, spec: DataSpec, act: str) -> None:
+    """One training step's forward and backward; checks shapes and gradients."""
+    model.train()
+    out = model(sample(spec))
+    assert out.shape == expected_shape(spec)
+    assert torch.isfinite(out).all()
+    loss_fn(spec.task)(out, targets(spec)).backward()
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    unused = [name for name, g in grads.items() if g is None]
+    assert not unused, f"parameters without a gradient: {unused}"
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    zero = [name for name, g in grads.items() if not g.any()]
+    if act == "step":  # the step's gradient is zero: layers before it cannot learn
+        assert zero, "binary step let a gradient through"
+    else:
+        assert len(zero) < len(grads)
+
+
+def user_error(exc: BaseException | None) -> UserError | None:
+    """The UserError in an exception's cause chain (Hydra wraps errors of targets)."""
+    while exc is not None and not isinstance(exc, UserError):
+        exc = exc.__cause__
+    return exc
+
+
+# -- the matrix --------------------------------------------------------------------------
+
+
+def test_every_config_is_in_the_matrix() -> None:
+    assert {p.stem for p in (CONFIGS / "model").glob("*.yaml")} == set(SHRINK)
+    assert {p.stem for p in (CONFIGS / "activation").glob("*.yaml")} == {*ACTIVATIONS, "softmax"}
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize(("model", "data"), PAIRS, ids=[f"{m}-{d}" for m, d in PAIRS])
+def test_forward_backward(model: str, data: str, act: str) -> None:
+    forward_backward(make(model, data, act), SPECS[data], act)
+
+
+VARIANTS = [
+    ("mlp", "tab_multiclass", {"batch_norm": True}),
+    ("resnet", "img_multiclass", {"depth": 50}),
+    ("resnet", "img_multiclass", {"batch_norm": False}),
+    ("googlenet", "img_multiclass", {"stages": 3, "batch_norm": False}),
+    ("alexnet", "img_multiclass", {"batch_norm": True}),
+    ("cnn1d", "seq_forecast", {"pool": "mean", "batch_norm": True}),
+    ("cnn1d", "tok_binary", {"pool": "last"}),
+    ("lstm", "seq_multiclass", {"bidirectional": True}),
+    ("gru", "img_multiclass", {"bidirectional": True, "num_layers": 1}),
+    ("rnn", "tok_lm", {"tbptt_steps": 4}),
+    ("gpt", "tok_binary", {"pos_encoding": "sinusoidal", "pool": "mean"}),
+    ("gpt", "tok_lm", {"pos_encoding": "sinusoidal", "n_layer": 2}),
+]
+
+
+@pytest.mark.parametrize("act", ["relu", "maxout", "step"])
+@pytest.mark.parametrize(("model", "data", "overrides"), VARIANTS,
+                         ids=[f"{m}-{d}-{'-'.join(o)}" for m, d, o in VARIANTS])
+def test_family_options(model: str, data: str, overrides: dict[str, Any], act: str) -> None:
+    forward_backward(make(model, data, act, **overrides), SPECS[data], act)
+
+
+@pytest.mark.parametrize("model", ["alexnet", "googlenet", "resnet", "separable"])
+def test_large_images_take_the_original_stem(model: str) -> None:
+    spec = DataSpec("big", Task.MULTILABEL, DataKind.IMAGE, (3, 64, 64), 2)
+    forward_backward(make(model, spec), spec, "relu")
+
+
+# -- pairings that must be refused -----------------------------------------------------
+
+INCOMPATIBLE = [(m, d) for m in COMPATIBLE for d in SPECS if d not in COMPATIBLE[m]]
+
+
+@pytest.mark.parametrize(("model", "data"), INCOMPATIBLE, ids=[f"{m}-{d}" for m, d in INCOMPATIBLE])
+def test_incompatible_pairs_are_refused(model: str, data: str) -> None:
+    with pytest.raises(UserError, match=f"model={model}|language modelling"):
+        make(model, data)
+
+
+@pytest.mark.parametrize(
+    ("model", "spec", "overrides", "message"),
+    [
+        ("lenet", DataSpec("tiny", Task.MULTICLASS, DataKind.IMAGE, (1, 11, 11), 2), {},
+         "at least 12x12"),
+        ("resnet", DataSpec("tiny", Task.MULTICLASS, DataKind.IMAGE, (1, 6, 6), 2), {},
+         "at least 8x8"),
+        ("gpt", SPECS["tok_lm"], {"block_size": T - 1}, "block_size"),
+        ("gpt", SPECS["tok_lm"], {"n_embd": 9}, "divisible"),
+        ("lstm", SPECS["tok_lm"], {"bidirectional": True}, "bidirectional=false"),
+        ("gru", SPECS["seq_forecast"], {"bidirectional": True, "tbptt_steps": 3}, "tbptt"),
+        ("resnet", SPECS["img_multiclass"], {"depth": 20}, "depth 18, 34 or 50"),
+        ("cnn1d", SPECS["seq_forecast"], {"kernel_size": 4}, "odd kernel_size"),
+        ("cnn1d", SPECS["seq_forecast"], {"pool": "min"}, "pool max, mean, last"),
+        ("gpt", SPECS["tok_lm"], {"pos_encoding": "rotary"}, "pos_encoding"),
+        ("lenet", SPECS["img_multiclass"], {"pool": "median"}, "pool max, avg"),
+        ("gru", DataSpec("novocab", Task.BINARY, DataKind.TOKENS, (T,), 1), {}, "vocabulary"),
+    ],
+)
+def test_impossible_settings_are_refused(
+    model: str, spec: DataSpec, overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(UserError, match=message):
+        make(model, spec, **overrides)
+
+
+def test_softmax_is_refused_as_a_hidden_activation() -> None:
+    with pytest.raises(Exception) as info:
+        activation("softmax")
+    err = user_error(info.value)
+    assert err is not None and "output activation" in str(err)
+
+
+# -- activations -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_activation_configs_are_zero_arg_factories(name: str) -> None:
+    factory = activation(name)
+    first, second = factory(), factory()
+    assert isinstance(first, nn.Module) and first is not second
+    if name == "prelu":  # learned slope, fresh per layer
+        assert first.weight is not second.weight
+
+
+def test_binary_step_is_on_off_with_zero_gradient() -> None:
+    x = torch.tensor([-2.0, -0.0, 0.5, 3.0], requires_grad=True)
+    y = BinaryStep()(x)
+    assert y.tolist() == [0.0, 0.0, 1.0, 1.0]
+    y.sum().backward()
+    assert x.grad is not None and not x.grad.any()
+
+
+def test_maxout_takes_the_max_of_each_group_of_pieces() -> None:
+    x = torch.tensor([[1.0, 5.0, -1.0, -3.0, 2.0, 2.5]])
+    assert Maxout(pieces=2)(x).tolist() == [[5.0, -1.0, 2.5]]
+    assert Maxout(pieces=3)(x).tolist() == [[5.0, 2.5]]
+    assert pieces(activation("maxout")) == 2 and pieces(activation("relu")) == 1
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_maxout_doubles_the_parameters_of_the_layer_it_follows() -> None:
+    spec = SPECS["tab_multiclass"]
+    relu = make("mlp", spec, "relu", hidden=[16])
+    maxout = make("mlp", spec, "maxout", hidden=[16])
+    layer = 6 * 16 + 16  # Linear(6, 16)
+    assert n_params(relu.net[1][0]) == layer
+    assert n_params(maxout.net[1][0]) == 2 * layer
+    assert n_params(maxout) - n_params(relu) == layer  # only the layer before maxout grows
+    lenet_relu = make("lenet", "img_multiclass", "relu")
+    lenet_maxout = make("lenet", "img_multiclass", "maxout")
+    assert n_params(lenet_maxout.features[0]) == 2 * n_params(lenet_relu.features[0])
+
+
+def test_resnet_maxout_keeps_the_identity_path() -> None:
+    """With maxout after the addition, a block whose residual is zero is the identity."""
+    model = make("resnet", "img_multiclass", "maxout").eval()
+    block = model.features[1]  # first residual block: identity shortcut
+    for p in block.body[-1].parameters():  # last conv + norm -> residual pieces all 0
+        nn.init.zeros_(p)
+    x = torch.randn(N, 2, 12, 12)
+    torch.testing.assert_close(block(x), x)
+
+
+@pytest.mark.parametrize(("act", "recurrence"),
+                         [("tanh", "tanh"), ("relu", "relu"), ("gelu", "tanh"), ("step", "tanh")])
+def test_vanilla_rnn_recurrence(act: str, recurrence: str) -> None:
+    model = make("rnn", "seq_forecast", act)
+    assert model.recurrence == recurrence == model.core.nonlinearity
+
+
+# -- sequences: tbptt and padding ------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm", "gru"])
+def test_tbptt_keeps_outputs_and_truncates_gradients(model: str) -> None:
+    spec = SPECS["seq_forecast"]
+    full = make(model, spec, "tanh", dropout=0.0).eval()
+    chunked = make(model, spec, "tanh", dropout=0.0, tbptt_steps=4).eval()
+    chunked.load_state_dict(full.state_dict())
+
+    def grad_of_last_output(m: nn.Module) -> torch.Tensor:
+        x = sample(spec).requires_grad_(True)
+        out = m(x)
+        out.sum().backward()
+        return out.detach(), x.grad.abs().sum(dim=(0, 2))  # gradient per input step
+
+    out_full, grad_full = grad_of_last_output(full)
+    out_chunked, grad_chunked = grad_of_last_output(chunked)
+    torch.testing.assert_close(out_chunked, out_full)
+    assert (grad_full > 0).all()  # full BPTT reaches step 0
+    # T=9 in chunks of 4: steps 0-3 and 4-7 are cut off from the output at step 8
+    assert not grad_chunked[:8].any() and grad_chunked[8] > 0
+
+
+LENGTH_CASES = [
+    ("mlp", "seq_forecast", {}),
+    ("cnn1d", "seq_forecast", {}),
+    ("cnn1d", "tok_binary", {"pool": "mean"}),
+    ("rnn", "seq_multiclass", {}),
+    ("lstm", "tok_binary", {}),
+    ("gru", "seq_forecast", {"tbptt_steps": 3}),
+    ("lstm", "seq_multiclass", {"bidirectional": True}),
+    ("gru", "tok_binary", {"bidirectional": True}),
+    ("gpt", "tok_binary", {}),
+    ("gpt", "tok_binary", {"pool": "mean"}),
+]
+
+
+@pytest.mark.parametrize(("model", "data", "overrides"), LENGTH_CASES,
+                         ids=[f"{m}-{d}-{'-'.join(o)}" for m, d, o in LENGTH_CASES])
+def test_padding_is_ignored(model: str, data: str, overrides: dict[str, Any]) -> None:
+    spec = SPECS[data]
+    net = make(model, data, **overrides).eval()
+    lengths = torch.tensor([T, 5, 2, 7])
+    x, noise = sample(spec, seed=0), sample(spec, seed=1)
+    pad = torch.arange(T) >= lengths.unsqueeze(1)  # (N, T)
+    if x.dim() == 3:
+        pad = pad.unsqueeze(-1)
+    x_other = torch.where(pad, noise, x)  # same sequences, different padding
+    with torch.no_grad():
+        out = net(x, lengths)
+        torch.testing.assert_close(net(x_other, lengths), out)
+        if model == "mlp":  # fixed input size: no unpadded sequence to compare with
+            return
+        alone = net(x[1:2, :5])  # the length-5 sequence without any padding
+    torch.testing.assert_close(out[1:2], alone)
+
+
+# -- gpt generation ----------------------------------------------------------------------
+
+
+def test_gpt_generate_greedy_is_deterministic_and_respects_max_new_tokens() -> None:
+    model = make("gpt", "tok_lm")  # block_size 16
+    start = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    first = model.generate(start, max_new_tokens=20, temperature=0)
+    second = model.generate(start, max_new_tokens=20, temperature=0)
+    assert first.shape == (2, 23)  # longer than block_size: the context is cropped
+    assert torch.equal(first, second)
+    assert torch.equal(first[:, :3], start)
+    assert int(first.max()) < VOCAB
+    assert model.training  # generate runs in eval mode and restores the mode
+    top1 = model.generate(start, 5, temperature=0.7, top_k=1)
+    assert torch.equal(top1, first[:, :8])  # top_k=1 sampling is greedy
+
+
+def test_gpt_sampling_is_seeded_and_lm_head_is_tied() -> None:
+    model = make("gpt", "tok_lm")
+    start = torch.zeros(1, 1, dtype=torch.long)
+    draws = [model.generate(start, 10, top_k=3, generator=torch.Generator().manual_seed(7))
+             for _ in range(2)]
+    assert torch.equal(draws[0], draws[1])
+    assert model.head.weight is model.wte.weight
+    with pytest.raises(UserError):
+        make("gpt", "tok_binary").generate(start, 1)
+
