@@ -272,3 +272,7 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
     return "\n".join([line(header), line(["---"] * len(header)), *(line(r) for r in rows)])
+
+
+if __name__ == "__main__":
+    main()
