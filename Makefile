@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-all lint format bench clean
+.PHONY: help install run test test-all lint format bench sweep smoke clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -45,6 +45,17 @@ format: $(STAMP) ## Format the code with ruff
 
 bench: $(STAMP) ## Time dlrun's trainer against a hand-written PyTorch loop
 	$(BIN)/python scripts/bench_overhead.py $(ARGS)
+
+sweep: $(STAMP) ## A small sweep on digits (lr x batch size) that ends with a leaderboard
+	$(BIN)/dlrun -m model=lenet data=digits optimizer.lr=0.01,0.003,0.001 \
+	  trainer.batch_size=32,128 trainer.epochs=5 $(ARGS)
+
+smoke: $(STAMP) ## Every experiment in configs/experiment/ for one batch (what CI runs)
+	@set -e; for e in configs/experiment/*.yaml; do \
+	  name=$$(basename $$e .yaml); echo "== experiment=$$name"; \
+	  $(BIN)/dlrun experiment=$$name trainer.epochs=1 trainer.limit_batches=1 \
+	    trainer.progress=none paths.outputs=outputs/smoke > /dev/null; \
+	done; echo "smoke: every experiment ran"
 
 clean: ## Remove caches and build files (keeps .venv and outputs/)
 	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info
