@@ -37,8 +37,7 @@ SPECS: dict[str, DataSpec] = {
     "seq_multiclass": DataSpec("seq", Task.MULTICLASS, DataKind.SEQUENCE, (T, 2), 3),
     "seq_forecast": DataSpec("seq", Task.FORECAST, DataKind.SEQUENCE, (T, 2), 2),
     "tok_binary": DataSpec("tok", Task.BINARY, DataKind.TOKENS, (T,), 1, vocab_size=VOCAB),
-    "tok_lm": DataSpec("tok", Task.LANGUAGE_MODEL, DataKind.TOKENS, (T,), VOCAB,
-                       vocab_size=VOCAB),
+    "tok_lm": DataSpec("tok", Task.LANGUAGE_MODEL, DataKind.TOKENS, (T,), VOCAB, vocab_size=VOCAB),
 }
 
 # Overrides that shrink each default config to a few hundred parameters.
@@ -58,8 +57,15 @@ SHRINK: dict[str, dict[str, Any]] = {
 
 _RECURRENT = ["img_multiclass", "seq_multiclass", "seq_forecast", "tok_binary", "tok_lm"]
 COMPATIBLE: dict[str, list[str]] = {
-    "mlp": ["tab_multiclass", "tab_binary", "tab_multilabel", "tab_regression",
-            "img_multiclass", "seq_multiclass", "seq_forecast"],
+    "mlp": [
+        "tab_multiclass",
+        "tab_binary",
+        "tab_multilabel",
+        "tab_regression",
+        "img_multiclass",
+        "seq_multiclass",
+        "seq_forecast",
+    ],
     "lenet": ["img_multiclass"],
     "alexnet": ["img_multiclass"],
     "googlenet": ["img_multiclass"],
@@ -71,8 +77,19 @@ COMPATIBLE: dict[str, list[str]] = {
     "gru": _RECURRENT,
     "gpt": ["tok_binary", "tok_lm"],
 }
-ACTIVATIONS = ["identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu",
-               "swish", "gelu", "maxout"]
+ACTIVATIONS = [
+    "identity",
+    "step",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "prelu",
+    "elu",
+    "swish",
+    "gelu",
+    "maxout",
+]
 PAIRS = [(model, data) for model, datas in COMPATIBLE.items() for data in datas]
 
 
@@ -95,8 +112,9 @@ def activation(name: str) -> Any:
     return instantiate(load("activation", name))
 
 
-def make(model: str, data: str | DataSpec, act: str = "relu", dropout: float = 0.1,
-         **overrides: Any) -> nn.Module:
+def make(
+    model: str, data: str | DataSpec, act: str = "relu", dropout: float = 0.1, **overrides: Any
+) -> nn.Module:
     """Build ``model`` for ``data`` the way the CLI does, shrunk; seeded."""
     spec = SPECS[data] if isinstance(data, str) else data
     torch.manual_seed(0)
@@ -186,8 +204,9 @@ VARIANTS = [
 
 
 @pytest.mark.parametrize("act", ["relu", "maxout", "step"])
-@pytest.mark.parametrize(("model", "data", "overrides"), VARIANTS,
-                         ids=[f"{m}-{d}-{'-'.join(o)}" for m, d, o in VARIANTS])
+@pytest.mark.parametrize(
+    ("model", "data", "overrides"), VARIANTS, ids=[f"{m}-{d}-{'-'.join(o)}" for m, d, o in VARIANTS]
+)
 def test_family_options(model: str, data: str, overrides: dict[str, Any], act: str) -> None:
     forward_backward(make(model, data, act, **overrides), SPECS[data], act)
 
@@ -212,10 +231,18 @@ def test_incompatible_pairs_are_refused(model: str, data: str) -> None:
 @pytest.mark.parametrize(
     ("model", "spec", "overrides", "message"),
     [
-        ("lenet", DataSpec("tiny", Task.MULTICLASS, DataKind.IMAGE, (1, 11, 11), 2), {},
-         "at least 12x12"),
-        ("resnet", DataSpec("tiny", Task.MULTICLASS, DataKind.IMAGE, (1, 6, 6), 2), {},
-         "at least 8x8"),
+        (
+            "lenet",
+            DataSpec("tiny", Task.MULTICLASS, DataKind.IMAGE, (1, 11, 11), 2),
+            {},
+            "at least 12x12",
+        ),
+        (
+            "resnet",
+            DataSpec("tiny", Task.MULTICLASS, DataKind.IMAGE, (1, 6, 6), 2),
+            {},
+            "at least 8x8",
+        ),
         ("gpt", SPECS["tok_lm"], {"block_size": T - 1}, "block_size"),
         ("gpt", SPECS["tok_lm"], {"n_embd": 9}, "divisible"),
         ("lstm", SPECS["tok_lm"], {"bidirectional": True}, "bidirectional=false"),
@@ -296,8 +323,9 @@ def test_resnet_maxout_keeps_the_identity_path() -> None:
     torch.testing.assert_close(block(x), x)
 
 
-@pytest.mark.parametrize(("act", "recurrence"),
-                         [("tanh", "tanh"), ("relu", "relu"), ("gelu", "tanh"), ("step", "tanh")])
+@pytest.mark.parametrize(
+    ("act", "recurrence"), [("tanh", "tanh"), ("relu", "relu"), ("gelu", "tanh"), ("step", "tanh")]
+)
 def test_vanilla_rnn_recurrence(act: str, recurrence: str) -> None:
     model = make("rnn", "seq_forecast", act)
     assert model.recurrence == recurrence == model.core.nonlinearity
@@ -341,8 +369,11 @@ LENGTH_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("model", "data", "overrides"), LENGTH_CASES,
-                         ids=[f"{m}-{d}-{'-'.join(o)}" for m, d, o in LENGTH_CASES])
+@pytest.mark.parametrize(
+    ("model", "data", "overrides"),
+    LENGTH_CASES,
+    ids=[f"{m}-{d}-{'-'.join(o)}" for m, d, o in LENGTH_CASES],
+)
 def test_padding_is_ignored(model: str, data: str, overrides: dict[str, Any]) -> None:
     spec = SPECS[data]
     net = make(model, data, **overrides).eval()
@@ -381,10 +412,11 @@ def test_gpt_generate_greedy_is_deterministic_and_respects_max_new_tokens() -> N
 def test_gpt_sampling_is_seeded_and_lm_head_is_tied() -> None:
     model = make("gpt", "tok_lm")
     start = torch.zeros(1, 1, dtype=torch.long)
-    draws = [model.generate(start, 10, top_k=3, generator=torch.Generator().manual_seed(7))
-             for _ in range(2)]
+    draws = [
+        model.generate(start, 10, top_k=3, generator=torch.Generator().manual_seed(7))
+        for _ in range(2)
+    ]
     assert torch.equal(draws[0], draws[1])
     assert model.head.weight is model.wte.weight
     with pytest.raises(UserError):
         make("gpt", "tok_binary").generate(start, 1)
-

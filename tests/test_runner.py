@@ -49,3 +49,42 @@ def test_early_stopping_stops_and_says_why(tmp_path: Path) -> None:
     assert metrics["train"]["epochs"] == 2
     assert "early stopping" in metrics["train"]["stop_reason"]
     json.dumps(metrics)
+
+
+def test_kfold_trains_k_models_and_reports_mean_and_std(tmp_path: Path) -> None:
+    from dlrun.validation import cross_validate
+
+    cfg = compose_cfg(*SHRINK, "model=mlp", "data=iris", "eval.protocol=kfold", "eval.folds=3")
+    metrics = cross_validate(cfg, tmp_path, Console(quiet=True))
+    assert metrics["folds"] == 3 and len(metrics["per_fold"]) == 3
+    assert set(metrics["cv"]["accuracy"]) == {"mean", "std"}
+    assert (
+        metrics["test"]["accuracy"] == sum(f["test"]["accuracy"] for f in metrics["per_fold"]) / 3
+    )
+    assert all((tmp_path / f"fold_{i}" / "metrics.json").is_file() for i in range(3))
+    assert "mean ± std" in (tmp_path / "report.md").read_text()
+
+
+def test_iterated_kfold_repeats_the_folds(tmp_path: Path) -> None:
+    from dlrun.validation import cross_validate
+
+    cfg = compose_cfg(
+        *SHRINK,
+        "model=mlp",
+        "data=iris",
+        "eval.protocol=iterated_kfold",
+        "eval.folds=2",
+        "eval.repeats=2",
+    )
+    assert cross_validate(cfg, tmp_path, Console(quiet=True))["folds"] == 4
+
+
+def test_kfold_is_refused_for_forecasting(tmp_path: Path) -> None:
+    import pytest
+
+    from dlrun.errors import UserError
+    from dlrun.validation import cross_validate
+
+    cfg = compose_cfg(*SHRINK, "model=lstm", "data=sine", "eval.protocol=kfold")
+    with pytest.raises(UserError, match="temporal"):
+        cross_validate(cfg, tmp_path, Console(quiet=True))

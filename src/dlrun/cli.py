@@ -94,7 +94,12 @@ def run(cfg: DictConfig) -> float:
     console = Console()
     write_status(run_dir, "running", epoch=0)
     try:
-        metrics = train_and_evaluate(container, run_dir, console)
+        if container["eval"]["protocol"] == "holdout":
+            metrics = train_and_evaluate(container, run_dir, console)
+        else:
+            from dlrun.validation import cross_validate
+
+            metrics = cross_validate(container, run_dir, console)
     except RunInterrupted as exc:
         write_status(run_dir, "interrupted", reason=str(exc))
         print(f"dlrun: {exc}\nresume with: dlrun resume={run_dir}", file=sys.stderr)

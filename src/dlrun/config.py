@@ -72,6 +72,9 @@ class RegularizationSchema:
 class EvalSchema:
     threshold: float = 0.5
     splits: list[str] = field(default_factory=lambda: ["test"])
+    protocol: str = "holdout"
+    folds: int = 5
+    repeats: int = 1
 
 
 @dataclass
@@ -186,6 +189,16 @@ def validate(cfg: dict[str, Any]) -> None:
         "use auto, min or max",
     )
     need(0.0 < cfg["eval"]["threshold"] < 1.0, "eval.threshold", "must be in (0, 1)")
+    evaluation = cfg["eval"]
+    need(
+        evaluation["protocol"] in ("holdout", "kfold", "iterated_kfold"),
+        "eval.protocol",
+        "use holdout, kfold or iterated_kfold",
+    )
+    need(evaluation["folds"] >= 2, "eval.folds", "must be >= 2")
+    need(evaluation["repeats"] >= 1, "eval.repeats", "must be >= 1")
+    if evaluation["protocol"] != "holdout" and cfg.get("resume"):
+        problems.append("resume= is not supported with eval.protocol=" + evaluation["protocol"])
     for split in cfg["eval"]["splits"]:
         need(split in ("val", "test"), "eval.splits", "list of val and/or test")
     lr = opt.get("lr")

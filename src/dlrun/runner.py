@@ -80,14 +80,14 @@ def monitor_metric(cfg: dict[str, Any], task: Task) -> str:
     return monitor
 
 
-def build(cfg: dict[str, Any]) -> Experiment:
-    """Seed, pick the device, load the data and build the model (no training)."""
+def build(cfg: dict[str, Any], bundle: DataBundle | None = None) -> Experiment:
+    """Seed, pick the device, load the data (unless given) and build the model."""
     threads = cfg["trainer"]["num_threads"]
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(cfg["seed"])
     device = select_device(cfg["trainer"]["device"])
-    bundle = instantiate(cfg["data"], seed=cfg["seed"]).to(device)
+    bundle = (bundle or instantiate(cfg["data"], seed=cfg["seed"])).to(device)
     act = instantiate(cfg["activation"])
     model_name = cfg.get("model_name", "model")
     model = build_model(
@@ -103,11 +103,17 @@ def build(cfg: dict[str, Any]) -> Experiment:
 
 
 def train_and_evaluate(
-    cfg: dict[str, Any], run_dir: Path, console: Console | None = None
+    cfg: dict[str, Any],
+    run_dir: Path,
+    console: Console | None = None,
+    bundle: DataBundle | None = None,
 ) -> dict[str, Any]:
-    """Train per ``cfg`` into ``run_dir`` and evaluate the best checkpoint on the test split."""
+    """Train per ``cfg`` into ``run_dir`` and evaluate the best checkpoint on the test split.
+
+    ``bundle`` replaces the config's data (cross-validation passes each fold's splits).
+    """
     console = console or Console(stderr=False)
-    exp = build(cfg)
+    exp = build(cfg, bundle)
     spec = exp.bundle.spec
     reg, trainer_cfg = cfg["regularization"], cfg["trainer"]
     monitor = monitor_metric(cfg, spec.task)

@@ -56,8 +56,10 @@ class CNN1D(nn.Module):
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
-            raise UserError(f"model=cnn1d needs an odd kernel_size (got {kernel_size}) "
-                            "so every layer keeps the sequence length")
+            raise UserError(
+                f"model=cnn1d needs an odd kernel_size (got {kernel_size}) "
+                "so every layer keeps the sequence length"
+            )
         require_choice("cnn1d", "pool", pool, ("max", "mean", "last"))
         act = resolve(act)
         self.inputs = SequenceInput(spec, embed_dim)

@@ -51,12 +51,14 @@ class Inception(nn.Module):
         def conv(cin: int, cout: int, k: int) -> nn.Sequential:
             return conv_block(cin, cout, k, act, batch_norm=batch_norm)
 
-        self.branches = nn.ModuleList([
-            conv(in_ch, n1, 1),
-            nn.Sequential(conv(in_ch, r3, 1), conv(r3, n3, 3)),
-            nn.Sequential(conv(in_ch, r5, 1), conv(r5, n5, 5)),
-            nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), conv(in_ch, proj, 1)),
-        ])
+        self.branches = nn.ModuleList(
+            [
+                conv(in_ch, n1, 1),
+                nn.Sequential(conv(in_ch, r3, 1), conv(r3, n3, 3)),
+                nn.Sequential(conv(in_ch, r5, 1), conv(r5, n5, 5)),
+                nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), conv(in_ch, proj, 1)),
+            ]
+        )
         self.out_channels = n1 + n3 + n5 + proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

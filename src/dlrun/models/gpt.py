@@ -190,7 +190,10 @@ class GPT(nn.Module):
         return idx
 
     def _next_token(
-        self, idx: torch.Tensor, temperature: float, top_k: int | None,
+        self,
+        idx: torch.Tensor,
+        temperature: float,
+        top_k: int | None,
         generator: torch.Generator | None,
     ) -> torch.Tensor:
         logits = self(idx[:, -self.block_size :])[:, -1, :]

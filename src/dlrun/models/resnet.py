@@ -47,8 +47,14 @@ class Residual(nn.Module):
     """``act(body(x) + shortcut(x))``; one class for basic and bottleneck blocks."""
 
     def __init__(
-        self, cin: int, mid: int, cout: int, stride: int, bottleneck: bool,
-        act: ActFactory, batch_norm: bool,
+        self,
+        cin: int,
+        mid: int,
+        cout: int,
+        stride: int,
+        bottleneck: bool,
+        act: ActFactory,
+        batch_norm: bool,
     ) -> None:
         super().__init__()
         self.pieces = pieces(act)
@@ -65,7 +71,8 @@ class Residual(nn.Module):
                 _conv_norm(mid, last_out, 3, 1, batch_norm),
             )
         self.shortcut = (
-            nn.Identity() if stride == 1 and cin == cout
+            nn.Identity()
+            if stride == 1 and cin == cout
             else _conv_norm(cin, cout, 1, stride, batch_norm)
         )
         self.act = act()
@@ -115,9 +122,7 @@ class ResNet(nn.Module):
             for index in range(count):
                 stride = 2 if stage > 0 and index == 0 else 1
                 cout = mid * expansion
-                layers.append(
-                    Residual(channels, mid, cout, stride, bottleneck, act, batch_norm)
-                )
+                layers.append(Residual(channels, mid, cout, stride, bottleneck, act, batch_norm))
                 channels = cout
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels, spec.n_outputs))

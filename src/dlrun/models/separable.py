@@ -18,15 +18,24 @@ from dlrun.nn.blocks import conv_block, require_image_size
 
 # (output channels, stride) of MobileNet v1's separable blocks, Table 1.
 BLOCKS: tuple[tuple[int, int], ...] = (
-    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (1024, 2),
+    (1024, 1),
 )
 LARGE_INPUT_PX = 64
 
 
-def separable(
-    cin: int, cout: int, stride: int, act: ActFactory, batch_norm: bool
-) -> nn.Sequential:
+def separable(cin: int, cout: int, stride: int, act: ActFactory, batch_norm: bool) -> nn.Sequential:
     """Depthwise 3x3 -> BN -> act, then pointwise 1x1 -> BN -> act."""
     return nn.Sequential(
         conv_block(cin, cin, 3, act, stride=stride, groups=cin, batch_norm=batch_norm),

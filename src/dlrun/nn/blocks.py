@@ -56,8 +56,15 @@ def conv_block(
     conv = nn.Conv2d if dims == 2 else nn.Conv1d
     wide = widen(act, out_channels)
     layers: list[nn.Module] = [
-        conv(in_channels, wide, kernel_size, stride, kernel_size // 2, groups=groups,
-             bias=not batch_norm)
+        conv(
+            in_channels,
+            wide,
+            kernel_size,
+            stride,
+            kernel_size // 2,
+            groups=groups,
+            bias=not batch_norm,
+        )
     ]
     if batch_norm:
         layers.append(nn.BatchNorm2d(wide) if dims == 2 else nn.BatchNorm1d(wide))
