@@ -64,3 +64,26 @@ def test_a_bad_value_for_every_job_stops_the_sweep_before_it_starts(workdir: Pat
     assert result.returncode != 0
     assert "trainer.monitor" in result.stderr and "not started" in result.stderr
     assert not (workdir / "outputs").exists()
+
+
+def test_joblib_jobs_share_the_cores(workdir: Path) -> None:
+    import json
+    import os
+
+    result = run_cli(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "model=mlp",
+        "data=iris",
+        "seed=0,1",
+        "trainer.epochs=1",
+        cwd=workdir,
+    )
+    assert result.returncode == 0, result.stderr
+    sweep = _sweep_dir(workdir)
+    expected = max(1, (os.cpu_count() or 1) // 2)
+    for job in ("0_mlp_iris", "1_mlp_iris"):
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert metrics["train"]["threads"] == expected
+    assert (sweep / "leaderboard.csv").is_file()

@@ -236,5 +236,6 @@ def train_and_evaluate(
         "parameters": n_params,
         "stop_reason": state.stop_reason,
         "near_zero_weights": sparsity,
+        "threads": torch.get_num_threads(),
     }
     return metrics
