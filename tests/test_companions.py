@@ -1,0 +1,122 @@
+"""dlrun-eval and dlrun-generate on saved runs, including the ways they can go wrong."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHRINK, run_cli
+
+
+@pytest.fixture(scope="module")
+def mlp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("runs")
+    result = run_cli("model=mlp", "data=iris", *SHRINK, f"hydra.run.dir={root / 'mlp'}", cwd=root)
+    assert result.returncode == 0, result.stderr
+    return root / "mlp"
+
+
+def _tool(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def _eval(**args: object) -> Path:
+    from dlrun.eval_cli import DEFAULTS, evaluate_saved
+
+    return evaluate_saved({**DEFAULTS, **args})
+
+
+def test_eval_writes_into_eval_dir_and_matches_the_run(mlp_run: Path) -> None:
+    assert _eval(run=str(mlp_run)) == mlp_run / "eval"
+    original = json.loads((mlp_run / "metrics.json").read_text())["test"]
+    again = json.loads((mlp_run / "eval" / "metrics.json").read_text())["test"]
+    assert again["accuracy"] == pytest.approx(original["accuracy"])
+    assert (mlp_run / "eval" / "report.md").is_file()
+
+
+def test_eval_val_split_and_last_checkpoint(mlp_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "val_eval"
+    _eval(run=str(mlp_run), split="val", ckpt="last", out=str(out))
+    assert "val" in json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run=/no/such/run"], "run dir not found"),
+        (["run=."], "not a dlrun run dir"),
+        (["split=train"], "run= is required"),
+        (["run=x", "bogus=1"], "unknown argument"),
+        (["run=x", "threshold=high"], "not a valid float"),
+    ],
+)
+def test_eval_bad_arguments_are_one_message(args: list[str], message: str) -> None:
+    result = _tool("dlrun.eval_cli", *args)
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_eval_refuses_corrupt_and_foreign_checkpoints(mlp_run: Path, tmp_path: Path) -> None:
+    from dlrun.errors import UserError
+
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"\x80\x02garbage")
+    result = _tool("dlrun.eval_cli", f"run={mlp_run}", f"ckpt={broken}")
+    assert result.returncode != 0 and "corrupt" in result.stderr
+    assert "Traceback" not in result.stderr
+    other = tmp_path / "other"
+    made = run_cli(
+        "model=mlp",
+        "model.hidden=[8]",
+        "data=iris",
+        *SHRINK,
+        f"hydra.run.dir={other}",
+        cwd=tmp_path,
+    )
+    assert made.returncode == 0, made.stderr
+    foreign = tmp_path / "foreign.pt"
+    shutil.copy(other / "checkpoints" / "best.pt", foreign)
+    with pytest.raises(UserError, match="does not fit this model"):
+        _eval(run=str(mlp_run), ckpt=str(foreign))
+
+
+def test_generate_text_from_a_language_model_run(tmp_path: Path) -> None:
+    run_dir = tmp_path / "gpt"
+    made = run_cli(
+        "model=gpt",
+        "data=text",
+        "model.n_layer=1",
+        "model.n_embd=32",
+        "model.n_head=2",
+        *SHRINK,
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    assert made.returncode == 0, made.stderr
+    greedy = [
+        _tool(
+            "dlrun.generate_cli",
+            f"run={run_dir}",
+            "prompt=The ",
+            "temperature=0",
+            "max_new_tokens=20",
+        )
+        for _ in range(2)
+    ]
+    assert greedy[0].returncode == 0, greedy[0].stderr
+    text = greedy[0].stdout.rstrip("\n")
+    assert text.startswith("The ") and len(text) == 4 + 20
+    assert greedy[0].stdout == greedy[1].stdout  # temperature 0 is deterministic
+
+
+def test_generate_refuses_a_classifier_run(mlp_run: Path) -> None:
+    result = _tool("dlrun.generate_cli", f"run={mlp_run}", "prompt=hi")
+    assert result.returncode != 0 and "language-model run" in result.stderr
+    assert "Traceback" not in result.stderr
