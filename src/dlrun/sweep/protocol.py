@@ -7,6 +7,7 @@ can catch :class:`TrialPrunedByOptuna` before torch is loaded.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -95,3 +96,15 @@ def build_pruner(name: str, args: dict[str, Any] | None = None) -> optuna.pruner
             f"hydra.sweeper.pruner_args do not fit pruner={name} ({exc}); "
             "set hydra.sweeper.pruner_args={} for its defaults"
         ) from None
+
+
+@functools.cache
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """One storage object per URL and process.
+
+    Connecting checks the database schema (~0.3 s); under Hydra's basic launcher every
+    job runs in the sweeper's process, so they share the sweeper's connection instead.
+    """
+    import optuna
+
+    return optuna.storages.RDBStorage(url)

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING
 
 from dlrun.engine.callbacks import Callback
 from dlrun.errors import UserError
-from dlrun.sweep.protocol import PRUNED_AT_ATTR, PRUNER_ATTR, TrialPrunedByOptuna, build_pruner
+from dlrun.sweep.protocol import (
+    PRUNED_AT_ATTR,
+    PRUNER_ATTR,
+    TrialPrunedByOptuna,
+    build_pruner,
+    open_storage,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -48,7 +54,8 @@ class OptunaPruning(Callback):
         import optuna
 
         try:
-            study = optuna.load_study(study_name=self.study_name, storage=self.storage)
+            storage = open_storage(self.storage)
+            study = optuna.load_study(study_name=self.study_name, storage=storage)
         except Exception as exc:  # KeyError (no such study), SQLAlchemy errors, ...
             raise UserError(
                 f"trial.storage={self.storage} trial.study_name={self.study_name}: "
@@ -57,7 +64,6 @@ class OptunaPruning(Callback):
         spec = study.user_attrs.get(PRUNER_ATTR) or {"name": "none", "args": {}}
         self.pruner_name = spec["name"]
         study.pruner = build_pruner(spec["name"], spec.get("args"))
-        storage = study._storage  # Optuna offers no public lookup of a trial by number
         study_id = storage.get_study_id_from_name(self.study_name)
         try:
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, self.trial_number)

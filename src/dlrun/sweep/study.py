@@ -16,7 +16,13 @@ from optuna.trial import TrialState
 
 from dlrun.config import metric_mode
 from dlrun.errors import UserError
-from dlrun.sweep.protocol import INTERRUPTED_ATTR, PRUNER_ATTR, RETRY_OF_ATTR, build_pruner
+from dlrun.sweep.protocol import (
+    INTERRUPTED_ATTR,
+    PRUNER_ATTR,
+    RETRY_OF_ATTR,
+    build_pruner,
+    open_storage,
+)
 from dlrun.sweep.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -92,7 +98,7 @@ def open_study(
     pruner_obj = build_pruner(pruner, pruner_args)  # fail on bad args before creating
     try:
         study = optuna.create_study(
-            storage=storage,
+            storage=open_storage(storage),
             study_name=study_name,
             direction=direction,
             sampler=sampler,

@@ -12,6 +12,7 @@ rest of ``dlrun.sweep`` are imported only when a sweep actually starts.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,6 +84,11 @@ class DlrunOptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         assert self.config is not None and self.hydra_context is not None
+        if importlib.util.find_spec("optuna") is None:
+            raise SweepError(
+                "dlrun: error: hydra/sweeper=dlrun_optuna needs optuna: "
+                "pip install 'dlrun[optuna]' (or pip install optuna)"
+            )
         if self.n_trials < 1 or self.n_jobs < 1:
             raise SweepError("hydra.sweeper.n_trials and hydra.sweeper.n_jobs must be >= 1")
         try:
