@@ -7,6 +7,7 @@ marked slow.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -421,3 +422,33 @@ def test_real_sweep_writes_trials_and_resumes(workdir: Path) -> None:
     assert again.returncode == 0, again.stderr
     assert len(load(db, "iris_test").trials) == 6
     assert sorted(trial_records(workdir / "s2")) == [4, 5]
+
+
+# The lead's wiring (RunSchema.trial, OptunaPruning in the runner, "pruned" status in the
+# CLI) lands separately; until the schema has the field this end-to-end check waits.
+WIRED = "trial" in {f.name for f in dataclasses.fields(RunSchema)}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not WIRED, reason="RunSchema has no trial field: pruning not wired yet")
+def test_real_sweep_prunes_a_hopeless_learning_rate(workdir: Path) -> None:
+    """Grid order: lr=0.05 finishes first, then lr=1e-5 (val_loss stuck) is pruned."""
+    result = run_cli(
+        "-m",
+        f"{HPARAMS}=mlp_iris",
+        "trainer.epochs=3",
+        "hydra.sweeper.sampler=grid",
+        "optimizer.lr=0.05,0.00001",
+        "trainer.batch_size=16",
+        "model.hidden=[32]",
+        "hydra.sweeper.pruner_args={n_startup_trials: 1, n_warmup_steps: 0}",
+        "hydra.sweep.dir=sw",
+        cwd=workdir,
+    )
+    assert result.returncode == 0, result.stderr
+    records = trial_records(workdir / "sw")
+    assert [records[n]["state"] for n in (0, 1)] == ["COMPLETE", "PRUNED"]
+    assert records[1]["params"]["optimizer.lr"] == 1e-5
+    assert records[1]["pruned_at_epoch"] == 1
+    status = json.loads((workdir / "sw" / "1_mlp_iris" / "status.json").read_text())
+    assert status["status"] == "pruned"
