@@ -97,8 +97,14 @@ def open_study(
     """Create the study, or load it to resume; refuse a resume that flips the direction."""
     pruner_obj = build_pruner(pruner, pruner_args)  # fail on bad args before creating
     try:
+        backend = open_storage(storage)
+    except Exception as exc:  # SQLAlchemy: bad URL, missing driver, unreachable server
+        raise UserError(
+            f"hydra.sweeper.storage={storage}: cannot open it ({type(exc).__name__}: {exc})"
+        ) from None
+    try:
         study = optuna.create_study(
-            storage=open_storage(storage),
+            storage=backend,
             study_name=study_name,
             direction=direction,
             sampler=sampler,

@@ -119,12 +119,13 @@ class DlrunOptunaSweeper(Sweeper):
             )
         monitor = str(OmegaConf.select(self.config, "trainer.monitor", default="auto"))
         direction = resolve_direction(self.direction, monitor)
-        storage = absolute_storage(self.storage)
+        sampler = build_sampler(self.sampler, self.seed, space)
+        storage = absolute_storage(self.storage)  # creates the sweep dir: check first
         study = open_study(
             storage=storage,
             study_name=self.study_name,
             direction=direction,
-            sampler=build_sampler(self.sampler, self.seed, space),
+            sampler=sampler,
             pruner=self.pruner,
             pruner_args=self.pruner_args,
             space=space,
