@@ -91,6 +91,7 @@ class RunSchema:
     regularization: RegularizationSchema = field(default_factory=RegularizationSchema)
     eval: EvalSchema = field(default_factory=EvalSchema)
     resume: str | None = None
+    trial: Any = None  # set by the Optuna sweeper: {storage, study_name, number}
     model: Any = None
     data: Any = None
     logger: Any = None

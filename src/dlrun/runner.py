@@ -154,6 +154,13 @@ def train_and_evaluate(
         callbacks.append(
             EarlyStopping(stop["monitor"], stop["mode"], stop["patience"], stop["min_delta"])
         )
+    trial = cfg.get("trial")
+    if trial:  # a job of the Optuna sweeper: report each epoch, stop if pruned
+        from dlrun.sweep.pruning import OptunaPruning
+
+        callbacks.append(
+            OptunaPruning(trial["storage"], trial["study_name"], trial["number"], monitor)
+        )
     logger_cfg = dict(cfg.get("logger") or {"_target_": None})
     if logger_cfg.get("_target_") is not None:
         logger_cfg["log_dir"] = str(run_dir / logger_cfg.get("log_dir", "logs"))

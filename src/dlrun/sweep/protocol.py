@@ -1,0 +1,113 @@
+"""What the sweeper and its jobs agree on: trial identity, attribute names, the pruner.
+
+Kept free of torch (and of optuna at import time): the sweeper runs without torch until
+its jobs need it, Hydra's plugin scan imports the sweeper on every start-up, and the CLI
+can catch :class:`TrialPrunedByOptuna` before torch is loaded.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dlrun.errors import UserError
+
+if TYPE_CHECKING:
+    import optuna
+
+# Study user attribute holding the pruner the sweeper chose, so each job can rebuild the
+# same pruner (Optuna stores no pruner in the storage, only trials and attributes).
+PRUNER_ATTR = "dlrun_pruner"
+# Trial user attributes.
+PRUNED_AT_ATTR = "dlrun_pruned_at_epoch"  # set by the job's callback just before it raises
+INTERRUPTED_ATTR = "dlrun_interrupted"  # set by the sweeper for trials a Ctrl-C/kill cut short
+RETRY_OF_ATTR = "dlrun_retry_of"  # on a queued re-run: the interrupted trial's number
+FAIL_REASON_ATTR = "dlrun_fail_reason"
+JOB_DIR_ATTR = "dlrun_job_dir"
+
+
+class TrialPrunedByOptuna(UserError):
+    """The job's trial was judged unpromising by the study's pruner and stopped early.
+
+    A :class:`UserError` so the CLI reports it as one line, never as a crash; the sweeper
+    records the trial as PRUNED rather than FAIL; ``status`` is what the CLI writes
+    into the job's status.json.
+    """
+
+    status = "pruned"
+
+    def __init__(self, number: int, epoch: int, monitor: str, value: float, pruner: str):
+        self.number, self.epoch = number, epoch
+        super().__init__(
+            f"trial {number} pruned at epoch {epoch}: {monitor}={value:.4g} was not "
+            f"promising next to the other trials ({pruner} pruner)"
+        )
+
+
+@dataclass(frozen=True)
+class TrialIdentity:
+    """Where a job's trial lives: enough to reopen it from another process."""
+
+    storage: str
+    study_name: str
+    number: int
+
+    def overrides(self) -> list[str]:
+        """Hydra overrides that put this identity at ``cfg.trial``.
+
+        ``++`` sets the key whether or not the run schema declares ``trial``, so the
+        overrides work with a schema that has ``trial: Any = None`` and one without it.
+        """
+        return [
+            f"++trial.storage={quote(self.storage)}",
+            f"++trial.study_name={quote(self.study_name)}",
+            f"++trial.number={self.number}",
+        ]
+
+
+def quote(text: str) -> str:
+    """``text`` as a quoted string in Hydra's override grammar (paths may hold spaces)."""
+    # Hydra's rule: backslashes are literal except a run of them just before a quote or
+    # the closing quote, which must be doubled; the quote itself is then escaped.
+    escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, text).replace("'", "\\'")
+    return f"'{escaped}'"
+
+
+# The pruners a sweep config may name, with the Optuna class behind each.
+PRUNERS = {"none": "NopPruner", "median": "MedianPruner", "hyperband": "HyperbandPruner"}
+
+
+def build_pruner(name: str, args: dict[str, Any] | None = None) -> optuna.pruners.BasePruner:
+    """``median``/``hyperband`` with keyword arguments for Optuna's class, or ``none``.
+
+    The sweeper stores ``{"name", "args"}`` on the study; each job rebuilds the pruner
+    from it with this function, since Optuna's storage keeps no pruner.
+    """
+    import optuna
+
+    if name not in PRUNERS:
+        raise UserError(f"hydra.sweeper.pruner={name} is unknown; use {', '.join(PRUNERS)}")
+    if name == "none":  # ignore the args a search config set for its usual pruner
+        return optuna.pruners.NopPruner()
+    cls = getattr(optuna.pruners, PRUNERS[name])
+    try:
+        return cls(**(args or {}))
+    except TypeError as exc:
+        raise UserError(
+            f"hydra.sweeper.pruner_args do not fit pruner={name} ({exc}); "
+            "set hydra.sweeper.pruner_args={} for its defaults"
+        ) from None
+
+
+@functools.cache
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """One storage object per URL and process.
+
+    Connecting checks the database schema (~0.3 s); under Hydra's basic launcher every
+    job runs in the sweeper's process, so they share the sweeper's connection instead.
+    """
+    import optuna
+
+    return optuna.storages.RDBStorage(url)

@@ -1,0 +1,215 @@
+"""Opening (or resuming) the study a sweep drives: storage, direction, sampler.
+
+A study lives in persistent storage (sqlite by default) so a sweep that was interrupted
+can be re-run and continue: ``n_trials`` is the study's target, not this session's count.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from dlrun.config import metric_mode
+from dlrun.errors import UserError
+from dlrun.sweep.protocol import (
+    INTERRUPTED_ATTR,
+    PRUNER_ATTR,
+    RETRY_OF_ATTR,
+    build_pruner,
+    open_storage,
+)
+from dlrun.sweep.space import SearchSpace
+
+log = logging.getLogger(__name__)
+
+SPACE_ATTR = "dlrun_search_space"
+SAMPLERS = ("tpe", "random", "grid")
+
+
+def resolve_direction(direction: str, monitor: str) -> str:
+    """``minimize``/``maximize`` for the study from the sweep config and trainer.monitor.
+
+    The objective a dlrun job returns is the best value of ``trainer.monitor``. With
+    ``direction=auto`` the monitored metric's name decides (``val_loss`` is minimised,
+    ``val_accuracy`` maximised). ``trainer.monitor=auto`` means "the task's default",
+    and the task is only known once a job has loaded its data, after the study must
+    already exist; so that combination asks the user to name one of the two.
+    """
+    if direction in ("minimize", "maximize"):
+        return direction
+    if direction != "auto":
+        raise UserError(f"hydra.sweeper.direction={direction}: use auto, minimize or maximize")
+    if monitor == "auto":
+        raise UserError(
+            "hydra.sweeper.direction=auto needs to know the objective: set trainer.monitor "
+            "(e.g. trainer.monitor=val_accuracy or trainer.monitor=val_loss), or set "
+            "hydra.sweeper.direction=maximize|minimize"
+        )
+    return "minimize" if metric_mode(monitor) == "min" else "maximize"
+
+
+def absolute_storage(url: str) -> str:
+    """A sqlite URL with an absolute path whose folder exists; other URLs unchanged.
+
+    Jobs may run with another working directory (``hydra.job.chdir``, other launchers),
+    so they get a path that does not depend on it.
+    """
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == f"{prefix}:memory:":
+        return url
+    path = Path(url[len(prefix) :]).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return prefix + str(path)
+
+
+def build_sampler(name: str, seed: int | None, space: SearchSpace) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler for ``name``; ``grid`` is done by queueing points (see below).
+
+    Optuna's GridSampler visits points in a shuffled order, raises outside ``optimize``
+    when the grid is done, and fails on re-queued trials; queueing each grid point as a
+    fixed trial gives the plain product order and resumes like any other study.
+    """
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        space.grid()  # refuse interval() params before the study is created
+        return optuna.samplers.RandomSampler(seed=seed)  # never asked: params are queued
+    raise UserError(f"hydra.sweeper.sampler={name} is unknown; use {', '.join(SAMPLERS)}")
+
+
+def open_study(
+    *,
+    storage: str,
+    study_name: str,
+    direction: str,
+    sampler: optuna.samplers.BaseSampler,
+    pruner: str,
+    pruner_args: dict[str, Any],
+    space: SearchSpace,
+) -> optuna.Study:
+    """Create the study, or load it to resume; refuse a resume that flips the direction."""
+    pruner_obj = build_pruner(pruner, pruner_args)  # fail on bad args before creating
+    try:
+        backend = open_storage(storage)
+    except Exception as exc:  # SQLAlchemy: bad URL, missing driver, unreachable server
+        raise UserError(
+            f"hydra.sweeper.storage={storage}: cannot open it ({type(exc).__name__}: {exc})"
+        ) from None
+    try:
+        study = optuna.create_study(
+            storage=backend,
+            study_name=study_name,
+            direction=direction,
+            sampler=sampler,
+            pruner=pruner_obj,
+            load_if_exists=True,
+        )
+    except ValueError as exc:  # e.g. an existing multi-objective study of that name
+        raise UserError(f"study {study_name} in {storage}: {exc}") from None
+    if study.direction.name.lower() != direction:
+        raise UserError(
+            f"study {study_name} in {storage} was created to {study.direction.name.lower()}, "
+            f"not {direction}; use another hydra.sweeper.study_name or storage"
+        )
+    _check_compatible(study, space)
+    old_space = study.user_attrs.get(SPACE_ATTR)
+    if old_space is not None and old_space != space.describe():
+        log.warning(
+            "study %s continues with a different search space than it started with "
+            "(was %s); earlier trials still count towards n_trials",
+            study_name,
+            old_space,
+        )
+    study.set_user_attr(SPACE_ATTR, space.describe())
+    study.set_user_attr(PRUNER_ATTR, {"name": pruner, "args": dict(pruner_args)})
+    return study
+
+
+def _check_compatible(study: optuna.Study, space: SearchSpace) -> None:
+    """Refuse a resume Optuna would reject mid-sweep (e.g. a changed choice list)."""
+    seen: dict[str, optuna.distributions.BaseDistribution] = {}
+    for trial in study.get_trials(deepcopy=False):
+        seen.update(trial.distributions)
+    for key, new in space.distributions.items():
+        if key not in seen:
+            continue
+        try:
+            optuna.distributions.check_distribution_compatibility(seen[key], new)
+        except ValueError as exc:
+            raise UserError(
+                f"study {study.study_name} already searched {key} over {seen[key]}, which "
+                f"cannot become {new} ({exc}); use another hydra.sweeper.study_name"
+            ) from None
+
+
+def recover_interrupted(study: optuna.Study) -> int:
+    """Close trials a killed sweep left RUNNING and queue their params to run again.
+
+    Assumes one sweeper drives a study at a time (the usual case for a sqlite file):
+    trials still RUNNING when a sweep starts were orphaned by a ``kill -9`` or a crash.
+    """
+    orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in orphans:
+        close_interrupted(study, trial.number, trial.params)
+        log.warning("trial %d was left running by an earlier sweep; queued again", trial.number)
+    return len(orphans)
+
+
+def close_interrupted(study: optuna.Study, number: int, params: dict[str, Any]) -> None:
+    """Mark a cut-short trial FAIL (not counted) and queue its params for the next ask.
+
+    Uses Optuna's storage handle: there is no public way to set a trial's user attribute
+    by trial number once its ``Trial`` object is gone.
+    """
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    study._storage.set_trial_user_attr(trial_id, INTERRUPTED_ATTR, True)
+    study.tell(number, state=TrialState.FAIL)
+    study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: number})
+
+
+def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials that count towards ``n_trials``: every ended trial except interrupted ones."""
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=states)
+        if not t.user_attrs.get(INTERRUPTED_ATTR)
+    ]
+
+
+def waiting_trials(study: optuna.Study) -> int:
+    """Queued trials (re-runs of interrupted ones, the next grid point) not yet asked for."""
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def grid_points_left(study: optuna.Study, space: SearchSpace) -> list[dict[str, Any]]:
+    """Grid points, in product order, that no trial has finished, is running or awaits."""
+    grid = space.grid()
+    keys = list(grid)
+    states = (TrialState.RUNNING, TrialState.WAITING)
+    taken_trials = [*finished_trials(study), *study.get_trials(deepcopy=False, states=states)]
+    taken = set()
+    for trial in taken_trials:
+        params = {**trial.params, **trial.system_attrs.get("fixed_params", {})}
+        taken.add(tuple(params.get(k) for k in keys))
+    return [
+        dict(zip(keys, point, strict=True))
+        for point in itertools.product(*grid.values())
+        if point not in taken
+    ]
+
+
+def queue_next_grid_point(study: optuna.Study, space: SearchSpace) -> None:
+    """Queue the first untried grid point, unless a queued trial is already waiting."""
+    if waiting_trials(study):
+        return
+    left = grid_points_left(study, space)
+    if left:
+        study.enqueue_trial(left[0])
