@@ -1,23 +1,28 @@
 """How much does dlrun's trainer cost over a hand-written PyTorch loop?
 
-Trains the same model on the same in-memory data, from the same initial weights, with
-(a) dlrun's ``Trainer`` (history.csv and checkpoint callbacks on, progress off) and
-(b) a minimal hand-written loop (shuffle, forward, loss, backward, step, one validation
-pass per epoch), alternating a/b several times in one process so both see the same
-machine state. Prints samples/s of each and the ratio of median epoch-loop times
-(dlrun / hand-written; the target is <= 1.05) for the loop alone, and with the
-per-epoch history.csv and checkpoint writes a real run does.
+For each family (mlp, lenet, resnet, lstm, gpt) the same model, from the same initial
+weights, on the same in-memory data, is trained by
+(a) a minimal hand-written loop: shuffle, slice, forward, loss, backward, step, and one
+    validation pass per epoch, and
+(b) dlrun's ``Trainer`` with the loop alone (no callbacks), and with the per-epoch
+    history.csv and checkpoint writes a real run does,
+alternating a/b/b' several times in one process so all see the same machine state.
+Prints samples/s, the ratio of median times (dlrun / hand-written; target <= 1.05),
+the time to the first optimizer step and the peak memory.
 
-    python scripts/bench_overhead.py [--families mlp lenet] [--epochs 3] [--repeats 5]
+    python scripts/bench_overhead.py [--families mlp lenet] [--epochs 5] [--repeats 5]
+                                     [--device cpu|cuda]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import resource
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -26,99 +31,170 @@ from rich.table import Table
 
 from dlrun import tasks
 from dlrun.data.sklearn_sets import load_digits_flat, load_digits_images
-from dlrun.data.spec import DataBundle
-from dlrun.engine.callbacks import Checkpointer, HistoryCSV
+from dlrun.data.spec import DataBundle, Task
+from dlrun.engine.callbacks import Callback, Checkpointer, HistoryCSV
 from dlrun.engine.trainer import Trainer, TrainerSettings
+from dlrun.models.gpt import GPT
 from dlrun.models.lenet import LeNet5
 from dlrun.models.mlp import MLP
+from dlrun.models.resnet import ResNet
+from dlrun.models.rnn import LSTM
 
-FAMILIES = {
-    "mlp": (load_digits_flat, lambda spec: MLP(spec, hidden=(256, 128))),
-    "lenet": (load_digits_images, lambda spec: LeNet5(spec)),
+
+def _series(seed: int) -> DataBundle:
+    from dlrun.data.series import load_sine
+
+    return load_sine(seed=seed)
+
+
+def _text(seed: int) -> DataBundle:
+    from dlrun.data.text import load_text
+
+    return load_text(seed=seed)
+
+
+# family -> (loader, model factory, batches per epoch (None = all))
+FAMILIES: dict[str, tuple[Callable, Callable, int | None]] = {
+    "mlp": (load_digits_flat, lambda s: MLP(s, hidden=(256, 128)), None),
+    "lenet": (load_digits_images, lambda s: LeNet5(s), None),
+    "resnet": (load_digits_images, lambda s: ResNet(s, depth=18, width=16), 10),
+    "lstm": (_series, lambda s: LSTM(s, hidden_size=64), None),
+    "gpt": (_text, lambda s: GPT(s, n_layer=4, n_head=4, n_embd=128, block_size=64), 10),
 }
 
 
-def hand_written(model: torch.nn.Module, bundle: DataBundle, epochs: int, batch: int) -> float:
-    """The loop a practitioner writes by hand; returns seconds."""
+def hand_loss(task: Task) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """What a practitioner writes: cross entropy or MSE, reshaped by hand."""
+    if task in (Task.MULTICLASS, Task.LANGUAGE_MODEL):
+        ce = torch.nn.CrossEntropyLoss()
+        return lambda out, y: ce(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+    mse = torch.nn.MSELoss()
+    return lambda out, y: mse(out.reshape(y.shape), y)
+
+
+def hand_written(
+    model: torch.nn.Module, bundle: DataBundle, epochs: int, batch: int, limit: int | None
+) -> tuple[float, float]:
+    """The loop written by hand; returns (seconds, seconds to the first step)."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
+    loss_fn = hand_loss(bundle.spec.task)
     gen = torch.Generator().manual_seed(0)
     x, y = bundle.train.x, bundle.train.y
+    vx, vy = bundle.val.x, bundle.val.y
+    steps = -(-len(x) // batch) if limit is None else limit
     started = time.perf_counter()
+    first = 0.0
     for _ in range(epochs):
         model.train()
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), batch):
-            idx = perm[i : i + batch]
+        perm = torch.randperm(len(x), generator=gen).to(x.device)
+        for i in range(steps):
+            idx = perm[i * batch : (i + 1) * batch]
             loss = loss_fn(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if not first:
+                first = time.perf_counter() - started
         model.eval()
         with torch.no_grad():
-            loss_fn(model(bundle.val.x), bundle.val.y).item()
-    return time.perf_counter() - started
+            vbatch = batch * 4
+            vsteps = -(-len(vx) // vbatch) if limit is None else limit
+            for i in range(vsteps):
+                loss_fn(
+                    model(vx[i * vbatch : (i + 1) * vbatch]), vy[i * vbatch : (i + 1) * vbatch]
+                ).item()
+    _sync(x.device)
+    return time.perf_counter() - started, first
+
+
+class _FirstStep(Callback):
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.first = 0.0
+
+    def on_batch_end(self, trainer, state, batch, loss) -> None:  # type: ignore[override]
+        if not self.first:
+            self.first = time.perf_counter() - self.started
 
 
 def with_dlrun(
-    model: torch.nn.Module, bundle: DataBundle, epochs: int, batch: int, files: bool
-) -> float:
+    model: torch.nn.Module,
+    bundle: DataBundle,
+    epochs: int,
+    batch: int,
+    limit: int | None,
+    files: bool,
+) -> tuple[float, float]:
     """The same work through dlrun's Trainer; ``files`` adds history.csv + checkpoints."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    settings = TrainerSettings(epochs=epochs, batch_size=batch, monitor="val_loss")
+    settings = TrainerSettings(
+        epochs=epochs, batch_size=batch, limit_batches=limit, monitor="val_loss"
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        callbacks = (
-            [HistoryCSV(Path(tmp) / "history.csv"), Checkpointer(Path(tmp))] if files else []
-        )
+        probe = _FirstStep()
+        callbacks: list[Callback] = [probe]
+        if files:
+            callbacks += [HistoryCSV(Path(tmp) / "history.csv"), Checkpointer(Path(tmp))]
         trainer = Trainer(
             model, bundle, opt, tasks.loss_fn(bundle.spec.task), settings, callbacks=callbacks
         )
-        started = time.perf_counter()
+        probe.started = started = time.perf_counter()
         trainer.fit()
-        return time.perf_counter() - started
+        _sync(bundle.train.x.device)
+        return time.perf_counter() - started, probe.first
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    device = torch.device(args.device)
 
-    table = Table(title=f"dlrun vs hand-written loop (CPU, {torch.get_num_threads()} threads)")
-    columns = ["family", "params", "hand samples/s", "dlrun samples/s", "loop ratio"]
-    for col in [*columns, "ratio with files"]:
+    title = f"dlrun vs a hand-written loop ({device}, {torch.get_num_threads()} CPU threads)"
+    table = Table(title=title)
+    columns = ["family", "params", "hand samples/s", "dlrun samples/s", "loop ratio",
+               "ratio with files", "first step hand/dlrun ms", "peak MB"]  # fmt: skip
+    for col in columns:
         table.add_column(col, justify="right")
     for name in args.families:
-        load, make = FAMILIES[name]
-        bundle = load(seed=0)
+        load, make, limit = FAMILIES[name]
+        bundle = load(seed=0).to(device)
         torch.manual_seed(0)
-        initial = make(bundle.spec)
-        samples = len(bundle.train) * args.epochs
-        hand_times, dlrun_times, file_times = [], [], []
+        initial = make(bundle.spec).to(device)
+        per_epoch = (
+            len(bundle.train) if limit is None else min(len(bundle.train), limit * args.batch_size)
+        )
+        samples = per_epoch * args.epochs
+        runs: dict[str, list[tuple[float, float]]] = {"hand": [], "loop": [], "files": []}
         for _ in range(args.repeats + 1):  # the first round warms caches and is dropped
-            hand_times.append(
-                hand_written(copy.deepcopy(initial), bundle, args.epochs, args.batch_size)
-            )
-            dlrun_times.append(
-                with_dlrun(copy.deepcopy(initial), bundle, args.epochs, args.batch_size, False)
-            )
-            file_times.append(
-                with_dlrun(copy.deepcopy(initial), bundle, args.epochs, args.batch_size, True)
-            )
-        hand = statistics.median(hand_times[1:])
-        ours = statistics.median(dlrun_times[1:])
-        with_files = statistics.median(file_times[1:])
+            common = (bundle, args.epochs, args.batch_size, limit)
+            runs["hand"].append(hand_written(copy.deepcopy(initial), *common))
+            runs["loop"].append(with_dlrun(copy.deepcopy(initial), *common, False))
+            runs["files"].append(with_dlrun(copy.deepcopy(initial), *common, True))
+        med = {k: statistics.median(t for t, _ in v[1:]) for k, v in runs.items()}
+        first = {k: statistics.median(f for _, f in v[1:]) for k, v in runs.items()}
         params = sum(p.numel() for p in initial.parameters())
         table.add_row(
-            name,
-            f"{params:,}",
-            f"{samples / hand:,.0f}",
-            f"{samples / ours:,.0f}",
-            f"{ours / hand:.3f}",
-            f"{with_files / hand:.3f}",
-        )
+            name, f"{params:,}", f"{samples / med['hand']:,.0f}", f"{samples / med['loop']:,.0f}",
+            f"{med['loop'] / med['hand']:.3f}", f"{med['files'] / med['hand']:.3f}",
+            f"{first['hand'] * 1e3:.0f} / {first['loop'] * 1e3:.0f}",
+            f"{_peak_memory_mb(device):,.0f}",
+        )  # fmt: skip
     Console().print(table)
 
 
