@@ -39,6 +39,7 @@ from dlrun.errors import UserError
 _LAUNCH_VARS = ("RANK", "WORLD_SIZE")
 _SCRATCH_PREFIX = "dlrun-rank"
 _MAX_MESSAGE = 16_000  # characters of a worker's traceback sent to the parent
+_scratch: list[str] = []  # this process's scratch run dir (torchrun ranks other than 0)
 
 
 class WorkerCrashed(RuntimeError):
@@ -65,8 +66,9 @@ def worker_overrides() -> list[str]:
     if launched_rank() == 0:
         return []
     scratch = tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{launched_rank()}-")
+    _scratch.append(scratch)
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
-    return [f"hydra.run.dir={scratch}"]
+    return [f"hydra.run.dir={scratch}", f"hydra.sweep.dir={scratch}"]
 
 
 def finish_cli_process(code: int | str | None) -> None:
@@ -77,11 +79,8 @@ def finish_cli_process(code: int | str | None) -> None:
     """
     if not launched():
         return
-    for arg in sys.argv:
-        if arg.startswith("hydra.run.dir=") and Path(arg.split("=", 1)[1]).name.startswith(
-            _SCRATCH_PREFIX
-        ):
-            shutil.rmtree(arg.split("=", 1)[1], ignore_errors=True)
+    for scratch in _scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
     if "torch.distributed" not in sys.modules:
         return  # failed before training started: an ordinary exit is safe
     from dlrun.engine import distributed
@@ -113,23 +112,26 @@ def spawn_run(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     if cfg["trainer"]["num_threads"] is None:  # N processes x all cores would thrash
         cfg["trainer"]["num_threads"] = max(1, (os.cpu_count() or 1) // world)
     queue = multiprocessing.get_context("spawn").SimpleQueue()
-    context = mp.start_processes(
-        _worker,
-        args=(world, free_port(), cfg, str(run_dir), queue),
-        nprocs=world,
-        join=False,
-        start_method="spawn",
-    )
     messages: list[tuple[str, int, Any]] = []
-    failure: Exception | None = None
-    with _forward_signals(context.pids()) as forwarded:
+    first_failed: int | None = None
+    pids: list[int] = []
+    with _forward_signals(pids) as forwarded:
+        context = mp.start_processes(
+            _worker,
+            args=(world, free_port(), cfg, str(run_dir), queue),
+            nprocs=world,
+            join=False,
+            start_method="spawn",
+        )
+        pids += context.pids()
         try:
             while not context.join(timeout=0.2, grace_period=10):
                 _drain(queue, messages)
         except (mp.ProcessExitedException, mp.ProcessRaisedException) as exc:
-            failure = exc
+            first_failed = exc.error_index
     _drain(queue, messages)
-    return _outcome(messages, failure, forwarded)
+    exit_codes = [process.exitcode for process in context.processes]
+    return _outcome(messages, exit_codes, first_failed, forwarded)
 
 
 def _check_devices(device: str, world: int) -> None:
@@ -152,33 +154,69 @@ def _drain(queue: Any, into: list[tuple[str, int, Any]]) -> None:
 
 
 def _outcome(
-    messages: list[tuple[str, int, Any]], failure: Exception | None, signals: list[str]
+    messages: list[tuple[str, int, Any]],
+    exit_codes: list[int | None],
+    first_failed: int | None,
+    signals: list[str],
 ) -> dict[str, Any]:
-    """Rank 0's metrics, or the one error that explains why there are none."""
+    """Rank 0's metrics, or the one error that explains why there are none.
+
+    Every rank sends one message before it exits. A rank that died without one (killed,
+    out of memory) is the root cause even though its peers fail after it, with
+    "connection reset by peer" errors that say nothing about why.
+    """
     by_kind: dict[str, list[tuple[int, Any]]] = {}
     for kind, rank, payload in messages:
         by_kind.setdefault(kind, []).append((rank, payload))
+    reported = {rank for _, rank, _ in messages}
+    silent = [r for r, code in enumerate(exit_codes) if code != 0 and r not in reported]
+    if first_failed in silent:  # join() saw it go first
+        silent.remove(first_failed)
+        silent.insert(0, first_failed)
+    crashes = sorted(by_kind.get("crash", []), key=lambda c: _lost_peer(*c[1]))
     if "interrupted" in by_kind:
         raise RunInterrupted(by_kind["interrupted"][0][1])
-    if "user" in by_kind:
-        raise UserError(by_kind["user"][0][1])
-    if "crash" in by_kind:
-        # A rank that lost its peer fails too ("connection closed"); the root cause is a
-        # rank whose error is not a communication error, if there is one.
-        crashes = sorted(by_kind["crash"], key=lambda c: "torch.distributed" in c[1][0])
-        rank, (_, text) = crashes[0]
-        raise WorkerCrashed(f"training process {rank} failed:\n{text}")
-    if "ok" in by_kind:
-        if failure is not None:
-            print(f"dlrun: warning: after training finished, {failure}", file=sys.stderr)
-        return by_kind["ok"][0][1]
-    if signals:
+    if silent and signals:
         raise RunInterrupted(
             f"stopped by {signals[-1]} (sent twice: the processes exited at once); "
             "checkpoints/last.pt holds the last complete epoch"
         )
-    reason = str(failure) if failure is not None else "no process reported a result"
-    raise UserError(f"multi-process training failed: {reason} (out of memory?)")
+    if silent and (silent[0] == first_failed or not crashes or _lost_peer(*crashes[0][1])):
+        rank = silent[0]
+        code = exit_codes[rank] or 0
+        how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
+        raise UserError(
+            f"training process {rank} of {len(exit_codes)} {how} without an error message "
+            "(out of memory, or killed from outside?); the others stopped with it"
+        )
+    if "user" in by_kind:
+        raise UserError(by_kind["user"][0][1])
+    if crashes:
+        rank, (_, text) = crashes[0]
+        print(f"--- traceback of training process {rank} ---\n{text}", file=sys.stderr)
+        raise WorkerCrashed(f"training process {rank} failed: {text.strip().splitlines()[-1]}")
+    if "ok" in by_kind:
+        if any(exit_codes):
+            print(
+                f"dlrun: warning: training finished but a process then exited with {exit_codes}",
+                file=sys.stderr,
+            )
+        return by_kind["ok"][0][1]
+    raise UserError(f"multi-process training failed (exit codes {exit_codes})")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _lost_peer(module: str, text: str) -> bool:
+    """Whether a worker's error only says that another worker went away."""
+    return module.startswith("torch.distributed") or any(
+        sign in text for sign in ("Connection reset by peer", "Connection closed by peer")
+    )
 
 
 @contextmanager
@@ -214,7 +252,8 @@ def _worker(
     index: int, world: int, port: int, cfg: dict[str, Any], run_dir: str, queue: Any
 ) -> None:
     """One spawned rank: become a torchrun-style worker, train, report, ``os._exit``."""
-    os.setpgrp()  # signals come from the parent only (see _forward_signals)
+    if hasattr(os, "setpgrp"):
+        os.setpgrp()  # signals come from the parent only (see _forward_signals)
     os.environ.update(
         RANK=str(index),
         LOCAL_RANK=str(index),
@@ -230,8 +269,7 @@ def _worker(
         from dlrun.runner import train_and_evaluate
 
         metrics = train_and_evaluate(cfg, Path(run_dir), Console())
-        if index == 0:
-            queue.put(("ok", index, metrics))
+        queue.put(("ok", index, metrics) if index == 0 else ("done", index, None))
     except RunInterrupted as exc:
         code = 130
         queue.put(("interrupted", index, str(exc)))
