@@ -119,7 +119,7 @@ def train_and_evaluate(
     ``bundle`` replaces the config's data (cross-validation passes each fold's splits).
     """
     if cfg["trainer"].get("devices", 1) > 1 and not launched():
-        return spawn_run(cfg, run_dir)
+        return spawn_run(cfg, run_dir, bundle)
     if distributed.env_world_size() > 1:
         distributed.init(distributed.process_device(select_device(cfg["trainer"]["device"])))
     main = distributed.is_main()

@@ -93,8 +93,11 @@ def finish_cli_process(code: int | str | None) -> None:
 
 
 # ------------------------------------------------------------- trainer.devices = N
-def spawn_run(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+def spawn_run(cfg: dict[str, Any], run_dir: Path, bundle: Any = None) -> dict[str, Any]:
     """Train with ``trainer.devices`` processes on this machine; rank 0's metrics.
+
+    ``bundle`` (a :class:`DataBundle` given instead of the config's data, as
+    cross-validation does) is sent to every worker.
 
     Raises :class:`RunInterrupted` or :class:`UserError` with the first worker's own
     message, or :class:`WorkerCrashed` with its traceback, so the CLI records the run as
@@ -118,7 +121,7 @@ def spawn_run(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     with _forward_signals(pids) as forwarded:
         context = mp.start_processes(
             _worker,
-            args=(world, free_port(), cfg, str(run_dir), queue),
+            args=(world, free_port(), cfg, str(run_dir), bundle, queue),
             nprocs=world,
             join=False,
             start_method="spawn",
@@ -249,7 +252,7 @@ def _forward_signals(pids: list[int]) -> Iterator[list[str]]:
 
 
 def _worker(
-    index: int, world: int, port: int, cfg: dict[str, Any], run_dir: str, queue: Any
+    index: int, world: int, port: int, cfg: dict[str, Any], run_dir: str, bundle: Any, queue: Any
 ) -> None:
     """One spawned rank: become a torchrun-style worker, train, report, ``os._exit``."""
     if hasattr(os, "setpgrp"):
@@ -268,7 +271,7 @@ def _worker(
 
         from dlrun.runner import train_and_evaluate
 
-        metrics = train_and_evaluate(cfg, Path(run_dir), Console())
+        metrics = train_and_evaluate(cfg, Path(run_dir), Console(), bundle=bundle)
         queue.put(("ok", index, metrics) if index == 0 else ("done", index, None))
     except RunInterrupted as exc:
         code = 130
