@@ -17,12 +17,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from dlrun import tasks
 from dlrun.config import validate
 from dlrun.data.batches import Shard, iterate
+from dlrun.data.sklearn_sets import load_iris
 from dlrun.data.spec import Split
+from dlrun.engine import distributed
+from dlrun.engine.callbacks import Callback
 from dlrun.engine.interrupts import RunInterrupted
 from dlrun.engine.launch import WorkerCrashed, _outcome
+from dlrun.engine.trainer import FitState, Trainer, TrainerSettings
 from dlrun.errors import UserError
+from dlrun.models.mlp import MLP
 from tests.conftest import compose_cfg, run_cli
 
 # 1258 training samples (val_fraction 0.1495 leaves an even count), so two ranks of
@@ -107,10 +113,12 @@ def test_a_silently_killed_worker_is_named_not_its_peers_lost_connection() -> No
         _outcome([("crash", 0, peer)], [1, -signal.SIGKILL], 1, [])
 
 
-def test_a_user_error_in_a_worker_is_its_own_message() -> None:
-    messages = [("user", 1, "bad data"), ("user", 0, "bad data")]
-    with pytest.raises(UserError, match=r"^bad data$"):
+def test_a_user_error_in_a_worker_is_its_own_message_and_status() -> None:
+    messages = [("peer", 1, ("another process stopped", "failed"))]
+    messages.append(("user", 0, ("trial 3 pruned at epoch 2", "pruned")))
+    with pytest.raises(UserError, match=r"^trial 3 pruned at epoch 2$") as caught:
         _outcome(messages, [1, 1], 1, [])
+    assert getattr(caught.value, "status", None) == "pruned"
 
 
 def test_a_real_crash_is_preferred_over_a_lost_peer(capsys: pytest.CaptureFixture) -> None:
@@ -129,6 +137,51 @@ def test_interrupted_workers_and_finished_workers() -> None:
 
 
 # --------------------------------------------------------------- real processes
+class _FailOnRankZero(Callback):
+    """Stands for a rank-0-only callback that stops the run (pruner, full disk)."""
+
+    def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
+        if trainer.rank == 0 and state.epoch == 2:
+            raise UserError("rank 0 stops here")
+
+
+def _trainer_rank(rank: int, port: int, out: str) -> None:
+    """One rank of a 2-process gloo group training the trainer directly (no CLI)."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1")
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    distributed.init(torch.device("cpu"))
+    bundle = load_iris(seed=0)
+    torch.manual_seed(0)
+    model = distributed.wrap(MLP(bundle.spec, hidden=(8,)), torch.device("cpu"))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    settings = TrainerSettings(epochs=5, batch_size=16, accumulate=2)
+    loss = tasks.loss_fn(bundle.spec.task)
+    trainer = Trainer(model, bundle, opt, loss, settings, callbacks=[_FailOnRankZero()])
+    state = FitState()
+    try:
+        trainer.fit(state)
+        outcome = "finished"
+    except UserError as exc:
+        outcome = f"{type(exc).__name__}: {exc}"
+    weights = [p.detach().sum().item() for p in trainer.base_model.parameters()]
+    Path(out, f"rank{rank}.json").write_text(json.dumps([outcome, state.epoch, weights]))
+    distributed.teardown()
+    distributed.exit_now(0)
+
+
+@pytest.mark.distributed
+def test_a_stop_on_rank_zero_stops_every_rank_at_the_same_epoch(tmp_path: Path) -> None:
+    torch.multiprocessing.start_processes(
+        _trainer_rank, args=(distributed.free_port(), str(tmp_path)), nprocs=2
+    )
+    zero = json.loads((tmp_path / "rank0.json").read_text())
+    one = json.loads((tmp_path / "rank1.json").read_text())
+    assert zero[:2] == ["UserError: rank 0 stops here", 2]
+    assert one[:2] == ["PeerStopped: another process stopped after epoch 2", 2]
+    assert zero[2] == pytest.approx(one[2], abs=1e-6)  # DDP kept the weights in sync
+
+
 def _only_run_dir(cwd: Path) -> Path:
     runs = list((cwd / "outputs" / "runs").iterdir())
     assert len(runs) == 1, runs  # no second directory from another rank

@@ -170,7 +170,7 @@ def train_and_evaluate(
             EarlyStopping(stop["monitor"], stop["mode"], stop["patience"], stop["min_delta"])
         )
     trial = cfg.get("trial")
-    if trial:  # a job of the Optuna sweeper: report each epoch, stop if pruned
+    if trial and main:  # a job of the Optuna sweeper: report each epoch, stop if pruned
         from dlrun.sweep.pruning import OptunaPruning
 
         callbacks.append(

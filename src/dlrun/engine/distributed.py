@@ -23,6 +23,10 @@ from torch import nn
 from dlrun.errors import UserError
 
 
+class PeerStopped(UserError):
+    """Another rank stopped the run; its own error is the one to report."""
+
+
 def env_world_size() -> int:
     """The process count a launcher announced (1 when started on its own)."""
     return int(os.environ.get("WORLD_SIZE", "1"))

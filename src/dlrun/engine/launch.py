@@ -193,7 +193,10 @@ def _outcome(
             "(out of memory, or killed from outside?); the others stopped with it"
         )
     if "user" in by_kind:
-        raise UserError(by_kind["user"][0][1])
+        message, status = by_kind["user"][0][1]
+        error = UserError(message)
+        error.status = status  # type: ignore[attr-defined] # status.json's word ("pruned")
+        raise error
     if crashes:
         rank, (_, text) = crashes[0]
         print(f"--- traceback of training process {rank} ---\n{text}", file=sys.stderr)
@@ -205,6 +208,8 @@ def _outcome(
                 file=sys.stderr,
             )
         return by_kind["ok"][0][1]
+    if "peer" in by_kind:
+        raise UserError(by_kind["peer"][0][1][0])
     raise UserError(f"multi-process training failed (exit codes {exit_codes})")
 
 
@@ -265,6 +270,8 @@ def _worker(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
     )
+    from dlrun.engine.distributed import PeerStopped, exit_now, teardown
+
     code = 0
     try:
         from rich.console import Console
@@ -281,15 +288,14 @@ def _worker(
         queue.put(("interrupted", index, "interrupted by the user (Ctrl-C)"))
     except UserError as exc:
         code = 1
-        queue.put(("user", index, str(exc)))
+        kind = "peer" if isinstance(exc, PeerStopped) else "user"
+        queue.put((kind, index, (str(exc), getattr(exc, "status", "failed"))))
     except BaseException as exc:
         code = 1
         text = traceback.format_exc()[-_MAX_MESSAGE:]
         queue.put(("crash", index, (type(exc).__module__, text)))
     finally:
-        from dlrun.engine import distributed
-
         try:
-            distributed.teardown(synchronise=code == 0)
+            teardown(synchronise=code == 0)
         finally:
-            distributed.exit_now(code)
+            exit_now(code)

@@ -129,12 +129,31 @@ class Trainer:
                 self._step_epoch_scheduler(row)
                 self._track_best(state, row)
                 state.history.append(row)
-                for cb in self.callbacks:
-                    cb.on_epoch_end(self, state, row)
+                self._epoch_end_callbacks(state, row)
         finally:
             for cb in self.callbacks:
                 cb.on_fit_end(self, state)
         return state
+
+    def _epoch_end_callbacks(self, state: FitState, row: dict[str, float]) -> None:
+        """Run ``on_epoch_end``; in a group, a failure on one rank stops every rank.
+
+        File writers and the Optuna pruner run on rank 0 only, so only rank 0 can fail
+        there (disk full, trial pruned); the others must stop at the same epoch instead
+        of waiting for rank 0 in the next all-reduce.
+        """
+        error: Exception | None = None
+        try:
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, state, row)
+        except Exception as exc:
+            if self.world_size == 1:
+                raise
+            error = exc
+        if self.world_size > 1 and distributed.any_rank([error is not None])[0]:
+            if error is not None:
+                raise error
+            raise distributed.PeerStopped(f"another process stopped after epoch {state.epoch}")
 
     def _train_epoch(self, state: FitState) -> tuple[float, float]:
         s = self.settings
