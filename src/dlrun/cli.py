@@ -179,9 +179,16 @@ def resume_arguments(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    """The ``dlrun`` console script."""
-    sys.argv = [sys.argv[0], *resume_arguments(sys.argv[1:])]
-    _hydra_main()
+    """The ``dlrun`` console script (also each process of ``torchrun ... -m dlrun.cli``)."""
+    from dlrun.engine.launch import finish_cli_process, worker_overrides
+
+    sys.argv = [sys.argv[0], *resume_arguments(sys.argv[1:]), *worker_overrides()]
+    try:
+        _hydra_main()
+    except SystemExit as exc:
+        finish_cli_process(exc.code)
+        raise
+    finish_cli_process(0)
 
 
 if __name__ == "__main__":

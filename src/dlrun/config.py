@@ -27,6 +27,7 @@ class TrainerSchema:
     epochs: int = 10
     batch_size: int = 64
     device: str = "auto"
+    devices: int = 1
     limit_batches: int | None = None
     monitor: str = "auto"
     grad_clip: float | None = None
@@ -124,6 +125,7 @@ def validate(cfg: dict[str, Any]) -> None:
     need(cfg["seed"] >= 0, "seed", "must be >= 0")
     need(trainer["epochs"] >= 1, "trainer.epochs", "must be >= 1")
     need(trainer["batch_size"] >= 1, "trainer.batch_size", "must be >= 1")
+    need(trainer["devices"] >= 1, "trainer.devices", "must be >= 1")
     limit = trainer["limit_batches"]
     need(limit is None or limit >= 1, "trainer.limit_batches", "must be >= 1 or null")
     clip = trainer["grad_clip"]

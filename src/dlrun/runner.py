@@ -1,7 +1,9 @@
 """One run, end to end: data -> model -> fit -> evaluate -> files in the run dir.
 
 Takes the resolved config as a plain dict (the CLI owns DictConfig) so the same function
-serves the command line, tests and the benchmark.
+serves the command line, tests and the benchmark. With ``trainer.devices=N`` it starts N
+processes that each call it again as one rank (:mod:`dlrun.engine.launch`); in a rank,
+only rank 0 prints, writes the run dir and evaluates the test split.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from rich.console import Console
 
 from dlrun import tasks
 from dlrun.config import metric_mode
-from dlrun.data.batches import n_batches
+from dlrun.data.batches import Shard, n_batches
 from dlrun.data.spec import DataBundle, DataKind, Task
+from dlrun.engine import distributed
 from dlrun.engine.augment import AugmentSettings, BatchAugment
 from dlrun.engine.callbacks import (
+    Callback,
     Checkpointer,
     EarlyStopping,
     HistoryCSV,
@@ -29,6 +33,7 @@ from dlrun.engine.callbacks import (
 from dlrun.engine.checkpoint import load_checkpoint, load_model_weights
 from dlrun.engine.device import select_device
 from dlrun.engine.interrupts import graceful_interrupts
+from dlrun.engine.launch import launched, spawn_run
 from dlrun.engine.schedules import build_scheduler
 from dlrun.engine.trainer import Trainer, TrainerSettings, near_zero_fraction
 from dlrun.errors import UserError
@@ -86,8 +91,9 @@ def build(cfg: dict[str, Any], bundle: DataBundle | None = None) -> Experiment:
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(cfg["seed"])
-    device = select_device(cfg["trainer"]["device"])
-    bundle = (bundle or instantiate(cfg["data"], seed=cfg["seed"])).to(device)
+    device = distributed.process_device(select_device(cfg["trainer"]["device"]))
+    with distributed.rank_zero_first():  # a download happens once, then the others read it
+        bundle = (bundle or instantiate(cfg["data"], seed=cfg["seed"])).to(device)
     act = instantiate(cfg["activation"])
     model_name = cfg.get("model_name", "model")
     model = build_model(
@@ -112,14 +118,21 @@ def train_and_evaluate(
 
     ``bundle`` replaces the config's data (cross-validation passes each fold's splits).
     """
-    console = console or Console(stderr=False)
+    if cfg["trainer"].get("devices", 1) > 1 and not launched():
+        return spawn_run(cfg, run_dir, bundle)
+    if distributed.env_world_size() > 1:
+        distributed.init(distributed.process_device(select_device(cfg["trainer"]["device"])))
+    main = distributed.is_main()
+    console = (console or Console(stderr=False)) if main else Console(quiet=True)
     exp = build(cfg, bundle)
     spec = exp.bundle.spec
     reg, trainer_cfg = cfg["regularization"], cfg["trainer"]
     monitor = monitor_metric(cfg, spec.task)
     optimizer = instantiate(cfg["optimizer"])(exp.model.parameters())
     steps_per_epoch = n_batches(
-        len(exp.bundle.train), trainer_cfg["batch_size"], trainer_cfg["limit_batches"]
+        Shard(distributed.rank(), distributed.world_size()).length(len(exp.bundle.train)),
+        trainer_cfg["batch_size"],
+        trainer_cfg["limit_batches"],
     )
     scheduler, interval = build_scheduler(
         cfg["scheduler"],
@@ -143,26 +156,28 @@ def train_and_evaluate(
         accumulate=trainer_cfg["accumulate"],
     )
     ckpt_dir = run_dir / "checkpoints"
-    callbacks = [
-        ProgressReporter(console, trainer_cfg["progress"]),
-        TrainLog(run_dir / "train.log"),
-        HistoryCSV(run_dir / "history.csv"),
-        Checkpointer(ckpt_dir),
-    ]
+    callbacks: list[Callback] = []
+    if main:  # the callbacks that print or write files
+        callbacks += [
+            ProgressReporter(console, trainer_cfg["progress"]),
+            TrainLog(run_dir / "train.log"),
+            HistoryCSV(run_dir / "history.csv"),
+            Checkpointer(ckpt_dir),
+        ]
     stop = reg["early_stopping"]
     if stop["enabled"]:
         callbacks.append(
             EarlyStopping(stop["monitor"], stop["mode"], stop["patience"], stop["min_delta"])
         )
     trial = cfg.get("trial")
-    if trial:  # a job of the Optuna sweeper: report each epoch, stop if pruned
+    if trial and main:  # a job of the Optuna sweeper: report each epoch, stop if pruned
         from dlrun.sweep.pruning import OptunaPruning
 
         callbacks.append(
             OptunaPruning(trial["storage"], trial["study_name"], trial["number"], monitor)
         )
     logger_cfg = dict(cfg.get("logger") or {"_target_": None})
-    if logger_cfg.get("_target_") is not None:
+    if logger_cfg.get("_target_") is not None and main:
         logger_cfg["log_dir"] = str(run_dir / logger_cfg.get("log_dir", "logs"))
         callbacks.append(instantiate(logger_cfg))
     n_params = sum(p.numel() for p in exp.model.parameters())
@@ -181,7 +196,8 @@ def train_and_evaluate(
             )
         aug = {k: v for k, v in reg["augmentation"].items() if k != "enabled"}
         augment = BatchAugment(AugmentSettings(**aug), cfg["seed"])
-    train_model = torch.compile(exp.model) if trainer_cfg["compile"] else exp.model
+    train_model = distributed.wrap(exp.model, exp.device)
+    train_model = torch.compile(train_model) if trainer_cfg["compile"] else train_model
     with graceful_interrupts() as stop_flag:
         trainer = Trainer(
             train_model,
@@ -197,11 +213,16 @@ def train_and_evaluate(
         state = None
         if cfg.get("resume"):
             last = ckpt_dir / "last.pt"
-            state = trainer.load_state_dict(load_checkpoint(last, exp.device))
+            # Rank 0 reads the file and sends it: other nodes may not see this disk.
+            where = exp.device if distributed.world_size() == 1 else "cpu"
+            ckpt = load_checkpoint(last, where) if main else None
+            state = trainer.load_state_dict(distributed.broadcast_object(ckpt))
             console.print(f"resuming {run_dir} after epoch {state.epoch}", highlight=False)
         started = time.perf_counter()
         state = trainer.fit(state)
     train_seconds = time.perf_counter() - started
+    if not main:  # rank 0 evaluates the unwrapped model and shares the results
+        return distributed.broadcast_object(None)
 
     # The test split judges the best-validation weights (like Lightning's ckpt_path="best"),
     # unless early stopping was told not to restore them.
@@ -245,4 +266,4 @@ def train_and_evaluate(
         "near_zero_weights": sparsity,
         "threads": torch.get_num_threads(),
     }
-    return metrics
+    return distributed.broadcast_object(metrics)

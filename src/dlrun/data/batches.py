@@ -8,10 +8,41 @@ dominate the step time of small models.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 
 from dlrun.data.spec import Split
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of every epoch when ``world`` processes train together.
+
+    ``pad=True`` (training) repeats the first samples so every rank gets the same count
+    and so takes the same number of optimizer steps, as ``DistributedSampler`` does; a
+    rank with one step fewer would leave the others waiting in the gradient all-reduce.
+    ``pad=False`` (evaluation) gives disjoint, possibly unequal parts, so the reduced
+    sums count every sample exactly once.
+    """
+
+    rank: int
+    world: int
+    pad: bool = True
+
+    def length(self, n: int) -> int:
+        """How many of ``n`` samples this rank gets."""
+        if self.pad:
+            return -(-n // self.world)
+        return len(range(self.rank, n, self.world))
+
+    def take(self, order: torch.Tensor) -> torch.Tensor:
+        """This rank's indices: ``order[rank::world]`` after padding (if asked)."""
+        n = order.numel()
+        if self.pad and n % self.world:
+            missing = self.world - n % self.world
+            order = torch.cat([order, order.repeat(-(-missing // n))[:missing]])
+        return order[self.rank :: self.world]
 
 
 def n_batches(n: int, batch_size: int, limit: int | None = None, drop_last: bool = False) -> int:
@@ -29,12 +60,18 @@ def iterate(
     generator: torch.Generator | None = None,
     limit: int | None = None,
     drop_last: bool = False,
+    shard: Shard | None = None,
 ) -> Iterator[Split]:
     """Yield ``Split`` batches; shuffled by ``generator`` (a CPU generator) when asked.
 
     The permutation is drawn on the CPU from ``generator`` and only then moved, so the
-    batch order is the same on every device for the same seed.
+    batch order is the same on every device for the same seed. With ``shard``, every
+    rank draws that same permutation from its identically seeded generator and keeps its
+    own strided part, so no sampler state has to be exchanged between processes.
     """
+    if shard is not None:
+        yield from _iterate_shard(split, batch_size, shuffle, generator, limit, drop_last, shard)
+        return
     n = len(split)
     count = n_batches(n, batch_size, limit, drop_last)
     if shuffle:
@@ -46,3 +83,19 @@ def iterate(
             sl = slice(b * batch_size, (b + 1) * batch_size)
             lengths = None if split.lengths is None else split.lengths[sl]
             yield Split(split.x[sl], split.y[sl], lengths)
+
+
+def _iterate_shard(
+    split: Split,
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator | None,
+    limit: int | None,
+    drop_last: bool,
+    shard: Shard,
+) -> Iterator[Split]:
+    n = len(split)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    mine = shard.take(order).to(split.x.device)
+    for b in range(n_batches(mine.numel(), batch_size, limit, drop_last)):
+        yield split.subset(mine[b * batch_size : (b + 1) * batch_size])

@@ -4,6 +4,11 @@ It is deliberately close to a hand-written PyTorch loop (``scripts/bench_overhea
 measures the difference): batches are slices of tensors already on the device, the loss
 and metric are accumulated as device tensors and read once per epoch, and everything
 optional (progress, files, checkpoints, early stopping) lives in callbacks.
+
+In a process group (``trainer.devices>1`` or torchrun) the model arrives wrapped in
+DDP; each rank trains on its shard of every epoch, and the epoch sums and validation
+sums are added over ranks, so every rank sees the same global numbers and takes the
+same decisions (best epoch, early stopping, plateau schedules).
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from dlrun import tasks
 from dlrun.config import metric_mode
-from dlrun.data.batches import iterate, n_batches
+from dlrun.data.batches import Shard, iterate, n_batches
 from dlrun.data.spec import DataBundle, Split
+from dlrun.engine import distributed
 from dlrun.engine.augment import BatchAugment
 from dlrun.engine.callbacks import Callback
 from dlrun.engine.interrupts import RunInterrupted, StopFlag
@@ -95,6 +102,8 @@ class Trainer:
             raise UserError("trainer.precision=fp16 needs a CUDA device; use bf16 on the CPU")
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
         self.scaler = torch.amp.GradScaler("cuda") if settings.precision == "fp16" else None
+        self.world_size = distributed.world_size()
+        self.rank = distributed.rank()
 
     # ----------------------------------------------------------------- the loop
     def fit(self, state: FitState | None = None) -> FitState:
@@ -120,17 +129,41 @@ class Trainer:
                 self._step_epoch_scheduler(row)
                 self._track_best(state, row)
                 state.history.append(row)
-                for cb in self.callbacks:
-                    cb.on_epoch_end(self, state, row)
+                self._epoch_end_callbacks(state, row)
         finally:
             for cb in self.callbacks:
                 cb.on_fit_end(self, state)
         return state
 
+    def _epoch_end_callbacks(self, state: FitState, row: dict[str, float]) -> None:
+        """Run ``on_epoch_end``; in a group, a failure on one rank stops every rank.
+
+        File writers and the Optuna pruner run on rank 0 only, so only rank 0 can fail
+        there (disk full, trial pruned); the others must stop at the same epoch instead
+        of waiting for rank 0 in the next all-reduce.
+        """
+        error: Exception | None = None
+        try:
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, state, row)
+        except Exception as exc:
+            if self.world_size == 1:
+                raise
+            error = exc
+        if self.world_size > 1 and distributed.any_rank([error is not None])[0]:
+            if error is not None:
+                raise error
+            raise distributed.PeerStopped(f"another process stopped after epoch {state.epoch}")
+
     def _train_epoch(self, state: FitState) -> tuple[float, float]:
         s = self.settings
         split = self.bundle.train
-        count = n_batches(len(split), s.batch_size, s.limit_batches)
+        shard = Shard(self.rank, self.world_size) if self.world_size > 1 else None
+        count = n_batches(
+            len(split) if shard is None else shard.length(len(split)),
+            s.batch_size,
+            s.limit_batches,
+        )
         for cb in self.callbacks:
             cb.on_epoch_start(self, state, count)
         self.model.train()
@@ -139,27 +172,37 @@ class Trainer:
         metric_sum = torch.zeros((), device=split.x.device)
         seen = 0
         batches = iterate(
-            split, s.batch_size, shuffle=True, generator=self.generator, limit=s.limit_batches
+            split,
+            s.batch_size,
+            shuffle=True,
+            generator=self.generator,
+            limit=s.limit_batches,
+            shard=shard,
         )
         for index, batch in enumerate(batches):
             if self.augment is not None:
                 batch = Split(self.augment(batch.x), batch.y, batch.lengths)
+            stepping = (index + 1) % s.accumulate == 0 or index + 1 == count
+            self._sync_gradients(stepping)
             with self._autocast():
                 outputs = self._forward(batch)
                 loss = self.loss_fn(outputs, batch.y)
             objective = loss + self._penalty() if (s.l1 or s.l2) else loss
-            if not torch.isfinite(objective):
+            diverged, stopping = self._step_checks(objective)
+            if diverged:
                 raise TrainingDiverged(
                     f"the loss became {objective.item()} at epoch {state.epoch + 1}, "
                     f"step {state.step + 1}; last.pt keeps the last good epoch. "
                     "Try a lower optimizer.lr or trainer.grad_clip=1.0"
                 )
+            if stopping:
+                raise self._interrupted(state)
             if s.accumulate > 1:
                 objective = objective / s.accumulate
             if self.scaler is not None:
                 objective = self.scaler.scale(objective)
             objective.backward()
-            if (index + 1) % s.accumulate == 0 or index + 1 == count:
+            if stepping:
                 self._optimizer_step(state)
             n = len(batch)
             seen += n
@@ -167,14 +210,46 @@ class Trainer:
             metric_sum += tasks.batch_metric(self.task, outputs.detach(), batch.y)
             for cb in self.callbacks:
                 cb.on_batch_end(self, state, index, loss)
-            if self.stop_flag is not None and self.stop_flag.requested:
-                raise RunInterrupted(
-                    f"stopped by {self.stop_flag.signal_name} during epoch {state.epoch + 1}; "
-                    f"that epoch was abandoned and checkpoints/last.pt holds epoch {state.epoch}"
-                )
-        return float(loss_sum) / max(seen, 1), tasks.finish_metric(
-            self.task, float(metric_sum), seen
+            if self.world_size == 1 and self.stop_flag is not None and self.stop_flag.requested:
+                raise self._interrupted(state)
+        loss_total, metric_total, seen_total = distributed.sum_across_ranks(
+            [loss_sum, metric_sum, seen]
         )
+        return loss_total / max(seen_total, 1), tasks.finish_metric(
+            self.task, metric_total, int(seen_total)
+        )
+
+    def _step_checks(self, objective: torch.Tensor) -> tuple[bool, bool]:
+        """(loss not finite, stop requested), agreed by all ranks in a process group.
+
+        One process checks the stop flag after the step instead (see the loop); in a
+        group both answers are OR-ed over ranks before backward, because a rank that
+        raised alone would leave the others waiting in the gradient all-reduce.
+        """
+        not_finite = ~torch.isfinite(objective.detach())
+        if self.world_size == 1:
+            return bool(not_finite), False
+        stop = self.stop_flag is not None and self.stop_flag.requested
+        diverged, stopping = distributed.any_rank([not_finite, stop])
+        return diverged, stopping
+
+    def _interrupted(self, state: FitState) -> RunInterrupted:
+        name = self.stop_flag.signal_name if self.stop_flag is not None else None
+        return RunInterrupted(
+            f"stopped by {name or 'a signal to another process'} during epoch "
+            f"{state.epoch + 1}; that epoch was abandoned and checkpoints/last.pt holds "
+            f"epoch {state.epoch}"
+        )
+
+    def _sync_gradients(self, stepping: bool) -> None:
+        """All-reduce gradients only on a batch that steps (DDP's ``no_sync`` otherwise).
+
+        Setting the flag before forward is what ``no_sync()`` does; a context manager
+        would have to span forward and backward of every accumulation micro-batch.
+        """
+        ddp = self._ddp
+        if ddp is not None:
+            ddp.require_backward_grad_sync = stepping
 
     def _optimizer_step(self, state: FitState) -> None:
         """Clip (by norm or value), step, clear the gradients, step a per-step schedule."""
@@ -201,28 +276,34 @@ class Trainer:
         """Mean loss and training metric of the model on ``split`` (no penalty terms)."""
         was_training = self.model.training
         self.model.eval()
+        # In a group each rank scores a disjoint part and the sums are added; the forward
+        # bypasses DDP, whose forward may sync buffers and ranks may run unequal batches.
+        model = self.model if self._ddp is None else self._ddp.module
+        shard = Shard(self.rank, self.world_size, pad=False) if self.world_size > 1 else None
         loss_sum, metric_sum, seen = 0.0, 0.0, 0
         for batch in iterate(
-            split, self.settings.batch_size * 4, limit=self.settings.limit_batches
+            split, self.settings.batch_size * 4, limit=self.settings.limit_batches, shard=shard
         ):
             with self._autocast():
-                outputs = self._forward(batch)
+                outputs = self._forward(batch, model)
             n = len(batch)
             loss_sum += float(self.loss_fn(outputs, batch.y)) * n
             metric_sum += float(tasks.batch_metric(self.task, outputs, batch.y))
             seen += n
         self.model.train(was_training)
-        return loss_sum / max(seen, 1), tasks.finish_metric(self.task, metric_sum, seen)
+        loss_sum, metric_sum, total = distributed.sum_across_ranks([loss_sum, metric_sum, seen])
+        return loss_sum / max(total, 1), tasks.finish_metric(self.task, metric_sum, int(total))
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(
             self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
         )
 
-    def _forward(self, batch: Split) -> torch.Tensor:
+    def _forward(self, batch: Split, model: nn.Module | None = None) -> torch.Tensor:
+        model = self.model if model is None else model
         if batch.lengths is None:
-            return self.model(batch.x)
-        return self.model(batch.x, batch.lengths)
+            return model(batch.x)
+        return model(batch.x, batch.lengths)
 
     def _penalty(self) -> torch.Tensor:
         """Explicit L1/L2 terms on weight matrices and kernels, not biases or norms."""
@@ -255,9 +336,17 @@ class Trainer:
 
     # ------------------------------------------------------------- checkpoint
     @property
+    def _ddp(self) -> DistributedDataParallel | None:
+        """The DDP wrapper (possibly inside torch.compile's), if the model has one."""
+        model = getattr(self.model, "_orig_mod", self.model)
+        return model if isinstance(model, DistributedDataParallel) else None
+
+    @property
     def base_model(self) -> nn.Module:
-        """The model without a torch.compile wrapper (whose keys carry a prefix)."""
-        return getattr(self.model, "_orig_mod", self.model)
+        """The model without torch.compile or DDP wrappers (whose keys carry a prefix)."""
+        ddp = self._ddp
+        model = getattr(self.model, "_orig_mod", self.model) if ddp is None else ddp.module
+        return getattr(model, "_orig_mod", model)
 
     def state_dict(self, state: FitState) -> dict[str, Any]:
         """Everything needed to continue exactly where this epoch ended."""
