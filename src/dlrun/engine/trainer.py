@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -294,10 +295,12 @@ class Trainer:
         loss_sum, metric_sum, total = distributed.sum_across_ranks([loss_sum, metric_sum, seen])
         return loss_sum / max(total, 1), tasks.finish_metric(self.task, metric_sum, int(total))
 
-    def _autocast(self) -> torch.autocast:
-        return torch.autocast(
-            self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
-        )
+    def _autocast(self) -> AbstractContextManager:
+        """Mixed precision when asked; otherwise a no-op that costs nothing per step
+        (a disabled ``torch.autocast`` still pays for entering and leaving)."""
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device_type, dtype=self.amp_dtype)
 
     def _forward(self, batch: Split, model: nn.Module | None = None) -> torch.Tensor:
         model = self.model if model is None else model
