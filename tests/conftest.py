@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,32 @@ def run_cli(
         timeout=timeout,
         env=full_env,
     )
+
+
+def sigterm_after_first_epoch(
+    *args: str, run_dir: Path, cwd: Path, timeout: float = 120
+) -> tuple[int, str]:
+    """Start ``dlrun`` (a very long run), SIGTERM it once ``last.pt`` exists.
+
+    Returns the exit code and stderr. Waits on a file, not a clock, so a slow machine
+    only makes it slower, never wrong.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dlrun.cli", *args, "trainer.epochs=100000",
+         f"hydra.run.dir={run_dir}"],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while not (run_dir / "checkpoints" / "last.pt").exists():
+            assert time.monotonic() < deadline, "the run never finished an epoch"
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+    return proc.returncode, err
 
 
 @pytest.fixture

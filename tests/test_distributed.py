@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -29,7 +28,7 @@ from dlrun.engine.launch import WorkerCrashed, _outcome
 from dlrun.engine.trainer import FitState, Trainer, TrainerSettings
 from dlrun.errors import UserError
 from dlrun.models.mlp import MLP
-from tests.conftest import compose_cfg, run_cli
+from tests.conftest import compose_cfg, run_cli, sigterm_after_first_epoch
 
 # 1258 training samples (val_fraction 0.1495 leaves an even count), so two ranks of
 # batch 32 see exactly the samples one process of batch 64 sees at every step. No
@@ -242,31 +241,8 @@ def test_sigterm_then_resume_with_two_processes_matches_an_uninterrupted_run(
     done = run_cli(*args, "trainer.epochs=10", f"hydra.run.dir={whole}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     stopped = tmp_path / "stopped"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dlrun.cli",
-            *args,
-            "trainer.epochs=100000",
-            f"hydra.run.dir={stopped}",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not (stopped / "checkpoints" / "last.pt").exists():
-            assert time.monotonic() < deadline, "the run never finished an epoch"
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, err
+    code, err = sigterm_after_first_epoch(*args, run_dir=stopped, cwd=tmp_path)
+    assert code == 130, err
     status = json.loads((stopped / "status.json").read_text())
     assert status["status"] == "interrupted" and "SIGTERM" in status["reason"]
     resumed = run_cli(f"resume={stopped}", "trainer.epochs=10", cwd=tmp_path)

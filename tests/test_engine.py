@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from dlrun.engine.schedules import build_scheduler
 from dlrun.engine.trainer import Trainer, TrainerSettings, TrainingDiverged
 from dlrun.errors import UserError
 from dlrun.models.mlp import MLP
-from tests.conftest import compose_cfg, group_options, run_cli
+from tests.conftest import compose_cfg, group_options, run_cli, sigterm_after_first_epoch
 
 
 def _trainer(settings: TrainerSettings, lr: float = 0.1) -> Trainer:
@@ -199,33 +198,10 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(tmp_path: Path) -> Non
 
 def test_sigterm_saves_and_marks_the_run_interrupted(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dlrun.cli",
-            "model=mlp",
-            "data=digits_flat",
-            "trainer.epochs=100000",
-            "trainer.batch_size=16",
-            f"hydra.run.dir={run_dir}",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    code, err = sigterm_after_first_epoch(
+        "model=mlp", "data=digits_flat", "trainer.batch_size=16", run_dir=run_dir, cwd=tmp_path
     )
-    try:
-        deadline = time.monotonic() + 120
-        while not (run_dir / "checkpoints" / "last.pt").exists():
-            assert time.monotonic() < deadline, "the run never finished an epoch"
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode != 0
+    assert code != 0
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "interrupted" and "SIGTERM" in status["reason"]
     assert "resume with: dlrun resume=" in err

@@ -84,35 +84,13 @@ def load_breast_cancer(
 
 
 def load_iris(seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15) -> DataBundle:
-    from sklearn.datasets import load_iris as load
-
-    raw = load()
-    return _tabular(
-        "iris",
-        raw.data,
-        raw.target,
-        Task.MULTICLASS,
-        tuple(raw.target_names),
-        seed,
-        val_fraction,
-        test_fraction,
-    )
+    """Fisher's iris: 3 species from 4 measurements."""
+    return _named_classification("iris", "load_iris", seed, val_fraction, test_fraction)
 
 
 def load_wine(seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15) -> DataBundle:
-    from sklearn.datasets import load_wine as load
-
-    raw = load()
-    return _tabular(
-        "wine",
-        raw.data,
-        raw.target,
-        Task.MULTICLASS,
-        tuple(raw.target_names),
-        seed,
-        val_fraction,
-        test_fraction,
-    )
+    """Three wine cultivars from 13 chemical measurements."""
+    return _named_classification("wine", "load_wine", seed, val_fraction, test_fraction)
 
 
 def load_diabetes(seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15) -> DataBundle:
@@ -121,14 +99,20 @@ def load_diabetes(seed: int, val_fraction: float = 0.15, test_fraction: float = 
 
     raw = load()
     return _tabular(
-        "diabetes",
-        raw.data,
-        raw.target,
-        Task.REGRESSION,
-        (),
-        seed,
-        val_fraction,
-        test_fraction,
+        "diabetes", raw.data, raw.target, Task.REGRESSION, (), seed, val_fraction, test_fraction
+    )
+
+
+def _named_classification(
+    name: str, loader: str, seed: int, val_fraction: float, test_fraction: float
+) -> DataBundle:
+    """A scikit-learn multiclass table whose bundle carries its own class names."""
+    import sklearn.datasets
+
+    raw = getattr(sklearn.datasets, loader)()
+    classes = tuple(str(c) for c in raw.target_names)
+    return _tabular(
+        name, raw.data, raw.target, Task.MULTICLASS, classes, seed, val_fraction, test_fraction
     )
 
 
