@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -226,3 +227,41 @@ def test_tensorboard_logger_writes_events(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["32", "bf16", "fp16"])
+def test_cuda_training_with_mixed_precision(precision: str, tmp_path: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from rich.console import Console
+
+    from dlrun.runner import train_and_evaluate
+
+    cfg = compose_cfg(
+        "trainer.device=cuda",
+        f"trainer.precision={precision}",
+        "trainer.epochs=2",
+        "trainer.compile=false",
+    )
+    metrics = train_and_evaluate(cfg, _mk(tmp_path / "run"), Console(quiet=True))
+    assert metrics["test"]["accuracy"] > 0.5
+
+
+def test_fp16_without_cuda_is_refused() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("fp16 is allowed on CUDA")
+    bundle = load_iris(seed=0)
+    model = MLP(bundle.spec)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(UserError, match="fp16 needs a CUDA device"):
+        Trainer(
+            model, bundle, opt, tasks.loss_fn(bundle.spec.task), TrainerSettings(precision="fp16")
+        )
+
+
+def test_bf16_autocast_trains_on_cpu() -> None:
+    trainer = _trainer(TrainerSettings(epochs=1, precision="bf16"))
+    state = trainer.fit()
+    assert math.isfinite(state.history[0]["loss"])
+    assert math.isfinite(state.history[0]["val_loss"])
