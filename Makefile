@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-all lint format bench sweep smoke clean
+.PHONY: help install run test test-distributed test-all lint format bench sweep smoke clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -31,6 +31,9 @@ run: $(STAMP) ## Train and evaluate the default experiment (LeNet-5 on digits)
 
 test: $(STAMP) ## Run the fast test suite (no slow, gpu or distributed tests)
 	$(BIN)/python -m pytest -q -m "not slow and not gpu and not distributed" $(PYTEST_ARGS)
+
+test-distributed: $(STAMP) ## Run the multi-process (torch.distributed) tests that aren't slow
+	$(BIN)/python -m pytest -q -m "distributed and not slow and not gpu" $(PYTEST_ARGS)
 
 test-all: $(STAMP) ## Run every test (GPU tests skip without CUDA)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
