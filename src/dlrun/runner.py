@@ -19,7 +19,7 @@ from rich.console import Console
 from dlrun import tasks
 from dlrun.config import metric_mode
 from dlrun.data.batches import Shard, n_batches
-from dlrun.data.spec import DataBundle, DataKind, Task
+from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
 from dlrun.engine import distributed
 from dlrun.engine.augment import AugmentSettings, BatchAugment
 from dlrun.engine.callbacks import (
@@ -156,30 +156,7 @@ def train_and_evaluate(
         accumulate=trainer_cfg["accumulate"],
     )
     ckpt_dir = run_dir / "checkpoints"
-    callbacks: list[Callback] = []
-    if main:  # the callbacks that print or write files
-        callbacks += [
-            ProgressReporter(console, trainer_cfg["progress"]),
-            TrainLog(run_dir / "train.log"),
-            HistoryCSV(run_dir / "history.csv"),
-            Checkpointer(ckpt_dir),
-        ]
-    stop = reg["early_stopping"]
-    if stop["enabled"]:
-        callbacks.append(
-            EarlyStopping(stop["monitor"], stop["mode"], stop["patience"], stop["min_delta"])
-        )
-    trial = cfg.get("trial")
-    if trial and main:  # a job of the Optuna sweeper: report each epoch, stop if pruned
-        from dlrun.sweep.pruning import OptunaPruning
-
-        callbacks.append(
-            OptunaPruning(trial["storage"], trial["study_name"], trial["number"], monitor)
-        )
-    logger_cfg = dict(cfg.get("logger") or {"_target_": None})
-    if logger_cfg.get("_target_") is not None and main:
-        logger_cfg["log_dir"] = str(run_dir / logger_cfg.get("log_dir", "logs"))
-        callbacks.append(instantiate(logger_cfg))
+    callbacks = make_callbacks(cfg, run_dir, console, monitor, main)
     n_params = sum(p.numel() for p in exp.model.parameters())
     console.print(
         f"{cfg.get('model_name', 'model')} ({n_params:,} parameters) on {spec.name} "
@@ -188,14 +165,7 @@ def train_and_evaluate(
         highlight=False,
         markup=False,
     )
-    augment = None
-    if reg["augmentation"]["enabled"]:
-        if spec.kind is not DataKind.IMAGE:
-            raise UserError(
-                f"regularization.augmentation is for images; data={spec.name} is {spec.kind}"
-            )
-        aug = {k: v for k, v in reg["augmentation"].items() if k != "enabled"}
-        augment = BatchAugment(AugmentSettings(**aug), cfg["seed"])
+    augment = make_augment(cfg, spec)
     train_model = distributed.wrap(exp.model, exp.device)
     train_model = torch.compile(train_model) if trainer_cfg["compile"] else train_model
     with graceful_interrupts() as stop_flag:
@@ -227,6 +197,7 @@ def train_and_evaluate(
     # The test split judges the best-validation weights (like Lightning's ckpt_path="best"),
     # unless early stopping was told not to restore them.
     best_path = ckpt_dir / "best.pt"
+    stop = reg["early_stopping"]
     keep_last = stop["enabled"] and not stop["restore_best"]
     if best_path.is_file() and not keep_last:
         load_model_weights(exp.model, load_checkpoint(best_path, exp.device), best_path)
@@ -247,8 +218,9 @@ def train_and_evaluate(
         monitor=monitor,
     )
     console.print(headline_table(metrics))
+    best = "n/a" if state.best_value is None else f"{state.best_value:.4g}"
     console.print(
-        f"best {monitor} {state.best_value:.4g} at epoch {state.best_epoch}; "
+        f"best {monitor} {best} at epoch {state.best_epoch}; "
         f"trained {state.epoch} epochs in {train_seconds:.1f}s",
         highlight=False,
     )
@@ -267,3 +239,47 @@ def train_and_evaluate(
         "threads": torch.get_num_threads(),
     }
     return distributed.broadcast_object(metrics)
+
+
+def make_callbacks(
+    cfg: dict[str, Any], run_dir: Path, console: Console, monitor: str, main: bool
+) -> list[Callback]:
+    """The run's callbacks; only the main process gets those that print or write files."""
+    trainer_cfg, stop = cfg["trainer"], cfg["regularization"]["early_stopping"]
+    callbacks: list[Callback] = []
+    if main:
+        callbacks += [
+            ProgressReporter(console, trainer_cfg["progress"]),
+            TrainLog(run_dir / "train.log"),
+            HistoryCSV(run_dir / "history.csv"),
+            Checkpointer(run_dir / "checkpoints"),
+        ]
+    if stop["enabled"]:
+        callbacks.append(
+            EarlyStopping(stop["monitor"], stop["mode"], stop["patience"], stop["min_delta"])
+        )
+    trial = cfg.get("trial")
+    if trial and main:  # a job of the Optuna sweeper: report each epoch, stop if pruned
+        from dlrun.sweep.pruning import OptunaPruning
+
+        callbacks.append(
+            OptunaPruning(trial["storage"], trial["study_name"], trial["number"], monitor)
+        )
+    logger_cfg = dict(cfg.get("logger") or {"_target_": None})
+    if logger_cfg.get("_target_") is not None and main:
+        logger_cfg["log_dir"] = str(run_dir / logger_cfg.get("log_dir", "logs"))
+        callbacks.append(instantiate(logger_cfg))
+    return callbacks
+
+
+def make_augment(cfg: dict[str, Any], spec: DataSpec) -> BatchAugment | None:
+    """Batch augmentation when enabled; refused for data that isn't images."""
+    settings = cfg["regularization"]["augmentation"]
+    if not settings["enabled"]:
+        return None
+    if spec.kind is not DataKind.IMAGE:
+        raise UserError(
+            f"regularization.augmentation is for images; data={spec.name} is {spec.kind}"
+        )
+    fields = {k: v for k, v in settings.items() if k != "enabled"}
+    return BatchAugment(AugmentSettings(**fields), cfg["seed"])
