@@ -195,7 +195,10 @@ def main() -> None:
             f"{first['hand'] * 1e3:.0f} / {first['loop'] * 1e3:.0f}",
             f"{_peak_memory_mb(device):,.0f}",
         )  # fmt: skip
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: room for every column
+        console = Console(width=150)
+    console.print(table)
 
 
 if __name__ == "__main__":

@@ -265,3 +265,14 @@ def test_bf16_autocast_trains_on_cpu() -> None:
     state = trainer.fit()
     assert math.isfinite(state.history[0]["loss"])
     assert math.isfinite(state.history[0]["val_loss"])
+
+
+def test_best_checkpoint_keeps_its_epoch_when_last_moves_on(tmp_path: Path) -> None:
+    from dlrun.engine.checkpoint import copy_checkpoint
+
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    save_checkpoint({"model": {}, "epoch": 1}, last)
+    copy_checkpoint(last, best)
+    save_checkpoint({"model": {}, "epoch": 2}, last)
+    assert load_checkpoint(best)["epoch"] == 1 and load_checkpoint(last)["epoch"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]

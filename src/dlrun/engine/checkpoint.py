@@ -34,11 +34,20 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 
 
 def copy_checkpoint(source: Path, target: Path) -> None:
-    """Copy a saved checkpoint atomically (cheaper than serialising it again)."""
+    """Make ``target`` hold what ``source`` holds now, atomically.
+
+    A hard link costs microseconds instead of copying megabytes; it stays correct because
+    :func:`save_checkpoint` never writes into an existing file: it renames a new one over
+    it, so the link keeps the old contents. Filesystems without hard links get a copy.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     os.close(fd)
     try:
-        shutil.copyfile(source, tmp)
+        try:
+            os.unlink(tmp)
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

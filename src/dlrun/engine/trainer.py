@@ -207,7 +207,7 @@ class Trainer:
                 self._optimizer_step(state)
             n = len(batch)
             seen += n
-            loss_sum += loss.detach() * n
+            loss_sum.add_(loss.detach(), alpha=n)
             metric_sum += tasks.batch_metric(self.task, outputs.detach(), batch.y)
             for cb in self.callbacks:
                 cb.on_batch_end(self, state, index, loss)
@@ -227,9 +227,9 @@ class Trainer:
         group both answers are OR-ed over ranks before backward, because a rank that
         raised alone would leave the others waiting in the gradient all-reduce.
         """
+        if self.world_size == 1:  # one scalar read is the cheapest finite check
+            return not math.isfinite(objective.detach().item()), False
         not_finite = ~torch.isfinite(objective.detach())
-        if self.world_size == 1:
-            return bool(not_finite), False
         stop = self.stop_flag is not None and self.stop_flag.requested
         diverged, stopping = distributed.any_rank([not_finite, stop])
         return diverged, stopping
