@@ -276,3 +276,12 @@ def test_best_checkpoint_keeps_its_epoch_when_last_moves_on(tmp_path: Path) -> N
     save_checkpoint({"model": {}, "epoch": 2}, last)
     assert load_checkpoint(best)["epoch"] == 1 and load_checkpoint(last)["epoch"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_status_of_an_interrupted_run_says_how_far_it_got(tmp_path: Path) -> None:
+    from dlrun.rundir import write_status
+
+    (tmp_path / "history.csv").write_text("epoch,loss\n1,0.5\n2,0.4\n")
+    write_status(tmp_path, "interrupted", reason="SIGTERM")
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status == {"status": "interrupted", "reason": "SIGTERM", "epoch": 2}

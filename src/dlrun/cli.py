@@ -92,7 +92,7 @@ def run(cfg: DictConfig) -> float:
     from dlrun.runner import train_and_evaluate
 
     console = Console()
-    write_status(run_dir, "running", epoch=0)
+    write_status(run_dir, "running")
     try:
         if container["eval"]["protocol"] == "holdout":
             metrics = train_and_evaluate(container, run_dir, console)

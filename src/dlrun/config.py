@@ -121,6 +121,9 @@ def validate(cfg: dict[str, Any]) -> None:
         if not ok:
             problems.append(f"{key}={_value(cfg, key)!r} is invalid: {rule}")
 
+    def one_of(key: str, *choices: str) -> None:
+        need(_value(cfg, key) in choices, key, "use " + ", ".join(choices))
+
     trainer, reg, opt = cfg["trainer"], cfg["regularization"], cfg["optimizer"]
     need(cfg["seed"] >= 0, "seed", "must be >= 0")
     need(trainer["epochs"] >= 1, "trainer.epochs", "must be >= 1")
@@ -130,17 +133,9 @@ def validate(cfg: dict[str, Any]) -> None:
     need(limit is None or limit >= 1, "trainer.limit_batches", "must be >= 1 or null")
     clip = trainer["grad_clip"]
     need(clip is None or clip > 0, "trainer.grad_clip", "must be > 0 or null")
-    need(
-        trainer["grad_clip_mode"] in ("norm", "value"),
-        "trainer.grad_clip_mode",
-        "use norm or value",
-    )
+    one_of("trainer.grad_clip_mode", "norm", "value")
     need(trainer["accumulate"] >= 1, "trainer.accumulate", "must be >= 1")
-    need(
-        trainer["precision"] in ("32", "bf16", "fp16"),
-        "trainer.precision",
-        "use 32, bf16 or fp16",
-    )
+    one_of("trainer.precision", "32", "bf16", "fp16")
     threads = trainer["num_threads"]
     need(threads is None or threads >= 1, "trainer.num_threads", "must be >= 1 or null")
     need(
@@ -154,11 +149,7 @@ def validate(cfg: dict[str, Any]) -> None:
         "use auto, loss, val_loss, accuracy/val_accuracy (classification) or "
         "rmse/val_rmse (regression)",
     )
-    need(
-        trainer["progress"] in ("auto", "bar", "lines", "none"),
-        "trainer.progress",
-        "use auto, bar, lines or none",
-    )
+    one_of("trainer.progress", "auto", "bar", "lines", "none")
     need(0.0 <= reg["dropout"] < 1.0, "regularization.dropout", "must be in [0, 1)")
     need(reg["l1"] >= 0, "regularization.l1", "must be >= 0")
     need(reg["l2"] >= 0, "regularization.l2", "must be >= 0")
@@ -186,18 +177,10 @@ def validate(cfg: dict[str, Any]) -> None:
         "use loss, val_loss, accuracy, val_accuracy, rmse or val_rmse",
     )
     need(stop["patience"] >= 0, "regularization.early_stopping.patience", "must be >= 0")
-    need(
-        stop["mode"] in ("auto", "min", "max"),
-        "regularization.early_stopping.mode",
-        "use auto, min or max",
-    )
+    one_of("regularization.early_stopping.mode", "auto", "min", "max")
     need(0.0 < cfg["eval"]["threshold"] < 1.0, "eval.threshold", "must be in (0, 1)")
     evaluation = cfg["eval"]
-    need(
-        evaluation["protocol"] in ("holdout", "kfold", "iterated_kfold"),
-        "eval.protocol",
-        "use holdout, kfold or iterated_kfold",
-    )
+    one_of("eval.protocol", "holdout", "kfold", "iterated_kfold")
     need(evaluation["folds"] >= 2, "eval.folds", "must be >= 2")
     need(evaluation["repeats"] >= 1, "eval.repeats", "must be >= 1")
     if evaluation["protocol"] != "holdout" and cfg.get("resume"):

@@ -37,11 +37,23 @@ def claim_unique_dir(path: str) -> str:
 
 
 def write_status(run_dir: Path, status: str, reason: str = "", **extra: Any) -> None:
-    """Write ``status.json`` atomically: running, completed, interrupted or failed."""
+    """Write ``status.json`` atomically: running, completed, interrupted or failed.
+
+    ``epoch`` (epochs completed) defaults to the rows of ``history.csv``, which the
+    trainer rewrites after every epoch, so a failed or interrupted run says how far it got.
+    """
+    extra.setdefault("epoch", _epochs_done(run_dir))
     payload = {"status": status, "reason": reason, **extra}
     tmp = run_dir / ".status.json.tmp"
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     tmp.replace(run_dir / "status.json")
+
+
+def _epochs_done(run_dir: Path) -> int:
+    history = run_dir / "history.csv"
+    if not history.is_file():
+        return 0
+    return max(0, len(history.read_text().splitlines()) - 1)
 
 
 def read_status(run_dir: Path) -> dict[str, Any] | None:

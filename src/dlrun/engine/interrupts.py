@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -33,21 +33,31 @@ class StopFlag:
 
 
 @contextmanager
+def stop_signals_handled_by(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """Route SIGINT and SIGTERM to ``handler`` for the duration, then restore the old ones.
+
+    Only the main thread may install signal handlers; elsewhere this changes nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextmanager
 def graceful_interrupts() -> Iterator[StopFlag]:
     """Install SIGINT/SIGTERM handlers for the duration (main thread only)."""
     flag = StopFlag()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
 
     def handle(signum: int, frame: FrameType | None) -> None:
         if flag.requested:  # second signal: leave now
             os._exit(128 + signum)
         flag.signal_name = signal.Signals(signum).name
 
-    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_signals_handled_by(handle):
         yield flag
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -24,7 +24,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +31,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from dlrun.engine.interrupts import RunInterrupted
+from dlrun.engine.interrupts import RunInterrupted, stop_signals_handled_by
 from dlrun.errors import UserError
 
 # Environment variables a launched worker finds set (torchrun's names).
@@ -236,9 +235,6 @@ def _forward_signals(pids: list[int]) -> Iterator[list[str]]:
     after the step, a second makes them exit at once (as for one process).
     """
     forwarded: list[str] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield forwarded
-        return
 
     def forward(signum: int, frame: FrameType | None) -> None:
         forwarded.append(signal.Signals(signum).name)
@@ -248,12 +244,8 @@ def _forward_signals(pids: list[int]) -> Iterator[list[str]]:
             except ProcessLookupError:
                 continue
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_signals_handled_by(forward):
         yield forwarded
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _worker(
