@@ -27,7 +27,7 @@ def make_console(**kwargs: Any) -> Console:
     from rich.console import Console
 
     console = Console(**kwargs)
-    if not console.is_terminal and "width" not in kwargs and "COLUMNS" not in os.environ:
+    if not console.is_terminal and "width" not in kwargs and not os.environ.get("COLUMNS"):
         console = Console(width=UNWRAPPED_WIDTH, soft_wrap=True, **kwargs)
     return console
 
