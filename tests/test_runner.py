@@ -75,6 +75,13 @@ def test_kfold_trains_k_models_and_reports_mean_and_std(tmp_path: Path) -> None:
     assert comparison["verdict"] in VERDICTS and sum(comparison["fold_verdicts"].values()) == 3
     saved = json.loads((tmp_path / "fold_2" / "metrics.json").read_text())
     assert saved["train"]["epochs"] == 1 and saved["fold"] == 2
+    # folds share training data: Nadeau-Bengio's corrected t, wider than the plain one
+    from dlrun.evaluation.significance import t_interval
+
+    sizes = [f["sizes"] for f in metrics["per_fold"]]
+    share = sum(s["held_out"] / (s["fit"] + s["inner_val"]) for s in sizes) / 3
+    values = [f["val"]["accuracy"] for f in metrics["per_fold"]]
+    assert accuracy["ci"] == t_interval(values, overlap=share) != t_interval(values)
     report = (tmp_path / "report.md").read_text()
     assert "mean ± std" in report.lower() and "95% CI" in report
 

@@ -198,9 +198,7 @@ def _print_summary(console: Console, result: dict[str, Any]) -> None:
 
 def _aggregate(per_fold: list[dict[str, Any]], protocol: str, run_dir: Path) -> dict[str, Any]:
     first = per_fold[0]
-    sizes = first.get("sizes", {})
-    held, fit = sizes.get("held_out", 0), sizes.get("fit", 0) + sizes.get("inner_val", 0)
-    overlap = held / fit if fit else 0.0
+    overlap = statistics.mean(_held_out_share(m.get("sizes", {})) for m in per_fold)
     cv, test = _summary(per_fold, "val", overlap), _summary(per_fold, "test", 0.0)
     best = [m["train"]["best_value"] for m in per_fold if _number(m["train"]["best_value"])]
     result = {
@@ -222,6 +220,7 @@ def _aggregate(per_fold: list[dict[str, Any]], protocol: str, run_dir: Path) -> 
                 "dir": f"fold_{m.get('fold', i)}",
                 "val": _numbers(m["val"]),
                 "test": _numbers(m["test"]),
+                "sizes": m.get("sizes"),
                 "verdict": m.get("comparison", {}).get("verdict"),
                 "baseline_kind": m.get("baseline_kind"),
             }
@@ -239,6 +238,12 @@ def _aggregate(per_fold: list[dict[str, Any]], protocol: str, run_dir: Path) -> 
     }
     _write_report(run_dir, result)
     return result
+
+
+def _held_out_share(sizes: dict[str, int]) -> float:
+    """Held-out size / training size of one fold (Nadeau and Bengio's n2 / n1)."""
+    trained = sizes.get("fit", 0) + sizes.get("inner_val", 0)
+    return sizes.get("held_out", 0) / trained if trained else 0.0
 
 
 def _summary(per_fold: list[dict[str, Any]], split: str, overlap: float) -> dict[str, Any]:
