@@ -226,3 +226,9 @@ def _scored(task: Task, model: nn.Module, bundle: DataBundle) -> Scored:
 
     predictions = predict(model, bundle.test, task, batch_size=16, device="cpu")
     return score(task, predictions, 0.5, bundle.meta.get("target_scaler"))
+
+
+def test_large_test_sets_get_fewer_resamples() -> None:
+    y = torch.arange(20_000) % 2
+    out = paired_bootstrap(Task.BINARY, Scored(y, y, 0.0), Scored(y, 1 - y, 0.0), "accuracy")
+    assert out["bootstrap"]["resamples"] == 500 and out["verdict"] == "better"
