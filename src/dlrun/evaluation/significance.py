@@ -15,9 +15,10 @@ Speed: a resample is a row of counts (how often each example was drawn), and eve
 headline metric here is a ratio of count-weighted sums over examples, so all resamples
 are one ``(B, n) @ (n, k)`` matrix product: 2,000 resamples of 540 digits take ~50 ms
 on two busy CPU cores, most of it drawing the indices; above 5,000 examples fewer
-resamples (at least 200) keep it near a second. ``scipy.stats.bootstrap`` draws the resamples and takes the percentile
-interval (BCa's jackknife would cost n more evaluations, and is undefined when model and
-baseline agree on every example, where the percentile interval is simply [0, 0]).
+resamples (at least 200) keep it near a second. ``scipy.stats.bootstrap`` draws the
+resamples and takes the percentile interval (BCa's jackknife would cost n more
+evaluations, and is undefined when model and baseline agree on every example, where the
+percentile interval is simply [0, 0]).
 Single-label accuracy also gets McNemar's exact test: scipy's binomial test on the
 examples exactly one of the two predictors gets right.
 
