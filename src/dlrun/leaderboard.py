@@ -221,7 +221,7 @@ def write(sweep_dir: Path) -> tuple[list[Job], Path, Path]:
         md += ["", note]
     g_header, g_rows = seed_groups(jobs)
     if g_rows:
-        md += ["", "## Mean ± std [95% t-interval] over seeds", "", _markdown(g_header, g_rows)]
+        md += ["", "## Mean ± std over seeds [95% t-interval]", "", _markdown(g_header, g_rows)]
     failed = [j for j in jobs if j.status not in ("completed", "pruned")]
     md += ["", f"{len(jobs)} jobs, {len(failed)} not completed."]
     md_path = sweep_dir / "leaderboard.md"

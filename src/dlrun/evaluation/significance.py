@@ -111,8 +111,6 @@ def paired_bootstrap(
     interval, which the leaderboard compares between jobs. ``resamples`` defaults to
     2,000, fewer above 5,000 examples (never under 200) to bound the cost.
     """
-    from scipy import stats
-
     n = len(model.targets)
     if resamples is None:
         resamples = min(RESAMPLES, max(MIN_RESAMPLES, CELL_BUDGET // max(n, 1)))
@@ -135,14 +133,29 @@ def paired_bootstrap(
         out["why"] = f"{n} {unit}: too few to tell" if n < MIN_UNITS else "undefined metric"
         return out
 
-    def statistic(draws: np.ndarray, axis: int = -1) -> np.ndarray:
-        counts = _counts(draws.reshape(-1, n), n)
+    def statistic(counts: np.ndarray) -> np.ndarray:
         m, b = f_model(counts), f_base(counts)
-        return np.stack([m - b, m, b]).reshape(3, *draws.shape[:-1])
+        return np.stack([m - b, m, b])
+
+    intervals = _percentile_intervals(statistic, n, resamples, level, seed)
+    out["ci"], out["model_ci"], out["baseline_ci"] = intervals
+    out["verdict"] = decide(out["ci"], metric_mode(metric) == "max")
+    return out
+
+
+def _percentile_intervals(
+    statistic: Callable[[np.ndarray], np.ndarray], n: int, resamples: int, level: float, seed: int
+) -> list[list[float]]:
+    """``scipy.stats.bootstrap`` of ``statistic`` ((B, n) counts -> (k, B)): k intervals."""
+    from scipy import stats
+
+    def on_draws(draws: np.ndarray, axis: int = -1) -> np.ndarray:
+        values = statistic(_counts(draws.reshape(-1, n), n))
+        return values.reshape(len(values), *draws.shape[:-1])
 
     result = stats.bootstrap(
         (np.arange(n),),
-        statistic,
+        on_draws,
         n_resamples=resamples,
         batch=max(1, BATCH_CELLS // n),
         vectorized=True,
@@ -151,11 +164,7 @@ def paired_bootstrap(
         rng=np.random.default_rng(seed),
     )
     low, high = (np.asarray(bound, dtype=np.float64) for bound in result.confidence_interval)
-    out["ci"], out["model_ci"], out["baseline_ci"] = (
-        [float(low[i]), float(high[i])] for i in range(3)
-    )
-    out["verdict"] = decide(out["ci"], metric_mode(metric) == "max")
-    return out
+    return [[float(a), float(b)] for a, b in zip(low, high, strict=True)]
 
 
 def decide(ci: Sequence[float] | None, higher_is_better: bool) -> str:
