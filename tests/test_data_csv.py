@@ -187,3 +187,98 @@ def test_csv_series_user_errors(tmp_path, kwargs, message):
     path = write_csv(tmp_path / "e.csv", ["value", "label"], [[i, "x"] for i in range(200)])
     with pytest.raises(UserError, match=message):
         load_csv_series(0, path=path, **kwargs)
+
+
+# ---- delimiters, numeric column names, infinite cells ---------------------------------
+
+
+def _lines(path: Path, lines: list[str]) -> str:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def _rows(sep: str, n: int = 60) -> list[str]:
+    return [sep.join(["2010", "width", "colour"])] + [
+        sep.join([str(i % 2), f"{i / 10:.1f}", "red" if i % 3 else "blue"]) for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("sep", [";", "\t", "|", ","])
+def test_delimiter_is_detected(tmp_path, sep):
+    path = _lines(tmp_path / "d.csv", _rows(sep))
+    table = read_csv(path)
+    assert table.header == ("2010", "width", "colour")
+    bundle = load_csv(0, path=path, target="2010")
+    assert bundle.meta["feature_names"] == ["width", "colour_blue", "colour_red"]
+
+
+def test_semicolon_files_with_decimal_commas_read_as_numbers(tmp_path):
+    lines = ["y;length;label"] + [f"{i % 2};{i},{i % 10};a,b" for i in range(60)]
+    table = read_csv(_lines(tmp_path / "eu.csv", lines))
+    assert table.numeric("length", "features")[:3].tolist() == [0.0, 1.1, 2.2]
+    assert table.columns["label"][0] == "a,b"  # text keeps its commas
+
+
+def test_delimiter_names_and_a_forced_delimiter(tmp_path):
+    path = _lines(tmp_path / "t.tsv", _rows("\t"))
+    assert (
+        read_csv(path, "tab").header == read_csv(path, "\\t").header == ("2010", "width", "colour")
+    )
+    semicolons = _lines(tmp_path / "s.csv", ["a;b", "1;2,5"])
+    assert read_csv(semicolons).columns == {"a": ["1"], "b": ["2.5"]}
+    with pytest.raises(UserError, match=r"data row 1 has 2 cells .*data\.delimiter=','"):
+        read_csv(semicolons, ",")
+    assert read_csv(_lines(tmp_path / "one.csv", ["value", "1", "2"])).header == ("value",)
+
+
+def test_numeric_looking_column_name_works_unquoted(tmp_path):
+    """``data.target=2010`` reaches the loader as the int 2010."""
+    path = _lines(tmp_path / "years.csv", _rows(","))
+    bundle = load_csv(0, path=path, target=2010, drop=[])
+    assert bundle.spec.task is Task.BINARY and bundle.meta["target"] == "2010"
+    assert "2010" not in bundle.meta["feature_names"]  # not also used as a feature
+    by_int = load_csv(0, path=path, target="width", drop=[2010])
+    assert by_int.meta["feature_names"] == ["colour_blue", "colour_red"]
+
+
+def test_numeric_target_override_through_hydra(tmp_path):
+    from tests.conftest import compose_cfg
+
+    path = _lines(tmp_path / "years.csv", _rows(","))
+    cfg = compose_cfg("data=csv", f"data.path={path}", "data.target=2010")
+    assert cfg["data"]["target"] == 2010  # what Hydra hands over
+    kwargs = {k: v for k, v in cfg["data"].items() if k != "_target_"}
+    assert load_csv(0, **kwargs).meta["target"] == "2010"
+
+
+@pytest.mark.parametrize(
+    ("column", "cell", "message"),
+    [
+        (
+            "width",
+            "inf",
+            r"Column 'width' of .* has an infinite value 'inf' in data row 5 \(line 6\)",
+        ),
+        ("width", "-1e999", r"Column 'width' .* infinite value '-1e999' in data row 5"),
+        ("2010", "Infinity", r"Column '2010' .* infinite value 'Infinity' in data row 5"),
+    ],
+)
+def test_an_infinite_cell_names_its_column_and_row(tmp_path, column, cell, message):
+    lines = _rows(",")
+    header = lines[0].split(",")
+    cells = lines[5].split(",")
+    cells[header.index(column)] = cell
+    lines[5] = ",".join(cells)
+    path = _lines(tmp_path / "inf.csv", lines)
+    task = "regression" if column == "2010" else "auto"
+    with pytest.raises(UserError, match=message):
+        load_csv(0, path=path, target="2010" if column != "2010" else "width", task=task)
+    with pytest.raises(UserError, match=message):
+        read_csv(path).numeric(column, "column")
+
+
+def test_a_file_that_is_not_utf8_is_one_message(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("a,b\ncaf\xe9,1\n".encode("latin-1"))
+    with pytest.raises(UserError, match="is not UTF-8 text"):
+        read_csv(str(path))

@@ -401,7 +401,13 @@ def test_curves_cover_defined_classes_plus_macro() -> None:
     m = task_metrics(Task.MULTICLASS, s, names(5), 0.5)
     roc, pr = curves(Task.MULTICLASS, s, names(5), m)
     assert [c.label for c in roc] == ["c0", "c1", "c3", "c4", "macro"]
-    assert roc[-1].area == m["roc_auc"] and pr[-1].area == m["pr_auc"]
+    for curve in roc[:-1]:  # each drawn curve encloses its reported area
+        assert_close(float(np.trapezoid(curve.y, curve.x)), m["roc_auc_per_class"][curve.label])
+    for curve in pr[:-1]:  # AP = sum over recall steps of precision (sklearn's definition)
+        steps = -np.diff(curve.x) if curve.x[0] > curve.x[-1] else np.diff(curve.x)
+        precision = curve.y[:-1] if curve.x[0] > curve.x[-1] else curve.y[1:]
+        assert_close(float(np.sum(steps * precision)), m["pr_auc_per_class"][curve.label])
+    assert roc[-1].area == pytest.approx(np.mean([c.area for c in roc[:-1]]))
     assert np.all(np.diff(roc[-1].x) >= 0) and roc[-1].y[-1] == pytest.approx(1.0)
 
 

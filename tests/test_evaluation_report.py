@@ -48,4 +48,9 @@ def test_fmt() -> None:
     assert fmt(float("nan")) == "n/a"
     assert fmt(3) == "3"
     assert fmt(0.123456) == "0.1235"
-    assert fmt(123456.7) == "1.235e+05"
+    assert fmt(123456.7) == "123457"
+    assert fmt(0.0125) == "0.0125"  # a learning rate keeps its digits
+    assert fmt(0.00125) == "0.00125"
+    assert fmt(61706) == "61706"  # no thousands separator
+    assert fmt(60.1412) == "60.14"
+    assert fmt(3.2e-6) == "3.2e-06"

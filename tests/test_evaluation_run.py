@@ -17,6 +17,9 @@ from torch import nn
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split, Task
 from dlrun.errors import UserError
 from dlrun.evaluation import evaluate_run, headline_table
+from dlrun.evaluation.baseline import KINDS
+from dlrun.evaluation.report import fmt
+from dlrun.evaluation.significance import VERDICTS
 
 N = 48
 
@@ -129,7 +132,12 @@ def test_evaluate_run_writes_every_file(task: Task, tmp_path: Path) -> None:
     assert result["n_test"] == result["n_val"] == N
     for section in ("test", "val", "baseline"):
         assert KEYS[task] <= set(result[section]), section
-    assert result["comparison"]["beats_baseline"] in (True, False, None)
+    comparison = result["comparison"]
+    assert comparison["verdict"] in VERDICTS
+    assert comparison["beats_baseline"] is (comparison["verdict"] == "better")
+    assert comparison["verdict"] != "better"  # an untrained model on random targets
+    assert result["baseline_kind"] in KINDS[task]
+    assert result["baseline_selection"]["split"] == "val"  # never the compared split
     pictures = PICTURES[task] | {"learning_curves.png"}
     assert set(result["files"]) == {"metrics.json", "predictions.csv", "report.md"} | pictures
     for name in pictures:
@@ -167,13 +175,17 @@ def test_binary_report_states_errors_per_thousand(tmp_path: Path) -> None:
     assert "per 1,000 cases" in report and "predicted malignant" in report
 
 
-def test_forecast_predictions_include_persistence(tmp_path: Path) -> None:
+def test_forecast_predictions_include_the_baseline(tmp_path: Path) -> None:
     bundle = make_bundle(Task.FORECAST)
-    evaluate_run(make_model(bundle.spec), bundle, tmp_path)
+    result = evaluate_run(make_model(bundle.spec), bundle, tmp_path)
     with (tmp_path / "predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    last = bundle.test.x[0, -1, 1].item() * 2.0 + 5.0  # target channel, original units
-    assert float(rows[0]["persistence_0"]) == pytest.approx(last, rel=1e-5)
+    history = bundle.test.x[0, :, 1] * 2.0 + 5.0  # target channel, original units
+    expected = {"persistence": history[-1], "window_mean": history.mean()}
+    assert result["baseline_kind"] in expected
+    assert float(rows[0]["baseline_0"]) == pytest.approx(
+        expected[result["baseline_kind"]].item(), rel=1e-5
+    )
     assert float(rows[0]["target_2"]) == pytest.approx(bundle.test.y[0, 2].item() * 2 + 5, 1e-5)
 
 
@@ -204,7 +216,8 @@ def test_headline_table_compares_model_and_baseline(tmp_path: Path) -> None:
     console = Console(record=True, width=120)
     console.print(table)
     text = console.export_text()
-    assert f"{result['test']['accuracy']:.4f}" in text and "beats the baseline" in text
+    assert fmt(result["test"]["accuracy"]) in text
+    assert "does NOT beat the baseline" in text  # an untrained model on random labels
 
 
 def test_lengths_are_passed_and_limit_batches_respected(tmp_path: Path) -> None:

@@ -52,17 +52,79 @@ def test_early_stopping_stops_and_says_why(tmp_path: Path) -> None:
 
 
 def test_kfold_trains_k_models_and_reports_mean_and_std(tmp_path: Path) -> None:
+    from dlrun.evaluation.significance import VERDICTS
     from dlrun.validation import cross_validate
 
     cfg = compose_cfg(*SHRINK, "model=mlp", "data=iris", "eval.protocol=kfold", "eval.folds=3")
-    metrics = cross_validate(cfg, tmp_path, Console(quiet=True))
+    console = Console(record=True, width=200)
+    metrics = cross_validate(cfg, tmp_path, console)
     assert metrics["folds"] == 3 and len(metrics["per_fold"]) == 3
-    assert set(metrics["cv"]["accuracy"]) == {"mean", "std"}
+    accuracy = metrics["cv"]["accuracy"]
+    assert set(accuracy) == {"mean", "std", "ci"}
+    assert accuracy["ci"][0] < accuracy["mean"] < accuracy["ci"][1]
     assert (
         metrics["test"]["accuracy"] == sum(f["test"]["accuracy"] for f in metrics["per_fold"]) / 3
     )
-    assert all((tmp_path / f"fold_{i}" / "metrics.json").is_file() for i in range(3))
-    assert "mean ± std" in (tmp_path / "report.md").read_text()
+    # one numbering on screen and on disk, from 1
+    assert [f["dir"] for f in metrics["per_fold"]] == ["fold_1", "fold_2", "fold_3"]
+    assert all((tmp_path / f"fold_{i}" / "metrics.json").is_file() for i in (1, 2, 3))
+    assert not (tmp_path / "fold_0").exists()
+    text = console.export_text()
+    assert "fold 1/3 (fold_1)" in text and "fold 3/3 (fold_3)" in text
+    comparison = metrics["comparison"]
+    assert comparison["verdict"] in VERDICTS and sum(comparison["fold_verdicts"].values()) == 3
+    saved = json.loads((tmp_path / "fold_2" / "metrics.json").read_text())
+    assert saved["train"]["epochs"] == 1 and saved["fold"] == 2
+    # folds share training data: Nadeau-Bengio's corrected t, wider than the plain one
+    from dlrun.evaluation.significance import t_interval
+
+    sizes = [f["sizes"] for f in metrics["per_fold"]]
+    share = sum(s["held_out"] / (s["fit"] + s["inner_val"]) for s in sizes) / 3
+    values = [f["val"]["accuracy"] for f in metrics["per_fold"]]
+    assert accuracy["ci"] == t_interval(values, overlap=share) != t_interval(values)
+    report = (tmp_path / "report.md").read_text()
+    assert "mean ± std" in report.lower() and "95% CI" in report
+
+
+def test_kfold_scores_the_held_out_fold_but_selects_on_an_inner_split(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Checkpoints (and early stopping) never see the fold they are scored on."""
+    import torch
+
+    from dlrun import validation
+    from dlrun.data.sklearn_sets import load_iris
+
+    data = load_iris(seed=0)
+    for split, start in ((data.train, 0), (data.val, 1000), (data.test, 2000)):
+        split.x[:, 0] = torch.arange(start, start + len(split)).float()  # a row id
+    monkeypatch.setattr(validation, "instantiate", lambda node, seed: data)
+    seen = []
+
+    def fake(cfg, run_dir, console, bundle, eval_bundle):
+        seen.append((bundle, eval_bundle))
+        return json.loads('{"val": {}, "test": {}, "train": {"best_value": null}}')
+
+    monkeypatch.setattr(validation, "train_and_evaluate", fake)
+    monkeypatch.setattr(validation, "_aggregate", lambda *args: {})
+    monkeypatch.setattr(validation, "_print_summary", lambda *args: None)
+    cfg = compose_cfg(*SHRINK, "model=mlp", "data=iris", "eval.protocol=kfold", "eval.folds=3")
+    validation.cross_validate(cfg, tmp_path, Console(quiet=True))
+
+    def ids(split) -> set[int]:
+        return set(split.x[:, 0].long().tolist())
+
+    pool = ids(data.train) | ids(data.val)
+    held_out_parts = []
+    for train, scored in seen:
+        fit, inner, held = ids(train.train), ids(train.val), ids(scored.val)
+        assert fit and inner and held
+        assert not (fit & inner) and not (fit & held) and not (inner & held)
+        assert fit | inner | held == pool
+        assert ids(scored.train) == fit and ids(train.test) == ids(scored.test) == ids(data.test)
+        assert abs(len(inner) / len(fit | inner) - len(data.val) / len(pool)) < 0.02
+        held_out_parts.append(held)
+    assert set().union(*held_out_parts) == pool and sum(map(len, held_out_parts)) == len(pool)
 
 
 def test_iterated_kfold_repeats_the_folds(tmp_path: Path) -> None:
@@ -88,3 +150,48 @@ def test_kfold_is_refused_for_forecasting(tmp_path: Path) -> None:
     cfg = compose_cfg(*SHRINK, "model=lstm", "data=sine", "eval.protocol=kfold")
     with pytest.raises(UserError, match="temporal"):
         cross_validate(cfg, tmp_path, Console(quiet=True))
+
+
+KILL_IN_FOLD = """
+import os, signal, sys
+from dlrun.engine import callbacks
+original = callbacks.Checkpointer.on_epoch_end
+def on_epoch_end(self, trainer, state, row):
+    original(self, trainer, state, row)
+    if self.directory.parent.name == "fold_2" and state.epoch == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+callbacks.Checkpointer.on_epoch_end = on_epoch_end
+sys.argv = ["dlrun", *sys.argv[1:]]
+from dlrun.cli import main
+main()
+"""
+
+
+def test_kfold_killed_in_fold_2_resumes_to_the_same_result(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import run_cli
+
+    args = ["model=mlp", "data=iris", "eval.protocol=kfold", "eval.folds=3", "trainer.epochs=3"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert run_cli(*args, f"hydra.run.dir={whole}", cwd=tmp_path).returncode == 0
+    crashed = subprocess.run(
+        [sys.executable, "-c", KILL_IN_FOLD, *args, f"hydra.run.dir={killed}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert crashed.returncode == -9, crashed.stderr
+    assert not (killed / "fold_3").exists()
+    resumed = run_cli(f"resume={killed}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "fold 1/3 (fold_1): done" in resumed.stdout
+    assert "resuming" in resumed.stdout and "after epoch 2" in resumed.stdout
+    a = json.loads((whole / "metrics.json").read_text())
+    b = json.loads((killed / "metrics.json").read_text())
+    for key in ("cv", "test", "test_std", "comparison", "per_fold"):
+        assert a[key] == b[key], key
+    assert len((killed / "fold_2" / "history.csv").read_text().splitlines()) == 4
+    assert json.loads((killed / "status.json").read_text())["status"] == "completed"

@@ -85,13 +85,12 @@ def run(cfg: DictConfig) -> float:
         remove_if_unused(run_dir)
         _fail(str(exc))
 
-    from rich.console import Console
-
+    from dlrun.display import make_console
     from dlrun.engine.interrupts import RunInterrupted
     from dlrun.evaluation.files import write_json
     from dlrun.runner import train_and_evaluate
 
-    console = Console()
+    console = make_console()  # a pipe or CI log gets whole lines, not 80 columns
     write_status(run_dir, "running")
     try:
         if container["eval"]["protocol"] == "holdout":
@@ -162,7 +161,8 @@ def resume_arguments(argv: list[str]) -> list[str]:
         return argv
     run_dir = Path(given[-1].split("=", 1)[1]).expanduser()
     saved = run_dir / ".hydra" / "overrides.yaml"
-    if not (run_dir / "checkpoints" / "last.pt").is_file() or not saved.is_file():
+    started = (run_dir / "checkpoints" / "last.pt").is_file() or any(run_dir.glob("fold_*/"))
+    if not started or not saved.is_file():  # a k-fold run resumes from its fold_<i>/ dirs
         _fail(f"resume={run_dir}: not a dlrun run dir with checkpoints/last.pt to resume")
     status = (
         json.loads((run_dir / "status.json").read_text())

@@ -183,8 +183,6 @@ def validate(cfg: dict[str, Any]) -> None:
     one_of("eval.protocol", "holdout", "kfold", "iterated_kfold")
     need(evaluation["folds"] >= 2, "eval.folds", "must be >= 2")
     need(evaluation["repeats"] >= 1, "eval.repeats", "must be >= 1")
-    if evaluation["protocol"] != "holdout" and cfg.get("resume"):
-        problems.append("resume= is not supported with eval.protocol=" + evaluation["protocol"])
     for split in cfg["eval"]["splits"]:
         need(split in ("val", "test"), "eval.splits", "list of val and/or test")
     lr = opt.get("lr")

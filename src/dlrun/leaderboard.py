@@ -1,4 +1,10 @@
-"""The sweep summary Hydra leaves out: one table of every job, ranked.
+"""The sweep summary Hydra leaves out: one table of every job, ranked, with intervals.
+
+Each row shows the job's verdict against its baseline with the interval of the
+difference, and the job's own 95% interval on its headline metric; a note says when the
+leader's interval overlaps the next rows' (a ranking inside the noise). Jobs that differ
+only by seed are grouped into mean ± std with a 95% t-interval over seeds. The CSV holds
+plain numbers for machines; the Markdown and the terminal round them for people.
 
 Built only from files on disk (each job's ``.hydra/overrides.yaml``, ``status.json``,
 ``metrics.json`` and an optional ``trial.json``), so it can be rebuilt at any time,
@@ -17,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from dlrun.config import metric_mode
+from dlrun.display import interval, number
+from dlrun.evaluation.significance import VERDICTS, t_interval
 
 # Test metrics shown when present, in this order (the headline of each task kind).
 TEST_COLUMNS = (
@@ -41,6 +49,10 @@ class Job:
     parameters: int | None = None
     wall_seconds: float | None = None
     trial: int | None = None
+    headline: str = ""  # the metric compared with the baseline (comparison.metric)
+    verdict: str = ""  # better | worse | indistinguishable (comparison.verdict)
+    diff_ci: list[float] | None = None  # model minus baseline, 95% (comparison.ci)
+    ci: list[float] | None = None  # the job's own 95% interval on ``headline``
 
 
 def read_job(job_dir: Path) -> Job | None:
@@ -57,6 +69,7 @@ def read_job(job_dir: Path) -> Job | None:
     if trial.get("state") == "PRUNED":
         state = "pruned"
     test = {k: v for k, v in metrics.get("test", {}).items() if _is_number(v)}
+    comparison = metrics.get("comparison") or {}
     return Job(
         name=job_dir.name,
         overrides=overrides,
@@ -69,7 +82,18 @@ def read_job(job_dir: Path) -> Job | None:
         parameters=train.get("parameters"),
         wall_seconds=status.get("wall_seconds", train.get("seconds")),
         trial=trial.get("number"),
+        headline=comparison.get("metric") or "",
+        verdict=comparison.get("verdict") or "",
+        diff_ci=_pair(comparison.get("ci")),
+        ci=_pair(_own_interval(metrics, comparison)),
     )
+
+
+def _own_interval(metrics: dict[str, Any], comparison: dict[str, Any]) -> Any:
+    """The job's 95% interval on its headline metric: the bootstrap's, or k-fold's cv."""
+    if "model_ci" in comparison:
+        return comparison["model_ci"]
+    return (metrics.get("cv", {}).get(comparison.get("metric")) or {}).get("ci")
 
 
 def collect(sweep_dir: Path) -> list[Job]:
@@ -101,32 +125,63 @@ def rank(jobs: list[Job]) -> list[Job]:
     return sorted(jobs, key=key)
 
 
-def table_rows(jobs: list[Job]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows, one per job, in rank order."""
+def table_rows(jobs: list[Job]) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows, one per job, in rank order, as values (numbers stay numbers).
+
+    ``vs_baseline`` and ``diff_ci_low/high`` are each job's verdict and the interval of
+    model minus baseline; ``ci_low/high`` the job's own interval on its headline metric.
+    """
     swept = swept_keys(jobs)
     metrics = [c for c in TEST_COLUMNS if any(c in j.test for j in jobs)]
     monitor = next((j.monitor for j in jobs if j.monitor), "best")
     header = [
         "rank", "job", *(["trial"] if any(j.trial is not None for j in jobs) else []),
-        *swept, *(f"test_{m}" for m in metrics), f"best_{monitor}", "best_epoch",
+        *swept, *(f"test_{m}" for m in metrics), "headline", "ci_low", "ci_high",
+        "vs_baseline", "diff_ci_low", "diff_ci_high", f"best_{monitor}", "best_epoch",
         "params", "seconds", "status", "reason",
     ]  # fmt: skip
     rows = []
     for position, job in enumerate(rank(jobs), start=1):
         done = job.status == "completed"
-        row = [str(position) if done else "-", job.name]
+        row: list[Any] = [position if done else "-", job.name]
         if "trial" in header:
-            row.append("" if job.trial is None else str(job.trial))
+            row.append(job.trial)
         row += [job.overrides.get(k, "") for k in swept]
-        row += [_fmt(job.test.get(m)) for m in metrics]
-        row += [_fmt(job.best_value), _fmt(job.best_epoch), _fmt(job.parameters)]
-        row += [_fmt(job.wall_seconds), job.status, job.reason]
+        row += [job.test.get(m) for m in metrics]
+        row += [job.headline or None, *(job.ci or (None, None)), job.verdict or None]
+        row += [*(job.diff_ci or (None, None))]
+        row += [job.best_value, job.best_epoch, job.parameters]
+        row += [job.wall_seconds, job.status, job.reason]
         rows.append(row)
     return header, rows
 
 
+def overlap_note(jobs: list[Job]) -> str:
+    """A sentence when the leader's 95% interval overlaps the next jobs' (else empty).
+
+    Overlapping intervals do not prove a tie, but a ranking inside them is not evidence
+    either: the note says which rows the data cannot separate.
+    """
+    ranked = [j for j in rank(jobs) if j.status == "completed" and j.ci and j.headline]
+    if len(ranked) < 2:
+        return ""
+    leader, rest = ranked[0], ranked[1:]
+    tied = [j for j in rest if j.headline == leader.headline and _overlaps(j.ci, leader.ci)]
+    if not tied:
+        return (
+            f"The leader's 95% interval on {leader.headline} {interval(leader.ci)} "
+            "overlaps no other job's."
+        )
+    names = ", ".join(j.name for j in tied[:5]) + (" …" if len(tied) > 5 else "")
+    return (
+        f"The 95% intervals on {leader.headline} of the leader ({leader.name} "
+        f"{interval(leader.ci)}) and of {len(tied)} more job(s) overlap ({names}): "
+        "the ranking among them may be noise."
+    )
+
+
 def seed_groups(jobs: list[Job]) -> tuple[list[str], list[list[str]]]:
-    """Mean ± std over jobs that differ only by seed (empty when none do)."""
+    """Mean ± std and a 95% t-interval over jobs that differ only by seed (or nothing)."""
     swept = [k for k in swept_keys(jobs) if k not in SEED_KEYS]
     if len(swept) == len(swept_keys(jobs)):
         return [], []
@@ -135,14 +190,15 @@ def seed_groups(jobs: list[Job]) -> tuple[list[str], list[list[str]]]:
         if job.status == "completed":
             groups.setdefault(tuple(job.overrides.get(k, "") for k in swept), []).append(job)
     metrics = [c for c in TEST_COLUMNS if any(c in j.test for j in jobs)]
-    header = [*swept, "seeds", *(f"test_{m}" for m in metrics), "best_value"]
+    header = [*swept, "seeds", *(f"test_{m}" for m in metrics), "vs baseline", "best_value"]
     monitors = {j.monitor for j in jobs if j.monitor}
     larger_first = len(monitors) != 1 or metric_mode(next(iter(monitors))) == "max"
     scored = []
     for values, members in groups.items():
         row = [*values, str(len(members))]
-        row += [_mean_std([j.test.get(m) for j in members]) for m in metrics]
-        row.append(_mean_std([j.best_value for j in members]))
+        row += [_spread([j.test.get(m) for j in members]) for m in metrics]
+        row.append(_verdict_counts(members))
+        row.append(_spread([j.best_value for j in members]))
         best = [j.best_value for j in members if _is_number(j.best_value)]
         scored.append((statistics.mean(best) if best else math.nan, row))
     scored.sort(key=lambda pair: pair[0], reverse=larger_first)
@@ -157,11 +213,15 @@ def write(sweep_dir: Path) -> tuple[list[Job], Path, Path]:
     with csv_path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
-        writer.writerows(rows)
-    md = [f"# Leaderboard: {sweep_dir.name}", "", _markdown(header, rows)]
+        writer.writerows([["" if v is None else v for v in row] for row in rows])
+    shown_header, shown = _display(header, rows)
+    md = [f"# Leaderboard: {sweep_dir.name}", "", _markdown(shown_header, shown)]
+    note = overlap_note(jobs)
+    if note:
+        md += ["", note]
     g_header, g_rows = seed_groups(jobs)
     if g_rows:
-        md += ["", "## Mean ± std over seeds", "", _markdown(g_header, g_rows)]
+        md += ["", "## Mean ± std over seeds [95% t-interval]", "", _markdown(g_header, g_rows)]
     failed = [j for j in jobs if j.status not in ("completed", "pruned")]
     md += ["", f"{len(jobs)} jobs, {len(failed)} not completed."]
     md_path = sweep_dir / "leaderboard.md"
@@ -171,15 +231,16 @@ def write(sweep_dir: Path) -> tuple[list[Job], Path, Path]:
 
 def print_tables(sweep_dir: Path, jobs: list[Job]) -> None:
     """The leaderboard on the terminal, narrowed to what fits: the swept values, three
-    headline test metrics, the monitored best and the status (the files have it all)."""
-    from rich.console import Console
+    headline test metrics, the verdict against the baseline, the monitored best and the
+    status (the files have it all)."""
     from rich.table import Table
 
-    console = Console()
-    if not console.is_terminal:  # logs and pipes: wide enough for a sweep's columns
-        console = Console(width=160)
-    header, rows = table_rows(jobs)
-    keep = {"rank", *swept_keys(jobs), "status"}
+    from dlrun.display import make_console
+
+    console = make_console()
+    header, rows = _display(*table_rows(jobs))
+    keep = {"rank", *swept_keys(jobs), "status", "vs baseline"}
+    keep |= {h for h in header if h.startswith("95% CI")}
     keep |= {h for h in header if h.startswith("best_") and h != "best_epoch"}
     keep.update([h for h in header if h.startswith("test_")][:3])
     if any(row[-2] != "completed" for row in rows):
@@ -195,16 +256,42 @@ def print_tables(sweep_dir: Path, jobs: list[Job]) -> None:
             cells[-1] = cells[-1][:59] + "…"
         table.add_row(*cells, style=style)
     console.print(table)
+    note = overlap_note(jobs)
+    if note:
+        console.print(note, highlight=False, markup=False)
     g_header, g_rows = seed_groups(jobs)
     if g_rows:
-        grouped = Table(title="mean ± std over seeds (test)")
+        grouped = Table(title="mean ± std [95% t-interval] over seeds (test)")
         columns = [i for i, h in enumerate(g_header) if not h.startswith("test_")]
-        columns[-1:-1] = [i for i, h in enumerate(g_header) if h.startswith("test_")][:3]
+        columns[-2:-2] = [i for i, h in enumerate(g_header) if h.startswith("test_")][:3]
         for i in columns:
             grouped.add_column(g_header[i].removeprefix("test_"), overflow="fold")
         for row in g_rows:
             grouped.add_row(*(row[i] for i in columns))
         console.print(grouped)
+
+
+def _display(header: list[str], rows: list[list[Any]]) -> tuple[list[str], list[list[str]]]:
+    """Rows for people: numbers rounded, each interval in one cell, verdict with its CI."""
+    headlines = {row[header.index("headline")] for row in rows} - {None}
+    own = "95% CI" + (f" ({next(iter(headlines))})" if len(headlines) == 1 else "")
+    pairs = {"ci_low": own, "diff_ci_low": "vs baseline"}
+    skip = {"ci_high", "diff_ci_high", "vs_baseline", "headline"}
+    shown_header, shown = [], [[] for _ in rows]
+    for i, name in enumerate(header):
+        if name in skip:
+            continue
+        shown_header.append(pairs.get(name, name))
+        for row, out in zip(rows, shown, strict=True):
+            if name == "ci_low":
+                out.append(_interval_cell(row[i], row[i + 1]))
+            elif name == "diff_ci_low":
+                verdict = row[header.index("vs_baseline")] or ""
+                cell = _interval_cell(row[i], row[i + 1], signed=True)
+                out.append(f"{verdict} {cell}" if verdict else "")
+            else:
+                out.append(_fmt(row[i]))
+    return shown_header, shown
 
 
 def main() -> None:
@@ -251,20 +338,38 @@ def _is_number(value: Any) -> bool:
 def _fmt(value: Any) -> str:
     if value is None:
         return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, int) and value >= 10_000:
-        return f"{value:,}"
-    return str(value)
+    return number(value) if isinstance(value, int | float) else str(value)
 
 
-def _mean_std(values: list[Any]) -> str:
+def _interval_cell(low: Any, high: Any, signed: bool = False) -> str:
+    return "" if low is None or high is None else interval((low, high), signed=signed)
+
+
+def _verdict_counts(members: list[Job]) -> str:
+    """e.g. ``better 2/3, indistinguishable 1/3`` over a seed group."""
+    verdicts = [j.verdict for j in members]
+    counts = [f"{v} {verdicts.count(v)}/{len(members)}" for v in VERDICTS if v in verdicts]
+    return ", ".join(counts)
+
+
+def _pair(value: Any) -> list[float] | None:
+    ok = isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value)
+    return [float(v) for v in value] if ok else None
+
+
+def _overlaps(a: list[float], b: list[float]) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def _spread(values: list[Any]) -> str:
+    """``mean ± std [t-interval]`` over seeds; the value alone for one seed."""
     numbers = [v for v in values if _is_number(v)]
     if not numbers:
         return ""
     if len(numbers) == 1:
-        return f"{numbers[0]:.4g}"
-    return f"{statistics.mean(numbers):.4g} ± {statistics.stdev(numbers):.2g}"
+        return number(numbers[0])
+    spread = f"{number(statistics.mean(numbers))} ± {number(statistics.stdev(numbers), 2)}"
+    return f"{spread} {interval(t_interval(numbers))}"
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:

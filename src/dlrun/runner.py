@@ -113,13 +113,16 @@ def train_and_evaluate(
     run_dir: Path,
     console: Console | None = None,
     bundle: DataBundle | None = None,
+    eval_bundle: DataBundle | None = None,
 ) -> dict[str, Any]:
     """Train per ``cfg`` into ``run_dir`` and evaluate the best checkpoint on the test split.
 
-    ``bundle`` replaces the config's data (cross-validation passes each fold's splits).
+    ``bundle`` replaces the config's data; ``eval_bundle`` is what gets scored when that
+    differs from what was trained on (cross-validation: each fold's held-out part is
+    only scored, never used to pick the checkpoint).
     """
     if cfg["trainer"].get("devices", 1) > 1 and not launched():
-        return spawn_run(cfg, run_dir, bundle)
+        return spawn_run(cfg, run_dir, bundle, eval_bundle)
     if distributed.env_world_size() > 1:
         distributed.init(distributed.process_device(select_device(cfg["trainer"]["device"])))
     main = distributed.is_main()
@@ -206,7 +209,7 @@ def train_and_evaluate(
 
     metrics = evaluate_run(
         exp.model,
-        exp.bundle,
+        exp.bundle if eval_bundle is None else eval_bundle.to(exp.device),
         run_dir,
         splits=tuple(cfg["eval"]["splits"]),
         batch_size=max(256, trainer_cfg["batch_size"]),

@@ -1,20 +1,37 @@
-"""k-fold and iterated k-fold cross-validation: k models, mean ± std of every metric.
+"""k-fold and iterated k-fold cross-validation: k models, mean ± std and intervals.
 
 The seeds' way to validate when data is scarce. The training and validation splits are
-pooled and cut into k folds (stratified for single-label classification); each fold in
-turn is the validation split of a model trained on the others, and every fold model is
-also scored on the untouched test split. ``metrics.json`` then holds ``cv`` (the
-held-out fold metrics, mean and std), ``test`` (the mean over fold models) with
-``test_std``, and every fold's numbers; each fold's own files sit in ``fold_<i>/``.
+pooled and cut into k folds (stratified for single-label classification). For each
+fold in turn, a model is trained on the other folds and the fold itself is *only
+scored*: the checkpoint (and early stopping) is chosen on an inner validation split
+carved from the training folds, with the same share of data as the holdout protocol's
+validation split. Choosing the checkpoint on the scored fold would report the best of
+many epochs on that very fold, an optimistic score. Every fold model is also scored on
+the untouched test split.
+
+``metrics.json`` holds ``cv`` (the held-out folds) and ``test`` (the fold models on the
+test split), each metric with mean, std and a 95% interval over folds, the comparison
+with each fold's baseline summarised over folds, and every fold's numbers. Folds are
+numbered from 1, on screen and on disk (``fold_1/`` ... ``fold_k/``), each with its own
+full run files. A run interrupted in fold i resumes with ``dlrun resume=<run_dir>``:
+finished folds are read back from their ``metrics.json``, fold i continues exactly from
+its ``last.pt``.
+
+Intervals: the held-out scores of different folds share most of their training data,
+so the plain t-interval is too narrow; ``cv`` uses Nadeau and Bengio's corrected
+resampled t (variance (1/J + n_held/n_train) s^2 over J folds). The ``test`` interval
+is a plain t-interval over fold models: they are all scored on the same test examples,
+so it shows training variation only.
 
 Feature scaling stays as the loader fit it on the original training split (70% of the
-data), so the folds' validation parts were partly seen by the scaler: a small, stated
+data), so the folds' held-out parts were partly seen by the scaler: a small, stated
 optimism that keeps every loader simple.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -24,14 +41,19 @@ import torch
 from rich.console import Console
 
 from dlrun.data.spec import DataBundle, Split, Task
+from dlrun.display import interval, make_console, number
 from dlrun.errors import UserError
+from dlrun.evaluation.files import write_json
+from dlrun.evaluation.significance import decide, t_interval
 from dlrun.runner import instantiate, train_and_evaluate
+
+DEFAULT_INNER_SHARE = 0.15  # when the loader has no validation split to copy the share from
 
 
 def fold_indices(
     targets: torch.Tensor, task: Task, folds: int, repeats: int, seed: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train, validation) index pairs for every fold of every repeat."""
+    """(train, held-out) index pairs for every fold of every repeat."""
     from sklearn.model_selection import (
         KFold,
         RepeatedKFold,
@@ -62,11 +84,32 @@ def fold_indices(
     return list(splitter.split(np.zeros(n), y if stratify else None))
 
 
+def inner_split(
+    targets: torch.Tensor, task: Task, share: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation) indices of a fold's training part, stratified when possible.
+
+    Stratification falls back to a plain shuffle when a class has too few members to
+    appear on both sides.
+    """
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(targets))
+    size = max(1, round(share * len(index)))
+    y = targets.cpu().numpy()
+    try:
+        stratify = y if task in (Task.MULTICLASS, Task.BINARY) else None
+        fit, val = train_test_split(index, test_size=size, random_state=seed, stratify=stratify)
+    except ValueError:
+        fit, val = train_test_split(index, test_size=size, random_state=seed)
+    return np.sort(fit), np.sort(val)
+
+
 def cross_validate(
     cfg: dict[str, Any], run_dir: Path, console: Console | None = None
 ) -> dict[str, Any]:
-    """Train and evaluate one model per fold; return the aggregated metrics."""
-    console = console or Console()
+    """Train and evaluate one model per fold (skipping folds a resumed run finished)."""
+    console = console or make_console()
     evaluation = cfg["eval"]
     repeats = evaluation["repeats"] if evaluation["protocol"] == "iterated_kfold" else 1
     base: DataBundle = instantiate(cfg["data"], seed=cfg["seed"])
@@ -77,55 +120,86 @@ def cross_validate(
             "is a series, which always uses its temporal holdout split"
         )
     pool = _concat(base.train, base.val)
+    share = len(base.val) / len(pool) if len(base.val) else DEFAULT_INNER_SHARE
     pairs = fold_indices(pool.y, task, evaluation["folds"], repeats, cfg["seed"])
     per_fold = []
-    for number, (train_idx, val_idx) in enumerate(pairs):
-        console.print(f"fold {number + 1}/{len(pairs)}", highlight=False)
-        fold_cfg = copy.deepcopy(cfg)
-        fold_cfg["eval"]["splits"] = ["val", "test"]
-        bundle = DataBundle(
-            base.spec,
-            pool.subset(torch.from_numpy(train_idx)),
-            pool.subset(torch.from_numpy(val_idx)),
-            base.test,
-            base.meta,
+    for fold, (train_idx, held_idx) in enumerate(pairs, start=1):
+        fold_dir = run_dir / f"fold_{fold}"
+        finished = _finished(fold_dir) if cfg.get("resume") else None
+        if finished is not None:
+            console.print(f"fold {fold}/{len(pairs)} ({fold_dir.name}): done", highlight=False)
+            per_fold.append(finished)
+            continue
+        console.print(f"fold {fold}/{len(pairs)} ({fold_dir.name})", highlight=False)
+        fit_idx, val_idx = inner_split(pool.y[train_idx], task, share, cfg["seed"] + fold)
+        training = pool.subset(torch.from_numpy(train_idx))
+        fit = training.subset(torch.from_numpy(fit_idx))
+        train_bundle = DataBundle(
+            base.spec, fit, training.subset(torch.from_numpy(val_idx)), base.test, base.meta
         )
-        fold_dir = run_dir / f"fold_{number}"
-        fold_dir.mkdir(parents=True, exist_ok=True)
-        metrics = train_and_evaluate(fold_cfg, fold_dir, console, bundle=bundle)
-        per_fold.append(metrics)
+        held_out = pool.subset(torch.from_numpy(held_idx))
+        eval_bundle = DataBundle(base.spec, fit, held_out, base.test, base.meta)
+        per_fold.append(_run_fold(cfg, fold_dir, console, train_bundle, eval_bundle, fold))
     result = _aggregate(per_fold, evaluation["protocol"], run_dir)
     _print_summary(console, result)
     return result
 
 
+def _run_fold(
+    cfg: dict[str, Any],
+    fold_dir: Path,
+    console: Console,
+    train_bundle: DataBundle,
+    eval_bundle: DataBundle,
+    fold: int,
+) -> dict[str, Any]:
+    """Train one fold (continuing its ``last.pt`` when resuming); save its metrics."""
+    fold_cfg = copy.deepcopy(cfg)
+    fold_cfg["eval"]["splits"] = ["val", "test"]  # val = the held-out fold, only scored
+    last = fold_dir / "checkpoints" / "last.pt"
+    fold_cfg["resume"] = str(fold_dir) if cfg.get("resume") and last.is_file() else None
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    metrics = train_and_evaluate(fold_cfg, fold_dir, console, train_bundle, eval_bundle)
+    metrics["fold"] = fold
+    metrics["sizes"] = {
+        "fit": len(train_bundle.train),
+        "inner_val": len(train_bundle.val),
+        "held_out": len(eval_bundle.val),
+        "test": len(eval_bundle.test),
+    }
+    write_json(fold_dir / "metrics.json", metrics)  # now with the training summary
+    return metrics
+
+
+def _finished(fold_dir: Path) -> dict[str, Any] | None:
+    """A fold's metrics when it completed (its metrics.json has the training summary)."""
+    path = fold_dir / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) and "train" in metrics else None
+
+
 def _print_summary(console: Console, result: dict[str, Any]) -> None:
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"{result['protocol']}: mean ± std over {result['folds']} folds")
-    for column in ("metric", "cv (held-out folds)", "test"):
+    table = Table(
+        title=f"{result['protocol']}: mean ± std and 95% interval over {result['folds']} folds",
+        caption=Text(_comparison_sentence(result)),
+    )
+    for column in ("metric", "cv (held-out folds)", "test (fold models)"):
         table.add_column(column, justify="right")
     for key, cv in result["cv"].items():
-        test, spread = result["test"].get(key), result["test_std"].get(key)
-        test_cell = "" if test is None else f"{test:.4f} ± {spread:.4f}"
-        table.add_row(key, f"{cv['mean']:.4f} ± {cv['std']:.4f}", test_cell)
+        table.add_row(key, _cell(cv), _cell(result["test_summary"].get(key)))
     console.print(table)
 
 
 def _aggregate(per_fold: list[dict[str, Any]], protocol: str, run_dir: Path) -> dict[str, Any]:
     first = per_fold[0]
-
-    def summary(split: str) -> dict[str, dict[str, float]]:
-        keys = [k for k, v in first[split].items() if _number(v)]
-        out = {}
-        for key in keys:
-            values = [m[split][key] for m in per_fold if _number(m[split].get(key))]
-            if values:
-                spread = statistics.stdev(values) if len(values) > 1 else 0.0
-                out[key] = {"mean": statistics.mean(values), "std": spread}
-        return out
-
-    cv, test = summary("val"), summary("test")
+    overlap = statistics.mean(_held_out_share(m.get("sizes", {})) for m in per_fold)
+    cv, test = _summary(per_fold, "val", overlap), _summary(per_fold, "test", 0.0)
     best = [m["train"]["best_value"] for m in per_fold if _number(m["train"]["best_value"])]
     result = {
         "task": first["task"],
@@ -136,10 +210,21 @@ def _aggregate(per_fold: list[dict[str, Any]], protocol: str, run_dir: Path) -> 
         "cv": cv,
         "test": {k: v["mean"] for k, v in test.items()},
         "test_std": {k: v["std"] for k, v in test.items()},
+        "test_summary": test,
         "baseline": first.get("baseline", {}),
+        "baseline_kind": first.get("baseline_kind"),
+        "comparison": _comparison(per_fold, overlap),
         "per_fold": [
-            {"fold": i, "val": _numbers(m["val"]), "test": _numbers(m["test"])}
-            for i, m in enumerate(per_fold)
+            {
+                "fold": m.get("fold", i),
+                "dir": f"fold_{m.get('fold', i)}",
+                "val": _numbers(m["val"]),
+                "test": _numbers(m["test"]),
+                "sizes": m.get("sizes"),
+                "verdict": m.get("comparison", {}).get("verdict"),
+                "baseline_kind": m.get("baseline_kind"),
+            }
+            for i, m in enumerate(per_fold, start=1)
         ],
         "train": {
             "monitor": first["train"]["monitor"],
@@ -155,23 +240,86 @@ def _aggregate(per_fold: list[dict[str, Any]], protocol: str, run_dir: Path) -> 
     return result
 
 
+def _held_out_share(sizes: dict[str, int]) -> float:
+    """Held-out size / training size of one fold (Nadeau and Bengio's n2 / n1)."""
+    trained = sizes.get("fit", 0) + sizes.get("inner_val", 0)
+    return sizes.get("held_out", 0) / trained if trained else 0.0
+
+
+def _summary(per_fold: list[dict[str, Any]], split: str, overlap: float) -> dict[str, Any]:
+    """Mean, std and 95% t-interval over folds of every numeric metric of ``split``."""
+    keys = [k for k, v in per_fold[0][split].items() if _number(v)]
+    out = {}
+    for key in keys:
+        values = [m[split][key] for m in per_fold if _number(m[split].get(key))]
+        if values:
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            out[key] = {
+                "mean": statistics.mean(values),
+                "std": spread,
+                "ci": t_interval(values, overlap=overlap),
+            }
+    return out
+
+
+def _comparison(per_fold: list[dict[str, Any]], overlap: float) -> dict[str, Any]:
+    """Model minus baseline on the held-out folds' headline metric, over folds."""
+    folds = [m.get("comparison", {}) for m in per_fold]
+    first = folds[0]
+    differences = [c.get("difference") for c in folds if _number(c.get("difference"))]
+    ci = t_interval(differences, overlap=overlap)
+    higher = bool(first.get("higher_is_better", True))
+    verdicts = [c.get("verdict") for c in folds]
+    return {
+        "metric": first.get("metric"),
+        "higher_is_better": higher,
+        "model": _mean([c.get("model") for c in folds]),
+        "baseline": _mean([c.get("baseline") for c in folds]),
+        "difference": _mean(differences),
+        "ci": ci,
+        "ci_level": 0.95,
+        "interval": "corrected resampled t over folds (Nadeau and Bengio)",
+        "verdict": decide(ci, higher),
+        "beats_baseline": decide(ci, higher) == "better" if differences else None,
+        "fold_verdicts": {v: verdicts.count(v) for v in ("better", "worse", "indistinguishable")},
+    }
+
+
+def _comparison_sentence(result: dict[str, Any]) -> str:
+    c = result["comparison"]
+    counts = ", ".join(f"{n} {v}" for v, n in c["fold_verdicts"].items() if n)
+    return (
+        f"Against the baseline ({c['metric']}, held-out folds): {c['verdict']}; "
+        f"difference {number(c['difference'], signed=True)}, 95% CI "
+        f"{interval(c['ci'], signed=True)}; per fold: {counts}."
+    )
+
+
 def _write_report(run_dir: Path, result: dict[str, Any]) -> None:
     lines = [
         f"# {result['protocol']}: {result['folds']} fold models ({result['task']})",
         "",
-        "Held-out fold metrics (cv) and the fold models on the untouched test split,",
-        "as mean ± std over folds. Each fold's full report is in `fold_<i>/report.md`.",
+        "Each fold model was trained on the other folds, with its checkpoint chosen on an",
+        "inner validation split of them; its held-out fold (cv) was only scored. Every fold",
+        "model was also scored on the untouched test split. Mean ± std and 95% interval",
+        "over folds (cv: corrected resampled t, since folds share training data; test: t",
+        "over fold models, training variation only). Each fold's full report is in",
+        "`fold_<i>/report.md` (i from 1).",
         "",
-        "| metric | cv (held-out folds) | test |",
+        f"**{_comparison_sentence(result)}**",
+        "",
+        "| metric | cv (held-out folds) | test (fold models) |",
         "| --- | --- | --- |",
     ]
-    for key in result["cv"]:
-        cv = result["cv"][key]
-        test = result["test"].get(key)
-        spread = result["test_std"].get(key)
-        test_cell = "" if test is None else f"{test:.4f} ± {spread:.4f}"
-        lines.append(f"| {key} | {cv['mean']:.4f} ± {cv['std']:.4f} | {test_cell} |")
+    for key, cv in result["cv"].items():
+        lines.append(f"| {key} | {_cell(cv)} | {_cell(result['test_summary'].get(key))} |")
     (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def _cell(summary: dict[str, Any] | None) -> str:
+    if not summary:
+        return ""
+    return f"{number(summary['mean'])} ± {number(summary['std'], 2)} {interval(summary['ci'])}"
 
 
 def _concat(a: Split, b: Split) -> Split:
@@ -179,6 +327,11 @@ def _concat(a: Split, b: Split) -> Split:
     if a.lengths is not None and b.lengths is not None:
         lengths = torch.cat([a.lengths, b.lengths])
     return Split(torch.cat([a.x, b.x]), torch.cat([a.y, b.y]), lengths)
+
+
+def _mean(values: list[Any]) -> float | None:
+    numbers = [v for v in values if _number(v)]
+    return statistics.mean(numbers) if numbers else None
 
 
 def _number(value: Any) -> bool:

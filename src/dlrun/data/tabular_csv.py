@@ -33,7 +33,7 @@ def load_csv(
     task: str = "auto",
     drop: Sequence[str] = (),
     positive_class: str | None = None,
-    delimiter: str = ",",
+    delimiter: str = "auto",
     max_categories: int = 50,
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
@@ -48,6 +48,9 @@ def load_csv(
     categories share one column).
     """
     table = read_csv(path, delimiter)
+    # Hydra reads data.target=2010 as a number; column names are text
+    target = None if target is None else str(target)
+    drop = [str(name) for name in drop]
     if target is None:
         raise UserError(
             f"Set data.target to the column to predict; {table.path} has: "
@@ -56,12 +59,14 @@ def load_csv(
     if task not in TASKS:
         raise UserError(f"data.task must be one of {', '.join(TASKS)} (got {task!r}).")
     cells = table.column(target, "target")
-    drop = list(drop)
     for name in drop:
         table.column(name, "drop")  # an unknown name is a typo worth reporting
     rows = np.array([i for i, cell in enumerate(cells) if not is_missing(cell)])
     if len(rows) == 0:
         raise UserError(f"Column {target!r} of {table.path} has no values.")
+    values = to_numbers([cells[i] for i in rows])
+    if values is not None:
+        table.check_finite(target, values, rows)
     y, resolved, class_names = _encode_target(
         [cells[i] for i in rows], task, positive_class, target
     )
@@ -154,6 +159,7 @@ def _encode_features(
         cells = [table.columns[name][i] for i in rows]
         values = to_numbers(cells)
         if values is not None:
+            table.check_finite(name, values, rows)
             numeric[name] = values
         else:
             categorical[name] = ["missing" if is_missing(c) else c.strip() for c in cells]

@@ -92,11 +92,14 @@ def finish_cli_process(code: int | str | None) -> None:
 
 
 # ------------------------------------------------------------- trainer.devices = N
-def spawn_run(cfg: dict[str, Any], run_dir: Path, bundle: Any = None) -> dict[str, Any]:
+def spawn_run(
+    cfg: dict[str, Any], run_dir: Path, bundle: Any = None, eval_bundle: Any = None
+) -> dict[str, Any]:
     """Train with ``trainer.devices`` processes on this machine; rank 0's metrics.
 
     ``bundle`` (a :class:`DataBundle` given instead of the config's data, as
-    cross-validation does) is sent to every worker.
+    cross-validation does) and ``eval_bundle`` (the data to score, when not the
+    training bundle) are sent to every worker.
 
     Raises :class:`RunInterrupted` or :class:`UserError` with the first worker's own
     message, or :class:`WorkerCrashed` with its traceback, so the CLI records the run as
@@ -120,7 +123,7 @@ def spawn_run(cfg: dict[str, Any], run_dir: Path, bundle: Any = None) -> dict[st
     with _forward_signals(pids) as forwarded:
         context = mp.start_processes(
             _worker,
-            args=(world, free_port(), cfg, str(run_dir), bundle, queue),
+            args=(world, free_port(), cfg, str(run_dir), bundle, eval_bundle, queue),
             nprocs=world,
             join=False,
             start_method="spawn",
@@ -249,7 +252,14 @@ def _forward_signals(pids: list[int]) -> Iterator[list[str]]:
 
 
 def _worker(
-    index: int, world: int, port: int, cfg: dict[str, Any], run_dir: str, bundle: Any, queue: Any
+    index: int,
+    world: int,
+    port: int,
+    cfg: dict[str, Any],
+    run_dir: str,
+    bundle: Any,
+    eval_bundle: Any,
+    queue: Any,
 ) -> None:
     """One spawned rank: become a torchrun-style worker, train, report, ``os._exit``."""
     if hasattr(os, "setpgrp"):
@@ -270,7 +280,7 @@ def _worker(
 
         from dlrun.runner import train_and_evaluate
 
-        metrics = train_and_evaluate(cfg, Path(run_dir), Console(), bundle=bundle)
+        metrics = train_and_evaluate(cfg, Path(run_dir), Console(), bundle, eval_bundle)
         queue.put(("ok", index, metrics) if index == 0 else ("done", index, None))
     except RunInterrupted as exc:
         code = 130

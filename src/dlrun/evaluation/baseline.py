@@ -1,42 +1,114 @@
-"""The trivial predictor each task is judged against, fit on the TRAIN split only.
+"""The trivial predictors a model is judged against, fit on the TRAIN split only.
 
 A metric means little alone: 0.95 accuracy is poor when 95% of samples are one class.
-Each baseline is built as the raw outputs a model would emit (logits or values in
-training units) and scored by the same code as the model, so the two rows of the report
-are computed identically:
+Each task has a few trivial predictors; the run uses the *strongest* on the headline
+metric, chosen on the validation split (the training split when validation is what is
+being reported), never on the split it is then compared on, so the choice is not tuned
+on test. A weak straw man would flatter every model: for macro F1 the majority class
+scores about 1/k of a random guess that keeps the class frequencies.
 
-| task           | baseline                                                          |
-| -------------- | ----------------------------------------------------------------- |
-| multiclass     | train class prior: predicts the majority class; loss = its log-loss |
-| binary         | train prior of the positive class, thresholded like the model     |
-| multilabel     | per-label train prior, thresholded like the model                 |
-| (all three)    | ROC/PR: stratified random (train frequencies, seeded), as sklearn's |
-|                | ``DummyClassifier(strategy="stratified")``: a constant score has no |
-|                | ranking to draw a curve from                                      |
-| regression     | the training mean                                                 |
-| forecast       | persistence: the last observed value, repeated over the horizon   |
-| language model | unigram token frequencies (``meta["unigram"]`` or train counts)   |
+| task           | candidates (``baseline_kind``)                                         |
+| -------------- | ---------------------------------------------------------------------- |
+| classification | ``prior`` (majority class; binary/multilabel: the training prior,       |
+|                | thresholded like the model), ``stratified`` (random classes with the    |
+|                | training frequencies, seeded), ``uniform`` (random, all classes alike) |
+| regression     | ``mean``, ``median`` of the training targets                           |
+| forecast       | ``persistence`` (last value repeated), ``seasonal`` (the value one      |
+|                | period earlier; the period fit on the training windows),               |
+|                | ``window_mean`` (mean of the input window)                             |
+| language model | ``unigram`` token frequencies (``meta["unigram"]`` or train counts)     |
 
-Frequencies counted here are add-one smoothed, so a class or token never seen in training
-gives a finite loss instead of infinity; the majority class is unaffected.
+Each is built as the raw outputs a model would emit (logits or values in training
+units) and scored by the same code as the model, so the two rows of the report are
+computed identically. Classification probabilities (the loss) are the training prior
+for ``prior`` and ``stratified`` (the best constant; a random one-hot would have infinite
+log-loss) and uniform for ``uniform``; ROC/PR rank by the strategy's random draws (for
+``prior``: stratified draws, as sklearn's ``DummyClassifier(strategy="stratified")``,
+since a constant score ranks nothing). Frequencies are add-one smoothed, so a class or
+token never seen in training gives a finite loss; the majority class is unaffected.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from dlrun.config import metric_mode
 from dlrun.data.spec import DataBundle, Split, Task
 from dlrun.evaluation.predict import Predictions, Scored, score
+from dlrun.evaluation.significance import point
 from dlrun.tasks import loss_fn
 
-DESCRIPTIONS: dict[Task, str] = {
-    Task.MULTICLASS: "majority class of the training split; ROC/PR: stratified random",
-    Task.BINARY: "training prior of the positive class; ROC/PR: stratified random",
-    Task.MULTILABEL: "per-label training prior; ROC/PR: stratified random",
-    Task.REGRESSION: "training mean",
-    Task.FORECAST: "persistence: the last observed value, repeated over the horizon",
-    Task.LANGUAGE_MODEL: "unigram token frequencies",
+CLASSIFIERS = ("prior", "stratified", "uniform")
+KINDS: dict[Task, tuple[str, ...]] = {
+    Task.MULTICLASS: CLASSIFIERS,
+    Task.BINARY: CLASSIFIERS,
+    Task.MULTILABEL: CLASSIFIERS,
+    Task.REGRESSION: ("mean", "median"),
+    Task.FORECAST: ("persistence", "seasonal", "window_mean"),
+    Task.LANGUAGE_MODEL: ("unigram",),
 }
+DESCRIPTIONS: dict[str, str] = {
+    "prior": "the training prior of the positive class, thresholded like the model",
+    "stratified": "stratified random: classes drawn with their training frequencies (seeded)",
+    "uniform": "uniform random: every class equally likely (seeded)",
+    "mean": "the training mean",
+    "median": "the training median",
+    "persistence": "persistence: the last observed value, repeated over the horizon",
+    "seasonal": "seasonal naive: the value {period} steps earlier (period fit on training)",
+    "window_mean": "the mean of the input window",
+    "unigram": "unigram token frequencies of the training text",
+}
+
+MULTILABEL_DESCRIPTIONS: dict[str, str] = {
+    "prior": "the per-label training prior, thresholded like the model",
+    "stratified": "stratified random: each label on with its training frequency (seeded)",
+    "uniform": "uniform random: each label on with probability 1/2 (seeded)",
+}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The baseline a run uses, and why: each candidate's score on the selection split."""
+
+    kind: str
+    description: str
+    split: str
+    metric: str
+    scores: dict[str, float]
+
+
+def describe(task: Task, kind: str, bundle: DataBundle) -> str:
+    """One line for the report: what the baseline predicts."""
+    if kind == "prior" and task is Task.MULTICLASS:
+        return "the majority class of the training split"
+    if task is Task.MULTILABEL and kind in CLASSIFIERS:
+        return MULTILABEL_DESCRIPTIONS[kind]
+    if kind == "seasonal":
+        return DESCRIPTIONS[kind].format(period=_season(bundle))
+    return DESCRIPTIONS[kind]
+
+
+def select(
+    task: Task,
+    bundle: DataBundle,
+    metric: str,
+    threshold: float,
+    scaler: dict | None,
+    split: str = "val",
+    seed: int = 0,
+) -> Choice:
+    """The strongest candidate on ``metric`` over ``split`` (ties: the simpler one first)."""
+    data = getattr(bundle, split)
+    scores = {}
+    for kind in KINDS[task]:
+        candidate = baseline(task, bundle, data, len(data), threshold, scaler, seed, kind)
+        scores[kind] = point(task, metric, candidate)
+    sign = 1.0 if metric_mode(metric) == "max" else -1.0
+    finite = {k: v for k, v in scores.items() if v == v}  # NaN never wins
+    kind = max(finite, key=lambda k: sign * finite[k]) if finite else KINDS[task][0]
+    return Choice(kind, describe(task, kind, bundle), split, metric, scores)
 
 
 def baseline(
@@ -47,29 +119,79 @@ def baseline(
     threshold: float,
     scaler: dict | None,
     seed: int = 0,
+    kind: str | None = None,
 ) -> Scored:
-    """Score the task's trivial predictor on the first ``n`` rows of ``split``."""
+    """Score baseline ``kind`` (default: the task's first) on the first ``n`` rows of ``split``."""
+    kind = kind or KINDS[task][0]
+    if kind not in KINDS[task]:
+        raise ValueError(f"no {kind!r} baseline for a {task} task; use {KINDS[task]}")
     split = Split(split.x[:n].cpu(), split.y[:n].cpu())
-    train_y = bundle.train.y.cpu()
     if task is Task.LANGUAGE_MODEL:
         return _unigram(bundle, split)
     if task is Task.FORECAST:
-        channel = int(bundle.meta.get("target_channel", 0))
-        last = split.x[:, -1, channel] if split.x.dim() == 3 else split.x[:, -1]
-        values = last.to(torch.float64).reshape(-1, 1).expand(split.y.reshape(n, -1).shape)
+        values = _forecast(kind, bundle, split)
         return score(task, _as_predictions(task, split.y, values), threshold, scaler)
     if task is Task.REGRESSION:
-        mean = train_y.to(torch.float64).reshape(len(train_y), -1).mean(dim=0)
-        values = mean.expand(split.y.reshape(n, -1).shape)
+        train_y = bundle.train.y.cpu().to(torch.float64).reshape(len(bundle.train), -1)
+        centre = train_y.mean(dim=0) if kind == "mean" else train_y.quantile(0.5, dim=0)
+        values = centre.expand(split.y.reshape(n, -1).shape)
         return score(task, _as_predictions(task, split.y, values), threshold, scaler)
-    prior = _class_prior(task, train_y, bundle.spec.n_outputs)
+    return _classifier(task, kind, bundle, split, threshold, seed)
+
+
+def _classifier(
+    task: Task, kind: str, bundle: DataBundle, split: Split, threshold: float, seed: int
+) -> Scored:
+    n = len(split)
+    prior = _class_prior(task, bundle.train.y.cpu(), bundle.spec.n_outputs)
+    probs = torch.full_like(prior, 1 / len(prior) if task is Task.MULTICLASS else 0.5)
+    probs = probs if kind == "uniform" else prior
+    logits = probs.log() if task is Task.MULTICLASS else torch.logit(probs)
+    scored = score(task, _as_predictions(task, split.y, logits.expand(n, -1)), threshold, None)
+    draws = _draws(task, probs, n, seed)
+    if kind != "prior":
+        scored.preds = draws
     if task is Task.MULTICLASS:
-        logits = prior.log().expand(n, -1)
+        scored.rank_scores = torch.nn.functional.one_hot(draws, len(prior)).to(torch.float64)
     else:
-        logits = torch.logit(prior).expand(n, -1)
-    scored = score(task, _as_predictions(task, split.y, logits), threshold, scaler)
-    scored.rank_scores = _stratified(task, prior, n, seed)
+        scored.rank_scores = draws.to(torch.float64)
     return scored
+
+
+def _forecast(kind: str, bundle: DataBundle, split: Split) -> torch.Tensor:
+    """The forecast candidates' values (N, horizon) in training units."""
+    history = _target_channel(bundle, split.x)
+    horizon = split.y.reshape(len(split), -1).shape[1]
+    if kind == "window_mean":
+        return history.mean(dim=1, keepdim=True).expand(-1, horizon)
+    period = _season(bundle) if kind == "seasonal" else 1
+    return _seasonal_naive(history, period, horizon)
+
+
+def _seasonal_naive(history: torch.Tensor, period: int, horizon: int) -> torch.Tensor:
+    """Step h repeats the value ``period - (h mod period)`` steps before the end."""
+    steps = history.shape[1] - period + torch.arange(horizon) % period
+    return history[:, steps]
+
+
+def _season(bundle: DataBundle) -> int:
+    """The period (2 .. window length) whose seasonal naive forecast fits training best."""
+    if bundle.spec.task is not Task.FORECAST:
+        return 1
+    history = _target_channel(bundle, bundle.train.x.cpu())
+    truth = bundle.train.y.cpu().to(torch.float64).reshape(len(history), -1)
+    errors = {
+        period: float(((_seasonal_naive(history, period, truth.shape[1]) - truth) ** 2).mean())
+        for period in range(2, history.shape[1] + 1)
+    }
+    return min(errors, key=errors.__getitem__) if errors else 1
+
+
+def _target_channel(bundle: DataBundle, x: torch.Tensor) -> torch.Tensor:
+    """The input windows' target channel (N, T), float64."""
+    channel = int(bundle.meta.get("target_channel", 0))
+    series = x[:, :, channel] if x.dim() == 3 else x
+    return series.cpu().to(torch.float64)
 
 
 def _as_predictions(task: Task, targets: torch.Tensor, outputs: torch.Tensor) -> Predictions:
@@ -94,14 +216,13 @@ def _smoothed(counts: torch.Tensor) -> torch.Tensor:
     return counts / counts.sum()
 
 
-def _stratified(task: Task, prior: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    """Random 0/1 scores drawn with the training frequencies, from a fixed seed."""
+def _draws(task: Task, probs: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Random predictions from ``probs``, from a fixed seed: class ids, or 0/1 per label."""
     generator = torch.Generator().manual_seed(seed)
     if task is Task.MULTICLASS:
-        draws = torch.multinomial(prior, n, replacement=True, generator=generator)
-        return torch.nn.functional.one_hot(draws, len(prior)).to(torch.float64)
-    scores = torch.bernoulli(prior.expand(n, -1), generator=generator)
-    return scores.reshape(-1) if task is Task.BINARY else scores
+        return torch.multinomial(probs, n, replacement=True, generator=generator)
+    draws = torch.bernoulli(probs.expand(n, -1), generator=generator).long()
+    return draws.reshape(-1) if task is Task.BINARY else draws
 
 
 def _unigram(bundle: DataBundle, split: Split) -> Scored:

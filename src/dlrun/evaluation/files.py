@@ -45,10 +45,10 @@ def write_predictions(
     task: Task,
     scored: Scored,
     names: Sequence[str],
-    persistence: Scored | None = None,
+    baseline: Scored | None = None,
     vocab: Sequence[str] = (),
 ) -> None:
-    """``index,target,prediction`` (+ ``prob_<class>`` per class, or persistence).
+    """``index,target,prediction`` (+ ``prob_<class>`` per class, or ``baseline`` values).
 
     Classes are written by name, values in original units. Multilabel targets and
     predictions are the ``|``-joined names of the labels that are on. For language models
@@ -58,7 +58,7 @@ def write_predictions(
     if task is Task.LANGUAGE_MODEL:
         header, rows = _token_rows(scored, vocab)
     elif task in (Task.REGRESSION, Task.FORECAST):
-        header, rows = _value_rows(scored, persistence)
+        header, rows = _value_rows(scored, baseline)
     else:
         header, rows = _class_rows(task, scored, names)
     with path.open("w", newline="", encoding="utf-8") as handle:
@@ -87,11 +87,11 @@ def _class_rows(task: Task, scored: Scored, names: Sequence[str]) -> tuple[list[
     return header, rows
 
 
-def _value_rows(scored: Scored, persistence: Scored | None) -> tuple[list[str], list]:
+def _value_rows(scored: Scored, baseline: Scored | None) -> tuple[list[str], list]:
     n = len(scored.targets)
     columns = {"target": scored.targets, "prediction": scored.preds}
-    if persistence is not None:
-        columns["persistence"] = persistence.preds
+    if baseline is not None:
+        columns["baseline"] = baseline.preds
     columns = {name: values.reshape(n, -1) for name, values in columns.items()}
     width = columns["target"].shape[1]
     header = ["index"]

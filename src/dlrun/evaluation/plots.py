@@ -199,11 +199,11 @@ def forecast(
     history: np.ndarray,
     target: np.ndarray,
     pred: np.ndarray,
-    persistence: np.ndarray,
+    baseline: np.ndarray,
 ) -> None:
-    """Actual vs model vs persistence: a series for one-step forecasts, windows otherwise.
+    """Actual vs model vs baseline: a series for one-step forecasts, windows otherwise.
 
-    ``history`` is (N, T) of the target channel, ``target``/``pred``/``persistence`` are
+    ``history`` is (N, T) of the target channel, ``target``/``pred``/``baseline`` are
     (N, H), all in the same units.
     """
     horizon = target.shape[1]
@@ -214,7 +214,7 @@ def forecast(
         steps = np.arange(n)
         ax.plot(steps, target[:n, 0], color="black", label="actual")
         ax.plot(steps, pred[:n, 0], label="model")
-        ax.plot(steps, persistence[:n, 0], ls=":", label="persistence")
+        ax.plot(steps, baseline[:n, 0], ls=":", label="baseline")
         ax.set(xlabel="test window", ylabel="value", title="One-step-ahead forecast")
         ax.legend()
         fig.savefig(path)
@@ -228,7 +228,7 @@ def forecast(
         ax.plot(past, history[i], color="grey", label="input")
         ax.plot(future, target[i], color="black", marker="o", ms=3, label="actual")
         ax.plot(future, pred[i], marker="o", ms=3, label="model")
-        ax.plot(future, persistence[i], ls=":", label="persistence")
+        ax.plot(future, baseline[i], ls=":", label="baseline")
         ax.set(title=f"window {i}", ylabel="value")
     axes[0].legend(fontsize=8, ncol=4)
     axes[-1].set_xlabel("step (0 = last observed)")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlrun.data.spec import Task
+from dlrun.display import interval, number
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -86,7 +87,7 @@ class Row:
     model: float | None
     baseline: float | None
     val: float | None
-    versus: str  # the model against the baseline: better, worse, equal or n/a
+    versus: str  # better, worse, equal, n/a; the primary metric: the interval verdict
 
 
 def lower_is_better(key: str) -> bool:
@@ -103,62 +104,99 @@ def versus(key: str, model: float | None, baseline: float | None) -> str:
     return "better" if (model < baseline) == lower_is_better(key) else "worse"
 
 
-def compare(task: Task, model: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
-    """The verdict: does the model beat the baseline on the task's primary metric?"""
+def compare(
+    task: Task,
+    model: dict[str, Any],
+    baseline: dict[str, Any],
+    test: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The verdict on the task's primary metric, with its interval from ``test``.
+
+    ``test`` is :func:`dlrun.evaluation.significance.paired_bootstrap`'s result (plus
+    ``mcnemar``); without it nothing is known about chance and the verdict stays
+    ``indistinguishable``. ``better_on`` / ``worse_on`` compare point values only.
+    """
     key = PRIMARY[task]
     keys = [k for k in HEADLINE[task] if k in model]
+    test = test or {}
+    value, base = model.get(key), baseline.get(key)
+    defined = _defined(value) and _defined(base)
+    outcome = test.get("verdict", "indistinguishable") if defined else "indistinguishable"
     return {
         "metric": key,
         "higher_is_better": not lower_is_better(key),
-        "model": model.get(key),
-        "baseline": baseline.get(key),
-        "beats_baseline": _beats(versus(key, model.get(key), baseline.get(key))),
+        "model": value,
+        "baseline": base,
+        "difference": value - base if defined else None,
+        "verdict": outcome,
+        "ci": test.get("ci"),
+        "ci_level": test.get("ci_level", 0.95),
+        "model_ci": test.get("model_ci"),
+        "baseline_ci": test.get("baseline_ci"),
+        "bootstrap": test.get("bootstrap"),
+        "mcnemar": test.get("mcnemar"),
+        "beats_baseline": outcome == "better" if defined else None,
         "better_on": [k for k in keys if versus(k, model[k], baseline.get(k)) == "better"],
         "worse_on": [k for k in keys if versus(k, model[k], baseline.get(k)) == "worse"],
     }
 
 
 def headline_rows(metrics: dict[str, Any]) -> list[Row]:
-    """Rows of the headline table, shared by the terminal and report.md."""
+    """Rows of the headline table, shared by the terminal and report.md.
+
+    The primary metric's row carries the interval verdict; the others compare point
+    values (no interval), as ``better``/``worse``/``equal``.
+    """
     task = Task(metrics["task"])
     main = metrics["splits"][0]
     model, base = metrics[main], metrics["baseline"]
     val = metrics.get("val") if main != "val" else None
-    return [
-        Row(
-            key,
-            model[key],
-            base.get(key),
-            None if val is None else val.get(key),
-            versus(key, model[key], base.get(key)),
-        )
-        for key in HEADLINE[task]
-        if key in model
-    ]
+    comparison = metrics.get("comparison", {})
+    rows = []
+    for key in HEADLINE[task]:
+        if key not in model:
+            continue
+        outcome = versus(key, model[key], base.get(key))
+        if key == comparison.get("metric") and outcome not in ("n/a", "equal"):
+            outcome = comparison.get("verdict", outcome)
+        rows.append(Row(key, model[key], base.get(key), _get(val, key), outcome))
+    return rows
 
 
 def verdict(metrics: dict[str, Any]) -> str:
-    """One plain sentence: whether the model beats the trivial baseline, and on what."""
+    """One plain sentence: does the model beat the trivial baseline beyond chance?"""
     c = metrics["comparison"]
     numbers = f"{c['metric']} {fmt(c['model'])} vs {fmt(c['baseline'])}"
-    baseline = f"(baseline: {metrics['baseline_kind']})"
-    if c["beats_baseline"] is None:
-        return f"Cannot tell whether the model beats the baseline: {numbers} {baseline}."
-    if c["beats_baseline"]:
-        return f"The model beats the baseline on {numbers} {baseline}."
-    return f"The model does NOT beat the baseline on {numbers} {baseline}."
+    baseline = f"baseline: {metrics.get('baseline_description', metrics.get('baseline_kind'))}"
+    if c.get("beats_baseline") is None:
+        return f"Cannot tell whether the model beats the baseline: {numbers} ({baseline})."
+    level = c.get("ci_level", 0.95)
+    detail = f"difference {number(c.get('difference'), signed=True)}"
+    detail += f", {level:.0%} CI {interval(c.get('ci'), signed=True)}"
+    outcome = c.get("verdict") or ("better" if c["beats_baseline"] else "indistinguishable")
+    if outcome == "better":
+        return f"The model beats the baseline: {numbers} ({detail}; {baseline})."
+    if outcome == "worse":
+        return (
+            f"The model does NOT beat the baseline, it is worse: {numbers} ({detail}; {baseline})."
+        )
+    return (
+        f"The model does NOT beat the baseline beyond chance: {numbers} ({detail}, which "
+        f"includes 0; {baseline})."
+    )
 
 
 def headline_table(metrics: dict[str, Any]) -> Table:
     """A rich Table of the headline metrics, model vs baseline, verdict as caption."""
     from rich.table import Table
+    from rich.text import Text
 
     rows = headline_rows(metrics)
     main = metrics["splits"][0]
     table = Table(
         title=f"{metrics.get('dataset', '')} · {metrics['task']} · {main} "
         f"(n={metrics.get(f'n_{main}', '?')})",
-        caption=verdict(metrics),
+        caption=Text(verdict(metrics)),  # plain text: "[low, high]" is not markup
     )
     table.add_column("metric")
     table.add_column(main, justify="right")
@@ -167,7 +205,13 @@ def headline_table(metrics: dict[str, Any]) -> Table:
     if with_val:
         table.add_column("val", justify="right")
     table.add_column("vs baseline", justify="center")
-    colours = {"better": "green", "worse": "red", "equal": "yellow", "n/a": "dim"}
+    colours = {
+        "better": "green",
+        "worse": "red",
+        "equal": "yellow",
+        "indistinguishable": "yellow",
+        "n/a": "dim",
+    }
     for row in rows:
         cells = [row.key, fmt(row.model), fmt(row.baseline)]
         if with_val:
@@ -193,6 +237,7 @@ def write_report(
         f"## Headline metrics ({main} split, n={metrics[f'n_{main}']})",
         "",
         *_headline_markdown(headline_rows(metrics), main),
+        *_comparison_markdown(metrics),
     ]
     if "operating_point" in model:
         lines += _operating_markdown(model, metrics["class_names"])
@@ -215,12 +260,8 @@ def write_report(
 
 
 def fmt(value: float | None) -> str:
-    """Four significant decimals; ``n/a`` for undefined values."""
-    if not _defined(value):
-        return "n/a"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
+    """Four significant digits (:func:`dlrun.display.number`); ``n/a`` when undefined."""
+    return number(value)
 
 
 def _headline_markdown(rows: list[Row], main: str) -> list[str]:
@@ -230,6 +271,41 @@ def _headline_markdown(rows: list[Row], main: str) -> list[str]:
     for row in rows:
         val = f" {fmt(row.val)} |" if with_val else ""
         lines.append(f"| {row.key} | {fmt(row.model)} | {fmt(row.baseline)} |{val} {row.versus} |")
+    return lines
+
+
+def _comparison_markdown(metrics: dict[str, Any]) -> list[str]:
+    """Which baseline was used and why, and how sure the verdict is."""
+    c = metrics.get("comparison", {})
+    lines = ["", "## Against the baseline", ""]
+    kind = metrics.get("baseline_kind")
+    if kind:
+        lines.append(f"- Baseline: {metrics.get('baseline_description', kind)} (`{kind}`).")
+    chosen = metrics.get("baseline_selection")
+    if chosen:
+        scores = ", ".join(f"`{k}` {fmt(v)}" for k, v in chosen["scores"].items())
+        lines.append(
+            f"- Chosen as the strongest trivial predictor on {chosen['metric']} of the "
+            f"{chosen['split']} split (not the split reported here): {scores}."
+        )
+    boot = c.get("bootstrap") or {}
+    if c.get("ci"):
+        lines.append(
+            f"- {c['metric']}, model minus baseline: {number(c['difference'], signed=True)}, "
+            f"{c['ci_level']:.0%} CI {interval(c['ci'], signed=True)} (paired bootstrap, "
+            f"{boot.get('resamples')} resamples of the {boot.get('n')} {boot.get('unit')}, "
+            f"seed {boot.get('seed')}): **{c['verdict']}**. The model's own interval: "
+            f"{interval(c.get('model_ci'))}; the baseline's: {interval(c.get('baseline_ci'))}."
+        )
+    elif boot:
+        lines.append(f"- No interval: {boot.get('n')} {boot.get('unit')} are too few to tell.")
+    test = c.get("mcnemar")
+    if test:
+        lines.append(
+            f"- Accuracy, McNemar's exact test: the model alone is right on "
+            f"{test['model_only_correct']} examples, the baseline alone on "
+            f"{test['baseline_only_correct']}; p = {number(test['p_value'], 3)}."
+        )
     return lines
 
 
@@ -285,9 +361,8 @@ def _confused_markdown(pairs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _beats(outcome: str) -> bool | None:
-    """Strictly better beats the baseline; a tie does not; undefined cannot tell."""
-    return None if outcome == "n/a" else outcome == "better"
+def _get(section: dict[str, Any] | None, key: str) -> Any:
+    return None if section is None else section.get(key)
 
 
 def _defined(value: float | None) -> bool:

@@ -18,11 +18,12 @@ import torch
 from dlrun.data.spec import DataBundle, Task
 from dlrun.errors import UserError
 from dlrun.evaluation import plots
-from dlrun.evaluation.baseline import DESCRIPTIONS, baseline
+from dlrun.evaluation.baseline import baseline, select
 from dlrun.evaluation.files import clean, write_json, write_predictions
 from dlrun.evaluation.metrics import curves, task_metrics
 from dlrun.evaluation.predict import Scored, class_names, predict, score, unscale
-from dlrun.evaluation.report import compare, write_report
+from dlrun.evaluation.report import PRIMARY, compare, write_report
+from dlrun.evaluation.significance import mcnemar, paired_bootstrap
 from dlrun.tasks import TRAIN_METRIC
 
 SPLITS = ("train", "val", "test")
@@ -82,16 +83,13 @@ def evaluate_run(
         metrics[f"n_{name}"] = len(predictions.targets)
         metrics[name] = task_metrics(task, scored[name], names, threshold)
     main = splits[0]
-    base = baseline(task, bundle, getattr(bundle, main), metrics[f"n_{main}"], threshold, scaler)
-    metrics["baseline"] = task_metrics(task, base, names, threshold)
-    metrics["baseline_kind"] = DESCRIPTIONS[task]
-    metrics["comparison"] = compare(task, metrics[main], metrics["baseline"])
+    base = _judge(metrics, bundle, main, scored[main], names, threshold)
     write_predictions(
         out / "predictions.csv",
         task,
         scored[main],
         names,
-        persistence=base if task is Task.FORECAST else None,
+        baseline=base if task is Task.FORECAST else None,
         vocab=spec.vocab,
     )
     pictures = _draw(out, bundle, main, scored[main], base, names, metrics[main], history, monitor)
@@ -101,6 +99,40 @@ def evaluate_run(
     write_report(out / "report.md", metrics, pictures, run_summary)
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _judge(
+    metrics: dict[str, Any],
+    bundle: DataBundle,
+    main: str,
+    model: Scored,
+    names: Sequence[str],
+    threshold: float,
+) -> Scored:
+    """Pick the strongest baseline, score it like the model, and compare the two.
+
+    The baseline is chosen on the validation split, or on the training split when
+    validation is the split being reported, so the choice never sees the compared data.
+    """
+    task = bundle.spec.task
+    scaler = bundle.meta.get("target_scaler")
+    chooser = "val" if main != "val" and len(bundle.val) else "train"
+    choice = select(task, bundle, PRIMARY[task], threshold, scaler, chooser)
+    base = baseline(
+        task, bundle, getattr(bundle, main), len(model.targets), threshold, scaler, 0, choice.kind
+    )
+    metrics["baseline"] = task_metrics(task, base, names, threshold)
+    metrics["baseline_kind"] = choice.kind
+    metrics["baseline_description"] = choice.description
+    metrics["baseline_selection"] = {
+        "split": choice.split,
+        "metric": choice.metric,
+        "scores": choice.scores,
+    }
+    test = paired_bootstrap(task, model, base, PRIMARY[task])
+    test["mcnemar"] = mcnemar(task, model, base)
+    metrics["comparison"] = compare(task, metrics[main], metrics["baseline"], test)
+    return base
 
 
 def _draw(
@@ -153,7 +185,7 @@ def _draw(
 def _target_history(bundle: DataBundle, main: str, n: int) -> torch.Tensor:
     """The input windows' target channel in original units, for the forecast picture.
 
-    Like the persistence baseline, this assumes the loader scales the target channel of
+    Like the forecast baselines, this assumes the loader scales the target channel of
     ``x`` and the targets ``y`` alike (one mean/std for the series).
     """
     x = getattr(bundle, main).x[:n].cpu()

@@ -1,0 +1,256 @@
+"""Does the model beat its baseline by more than chance? Intervals from the test set.
+
+A difference of two numbers says nothing about noise: on a few hundred test examples a
+model that collapsed to one class can score 0.0006 more macro F1 than a random baseline.
+So the headline comparison gets a 95% interval from a *paired bootstrap*: test examples
+(whole sequences, for language models) are drawn with replacement, the headline metric of
+the model AND of the baseline is computed on the same draw (most noise is in which
+examples are hard, and pairing cancels it), and the interval of the difference decides:
+
+- ``better``: the whole interval lies on the better side of zero;
+- ``worse``: the whole interval lies on the worse side;
+- ``indistinguishable``: it contains zero, or there are too few examples to tell.
+
+Speed: a resample is a row of counts (how often each example was drawn), and every
+headline metric here is a ratio of count-weighted sums over examples, so all resamples
+are one ``(B, n) @ (n, k)`` matrix product: 2,000 resamples of 540 digits take ~50 ms
+on two busy CPU cores, most of it drawing the indices; above 5,000 examples fewer
+resamples (at least 200) keep it near a second. ``scipy.stats.bootstrap`` draws the
+resamples and takes the percentile interval (BCa's jackknife would cost n more
+evaluations, and is undefined when model and baseline agree on every example, where the
+percentile interval is simply [0, 0]).
+Single-label accuracy also gets McNemar's exact test: scipy's binomial test on the
+examples exactly one of the two predictors gets right.
+
+The same module gives t-intervals for means over seeds or folds (the leaderboard,
+k-fold), with Nadeau and Bengio's correction where folds share training data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dlrun.config import metric_mode
+from dlrun.data.spec import Task
+
+if TYPE_CHECKING:
+    from dlrun.evaluation.predict import Scored
+
+LEVEL = 0.95
+RESAMPLES = 2000
+MIN_RESAMPLES = 200  # large test sets: fewer resamples keep the cost near a second
+CELL_BUDGET = 10_000_000  # resamples x examples drawn in all (2,000 up to 5,000 examples)
+SEED = 0
+MIN_UNITS = 10  # below this a bootstrap interval means nothing: the verdict stays open
+BATCH_CELLS = 4_000_000  # resamples x examples held in memory at once (~32 MB of counts)
+VERDICTS = ("better", "worse", "indistinguishable")
+
+# A metric as a function of draw counts: (B, n) counts -> (B,) metric values.
+Weighted = Callable[[np.ndarray], np.ndarray]
+
+
+def weighted_metric(task: Task, metric: str, scored: Scored) -> Weighted | None:
+    """``metric`` of ``scored`` on any resample of its examples, or None if not supported.
+
+    With counts of all ones it is the metric itself (tests check it against
+    torchmetrics); rows of counts give every resample in one matrix product.
+    """
+    targets, preds = np.asarray(scored.targets), np.asarray(scored.preds)
+    n = len(targets)
+    if task is Task.LANGUAGE_MODEL:  # the unit is a sequence: its tokens are not independent
+        if metric == "accuracy":
+            right = (preds == targets).reshape(n, -1)
+            return _mean_of(right.sum(axis=1), per_unit=right.shape[1])
+        if metric != "loss":
+            return None
+        nll = -np.asarray(scored.token_logprob, dtype=np.float64).reshape(n, -1)
+        return _mean_of(nll.sum(axis=1), per_unit=nll.shape[1])
+    if task in (Task.REGRESSION, Task.FORECAST):
+        error = (preds - targets).reshape(n, -1).astype(np.float64)
+        if metric == "rmse":
+            mse = _mean_of((error**2).sum(axis=1), per_unit=error.shape[1])
+            return lambda w: np.sqrt(mse(w))
+        if metric == "mae":
+            return _mean_of(np.abs(error).sum(axis=1), per_unit=error.shape[1])
+        return None
+    if metric in ("accuracy", "subset_accuracy"):
+        right = preds == targets
+        return _mean_of(right.reshape(n, -1).all(axis=1).astype(np.float64))
+    if metric == "f1_macro":
+        if task is Task.MULTILABEL:
+            return _f1_macro(targets.reshape(n, -1), preds.reshape(n, -1), drop_absent=False)
+        k = int(max(targets.max(initial=0), preds.max(initial=0))) + 1
+        return _f1_macro(np.eye(k)[targets], np.eye(k)[preds], drop_absent=True)
+    return None
+
+
+def point(task: Task, metric: str, scored: Scored) -> float:
+    """The value of ``metric`` on all of ``scored`` (NaN when not supported)."""
+    fn = weighted_metric(task, metric, scored)
+    return math.nan if fn is None else float(fn(np.ones((1, len(scored.targets))))[0])
+
+
+def paired_bootstrap(
+    task: Task,
+    model: Scored,
+    baseline: Scored,
+    metric: str,
+    *,
+    resamples: int | None = None,
+    level: float = LEVEL,
+    seed: int = SEED,
+) -> dict[str, Any]:
+    """Interval of model minus baseline on ``metric``, the verdict, and each one's interval.
+
+    ``ci`` is in the metric's own units and direction (for RMSE a better model has a
+    negative difference); ``model_ci`` / ``baseline_ci`` are each predictor's own
+    interval, which the leaderboard compares between jobs. ``resamples`` defaults to
+    2,000, fewer above 5,000 examples (never under 200) to bound the cost.
+    """
+    n = len(model.targets)
+    if resamples is None:
+        resamples = min(RESAMPLES, max(MIN_RESAMPLES, CELL_BUDGET // max(n, 1)))
+    unit = "sequences" if task is Task.LANGUAGE_MODEL else "examples"
+    out: dict[str, Any] = {
+        "verdict": "indistinguishable",
+        "ci": None,
+        "ci_level": level,
+        "model_ci": None,
+        "baseline_ci": None,
+        "bootstrap": {"resamples": resamples, "seed": seed, "unit": unit, "n": n},
+    }
+    f_model, f_base = weighted_metric(task, metric, model), weighted_metric(task, metric, baseline)
+    if f_model is None or f_base is None:
+        out["why"] = f"no bootstrap for {metric} yet"
+        return out
+    whole = np.ones((1, n))
+    out["difference"] = float(f_model(whole)[0] - f_base(whole)[0])
+    if n < MIN_UNITS or not math.isfinite(out["difference"]):
+        out["why"] = f"{n} {unit}: too few to tell" if n < MIN_UNITS else "undefined metric"
+        return out
+
+    def statistic(counts: np.ndarray) -> np.ndarray:
+        m, b = f_model(counts), f_base(counts)
+        return np.stack([m - b, m, b])
+
+    intervals = _percentile_intervals(statistic, n, resamples, level, seed)
+    out["ci"], out["model_ci"], out["baseline_ci"] = intervals
+    out["verdict"] = decide(out["ci"], metric_mode(metric) == "max")
+    return out
+
+
+def _percentile_intervals(
+    statistic: Callable[[np.ndarray], np.ndarray], n: int, resamples: int, level: float, seed: int
+) -> list[list[float]]:
+    """``scipy.stats.bootstrap`` of ``statistic`` ((B, n) counts -> (k, B)): k intervals."""
+    from scipy import stats
+
+    def on_draws(draws: np.ndarray, axis: int = -1) -> np.ndarray:
+        values = statistic(_counts(draws.reshape(-1, n), n))
+        return values.reshape(len(values), *draws.shape[:-1])
+
+    result = stats.bootstrap(
+        (np.arange(n),),
+        on_draws,
+        n_resamples=resamples,
+        batch=max(1, BATCH_CELLS // n),
+        vectorized=True,
+        method="percentile",
+        confidence_level=level,
+        rng=np.random.default_rng(seed),
+    )
+    low, high = (np.asarray(bound, dtype=np.float64) for bound in result.confidence_interval)
+    return [[float(a), float(b)] for a, b in zip(low, high, strict=True)]
+
+
+def decide(ci: Sequence[float] | None, higher_is_better: bool) -> str:
+    """``better`` / ``worse`` only when the interval of model minus baseline excludes 0."""
+    if not ci or not all(math.isfinite(v) for v in ci):
+        return "indistinguishable"
+    low, high = ci
+    if low > 0 or high < 0:
+        return "better" if (low > 0) == higher_is_better else "worse"
+    return "indistinguishable"
+
+
+def mcnemar(task: Task, model: Scored, baseline: Scored) -> dict[str, Any] | None:
+    """McNemar's exact test on accuracy (single-label classification only).
+
+    Only the examples where exactly one predictor is right carry information; under
+    "equally accurate" each is the model's with probability 1/2 (a two-sided binomial
+    test, exact for any count).
+    """
+    if task not in (Task.MULTICLASS, Task.BINARY):
+        return None
+    from scipy.stats import binomtest
+
+    model_right = np.asarray(model.preds) == np.asarray(model.targets)
+    base_right = np.asarray(baseline.preds) == np.asarray(baseline.targets)
+    only_model = int((model_right & ~base_right).sum())
+    only_base = int((~model_right & base_right).sum())
+    discordant = only_model + only_base
+    p_value = binomtest(only_model, discordant, 0.5).pvalue if discordant else 1.0
+    return {
+        "metric": "accuracy",
+        "model_only_correct": only_model,
+        "baseline_only_correct": only_base,
+        "p_value": float(p_value),
+    }
+
+
+def t_interval(
+    values: Sequence[float], level: float = LEVEL, overlap: float = 0.0
+) -> list[float] | None:
+    """Student-t interval of the mean of ``values`` (None below two finite values).
+
+    ``overlap`` is Nadeau and Bengio's correction for resampled estimates that share
+    training data (k-fold: held-out size / training size): the variance of the mean
+    becomes (1/J + overlap) s^2 instead of s^2 / J, because fold scores are correlated
+    and the plain interval would be too narrow.
+    """
+    from scipy import stats
+
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if len(finite) < 2:
+        return None
+    mean, spread = float(np.mean(finite)), float(np.std(finite, ddof=1))
+    half = stats.t.ppf(0.5 + level / 2, len(finite) - 1)
+    half *= spread * math.sqrt(1 / len(finite) + overlap)
+    return [mean - half, mean + half]
+
+
+def _mean_of(values: np.ndarray, per_unit: int = 1) -> Weighted:
+    """Weighted mean of per-example sums (``per_unit`` items in each example)."""
+    values = values.astype(np.float64)
+    return lambda w: (w @ values) / (w.sum(axis=1) * per_unit)
+
+
+def _f1_macro(truth: np.ndarray, guess: np.ndarray, drop_absent: bool) -> Weighted:
+    """Macro F1 from (n, k) 0/1 indicator columns, 0/0 counted as 0 like torchmetrics.
+
+    Single-label averages skip classes with no target and no prediction in the
+    resample (sklearn's label set); multilabel averages every label.
+    """
+    columns = np.hstack([truth * guess, truth + guess]).astype(np.float64)
+    k = truth.shape[1]
+
+    def f1(w: np.ndarray) -> np.ndarray:
+        sums = w @ columns
+        hits, total = sums[:, :k], sums[:, k:]
+        score = np.divide(2 * hits, total, out=np.zeros_like(hits), where=total > 0)
+        if not drop_absent:
+            return score.mean(axis=1)
+        return score.sum(axis=1) / np.maximum((total > 0).sum(axis=1), 1)
+
+    return f1
+
+
+def _counts(draws: np.ndarray, n: int) -> np.ndarray:
+    """(B, n) drawn example indices -> (B, n) counts of each example per resample."""
+    rows = len(draws)
+    flat = (draws + n * np.arange(rows)[:, None]).ravel()
+    return np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(np.float64)
