@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from dlrun.config import config_dir, register_schema, validate
 from dlrun.errors import UserError
 from dlrun.rundir import claim_unique_dir, remove_if_unused, write_status
-from dlrun.trust import check_replayed_overrides
+from dlrun.trust import check_replayed_overrides, read_saved_overrides
 
 
 def _register() -> None:
@@ -164,9 +164,9 @@ def resume_arguments(argv: list[str]) -> list[str]:
     if status.get("status") == "completed":
         _fail(f"resume={run_dir}: that run already completed; nothing to resume")
     replay = [
-        o for o in OmegaConf.load(saved) if not str(o).startswith(("resume=", "hydra.run.dir="))
+        o for o in read_saved_overrides(saved) if not o.startswith(("resume=", "hydra.run.dir="))
     ]
-    check_replayed_overrides([str(o) for o in replay], saved)  # a copied run is untrusted
+    check_replayed_overrides(replay, saved)  # a copied run dir is untrusted input
     rest = [a for a in argv if not a.startswith("resume=")]
     return [*map(str, replay), *rest, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
 

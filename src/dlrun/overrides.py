@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 # Hydra's own config loader).
 Compose = Callable[[list[str]], "DictConfig"]
 
+# Hydra's flags that choose what the command does; at most one may be given.
+_EXCLUSIVE_FLAGS = ("-m", "--multirun", "-r", "--run", "-c", "--cfg", "-i", "--info",
+                    "-sc", "--shell-completion")  # fmt: skip
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 USAGE_ERROR = 2
 FAILED = 1
@@ -102,6 +105,12 @@ def check_command_line(args: list[str]) -> None:
 
     Runs before Hydra composes anything; ``hydra.*`` keys and config groups are Hydra's.
     """
+    modes = [a for a in args if a.split("=")[0] in _EXCLUSIVE_FLAGS]
+    if len(modes) > 1:
+        raise UserError(
+            f"{' and '.join(modes)} can't be combined: --cfg and --info show one run's "
+            "config (drop -m); -m runs a sweep"
+        )
     for override in parse(args):
         key = override.key_or_group
         if _is_group(override) or key.split(".")[0] == "hydra":

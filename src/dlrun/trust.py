@@ -65,6 +65,20 @@ def check_saved_config(cfg: Mapping[str, Any], source: Path | str) -> None:
             )
 
 
+def read_saved_overrides(path: Path) -> list[str]:
+    """``.hydra/overrides.yaml`` as the strings it holds: read as plain YAML, so no
+    interpolation in it is resolved while reading."""
+    import yaml
+
+    try:
+        overrides = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UserError(f"{path} cannot be read ({type(exc).__name__})") from None
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise UserError(f"{path} is not a list of overrides ({_UNTRUSTED})")
+    return overrides
+
+
 def check_replayed_overrides(overrides: list[str], source: Path | str) -> None:
     """Refuse saved overrides (``.hydra/overrides.yaml``) that could make ``resume=``
     build or run something dlrun's own configs don't name."""
