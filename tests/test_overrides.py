@@ -4,6 +4,7 @@ written; missing optional packages named with their pip extra."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -137,7 +138,8 @@ def test_a_missing_extra_is_named_with_its_install_command(
     (site / "sitecustomize.py").write_text(f"import sys\nsys.modules[{blocked!r}] = None\n")
     workdir = tmp_path / "work"
     workdir.mkdir()
-    result = run_cli(*args, *TINY, cwd=workdir, env={"PYTHONPATH": str(site)})
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
+    result = run_cli(*args, *TINY, cwd=workdir, env={"PYTHONPATH": path})
     line = _refused(result, workdir) if "-m" in args else result.stderr.strip()
     assert result.returncode == 2, result.stderr
     assert f"pip install 'dlrun[{extra}]'" in line and "Traceback" not in result.stderr
