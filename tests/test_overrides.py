@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
+from tests.test_cli import NO_TORCH_PROBE
 
 TINY = ["trainer.epochs=1", "trainer.limit_batches=1", "trainer.progress=none"]
 
@@ -147,23 +148,12 @@ def test_a_missing_extra_is_named_with_its_install_command(
     assert not runs.exists() or not any(runs.iterdir())
 
 
-PROBE = """
-import sys
-sys.argv = ["dlrun", *sys.argv[1:]]
-from dlrun.cli import main
-try:
-    main()
-finally:
-    print("TORCH_IMPORTED" if "torch" in sys.modules else "TORCH_NOT_IMPORTED")
-"""
-
-
 @pytest.mark.parametrize(
     "args", [["trainer.epoch=5"], ["model=mlp", "+model.hiden=[8]"], ["-m", "model=resnt,mlp"]]
 )
 def test_override_errors_do_not_import_torch(args: list[str], workdir: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], cwd=workdir, capture_output=True, text=True
+        [sys.executable, "-c", NO_TORCH_PROBE, *args], cwd=workdir, capture_output=True, text=True
     )
     assert out.returncode == 2, out.stderr
     assert "TORCH_NOT_IMPORTED" in out.stdout

@@ -25,20 +25,26 @@ def _tool(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _crafted_run(tmp_path: Path, change: dict) -> Path:
-    """A run dir whose saved config has ``change`` applied, with a checkpoint that loads."""
+def _copied_run(tmp_path: Path, config: dict | None = None, overrides: list | None = None) -> Path:
+    """A run dir as if copied from elsewhere: a saved config (the composed MLP-on-iris one
+    with ``config``'s dotted keys replaced) or saved ``overrides``, and checkpoints that
+    load."""
+    run_dir = tmp_path / "copied_run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "checkpoints").mkdir()
+    for name in ("best.pt", "last.pt"):
+        torch.save({"model": {}}, run_dir / "checkpoints" / name)
+    if overrides is not None:
+        (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        return run_dir
     cfg = compose_cfg("model=mlp", "data=iris")
-    for dotted, value in change.items():
+    for dotted, value in (config or {}).items():
         node = cfg
         *parents, leaf = dotted.split(".")
         for part in parents:
             node = node[part]
         node[leaf] = value
-    run_dir = tmp_path / "copied_run"
-    (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
-    (run_dir / "checkpoints").mkdir()
-    torch.save({"model": {}}, run_dir / "checkpoints" / "best.pt")
     return run_dir
 
 
@@ -57,7 +63,7 @@ def test_a_crafted_config_is_refused_before_anything_is_built(
     case: str, tool: str, tmp_path: Path
 ) -> None:
     marker = tmp_path / "code_ran"
-    run_dir = _crafted_run(tmp_path, _payloads(marker)[case])
+    run_dir = _copied_run(tmp_path, config=_payloads(marker)[case])
     result = _tool(tool, f"run={run_dir}")
     assert not marker.exists(), "the saved config ran code"
     assert result.returncode == 2, result.stderr
@@ -82,15 +88,6 @@ def test_every_target_a_group_names_is_allowed() -> None:
             check_saved_config(compose_cfg(f"{group}={option}"), f"{group}={option}")
 
 
-def _resumable(tmp_path: Path, overrides: list[str]) -> Path:
-    run_dir = tmp_path / "copied_run"
-    (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    (run_dir / "checkpoints").mkdir()
-    torch.save({"model": {}}, run_dir / "checkpoints" / "last.pt")
-    return run_dir
-
-
 @pytest.mark.parametrize(
     ("overrides", "reason"),
     [
@@ -108,7 +105,8 @@ def test_resume_does_not_replay_overrides_that_could_run_code(
     overrides: list[str], reason: str, tmp_path: Path
 ) -> None:
     marker = tmp_path / "code_ran"
-    run_dir = _resumable(tmp_path, [o.replace("MARKER", str(marker)) for o in overrides])
+    planted = [o.replace("MARKER", str(marker)) for o in overrides]
+    run_dir = _copied_run(tmp_path, overrides=planted)
     result = run_cli(f"resume={run_dir}", "model=mlp", "data=iris", cwd=tmp_path)
     assert not marker.exists(), "the replayed overrides ran code"
     assert result.returncode == 2, result.stderr
@@ -143,7 +141,7 @@ def test_a_checkpoint_pickle_cannot_run_code(tmp_path: Path, monkeypatch) -> Non
 
 def test_dlrun_eval_refuses_a_checkpoint_with_a_payload(tmp_path: Path) -> None:
     marker = tmp_path / "code_ran"
-    run_dir = _crafted_run(tmp_path, {})
+    run_dir = _copied_run(tmp_path)
     torch.save({"model": _Payload(marker)}, run_dir / "checkpoints" / "best.pt")
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
     result = subprocess.run(

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import difflib
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from dlrun.errors import UserError
 
 
 def parse_key_values(
@@ -49,3 +53,17 @@ def parse_key_values(
 def _usage_error(prog: str, message: str) -> None:
     print(f"{prog}: error: {message} ({prog} --help shows the usage)", file=sys.stderr)
     sys.exit(2)
+
+
+@contextmanager
+def errors_reported(prog: str) -> Iterator[None]:
+    """A :class:`UserError` as one line on stderr and its ``exit_code`` (2 unless it
+    says otherwise: usage and refused input); Ctrl-C as one line and 130."""
+    try:
+        yield
+    except UserError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dlrun.cli_args import parse_key_values
+from dlrun.cli_args import errors_reported, parse_key_values
 from dlrun.errors import UserError
 
 USAGE = (__doc__ or "").strip()
@@ -45,6 +45,8 @@ KINDS = {"threshold": float}
 
 class EvaluationFailed(UserError):
     """Some evaluations of a sweep failed (exit code 1, not a usage error)."""
+
+    exit_code = 1
 
 
 def evaluate_saved(args: dict[str, Any]) -> Path:
@@ -225,17 +227,8 @@ def main() -> None:
     args = parse_key_values(
         sys.argv[1:], DEFAULTS, USAGE, required=("run",), kinds=KINDS, prog="dlrun-eval"
     )
-    try:
+    with errors_reported("dlrun-eval"):
         out = evaluate_saved(args)
-    except EvaluationFailed as exc:
-        print(f"dlrun-eval: error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except UserError as exc:
-        print(f"dlrun-eval: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("dlrun-eval: interrupted", file=sys.stderr)
-        sys.exit(130)
     print(f"evaluation written to {out}")
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dlrun.cli_args import parse_key_values
+from dlrun.cli_args import errors_reported, parse_key_values
 from dlrun.errors import UserError
 
 USAGE = (__doc__ or "").strip()
@@ -63,14 +63,8 @@ def generate_text(args: dict) -> str:
 
 def main() -> None:
     args = parse_key_values(sys.argv[1:], DEFAULTS, USAGE, required=("run",), prog="dlrun-generate")
-    try:
+    with errors_reported("dlrun-generate"):
         print(generate_text(args))
-    except UserError as exc:
-        print(f"dlrun-generate: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("dlrun-generate: interrupted", file=sys.stderr)
-        sys.exit(130)
 
 
 if __name__ == "__main__":
