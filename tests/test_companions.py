@@ -171,3 +171,24 @@ def test_generate_refuses_a_classifier_run(mlp_run: Path) -> None:
     result = _tool("dlrun.generate_cli", f"run={mlp_run}", "prompt=hi")
     assert result.returncode != 0 and "language-model run" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("saved", "message"),
+    [
+        ("trainer:\n  epochs: abc\n", "could not be converted to Integer"),
+        ("seed: 1\n", "no model, data, activation"),
+        ("model: [\n", "cannot be read"),
+        ("- 1\n", "cannot be read"),
+    ],
+)
+def test_a_saved_config_that_does_not_fit_the_schema_is_one_message(
+    saved: str, message: str, tmp_path: Path
+) -> None:
+    from dlrun.errors import UserError
+    from dlrun.saved_run import read_run_config
+
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text(saved)
+    with pytest.raises(UserError, match=message):
+        read_run_config(tmp_path)

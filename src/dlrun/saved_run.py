@@ -18,8 +18,11 @@ from dlrun.trust import check_saved_config
 
 def read_run_config(run_dir: Path) -> dict[str, Any]:
     """The run's resolved config plus its group choices (for names in messages)."""
+    import yaml
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
+
+    from dlrun.config import RunSchema
 
     if not run_dir.is_dir():
         raise UserError(f"run dir not found: {run_dir}")
@@ -28,13 +31,15 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
         if (run_dir / "multirun.yaml").is_file():
             raise UserError(f"{run_dir} is a sweep dir; name one of its jobs: run={run_dir}/<job>")
         raise UserError(f"{run_dir} is not a dlrun run dir (no .hydra/config.yaml)")
-    try:
-        cfg = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
-    except (OmegaConfBaseException, OSError, ValueError) as exc:
+    try:  # merged onto the schema: wrong types are refused, keys added since get defaults
+        saved = OmegaConf.merge(OmegaConf.structured(RunSchema), OmegaConf.load(config_path))
+        cfg: dict[str, Any] = OmegaConf.to_container(saved, resolve=True)  # type: ignore[assignment]
+    except (OmegaConfBaseException, OSError, ValueError, yaml.YAMLError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{config_path} cannot be read: {first}") from exc
-    if not isinstance(cfg, dict):
-        raise UserError(f"{config_path} is not a dlrun config (not a mapping)")
+    missing = [k for k in ("model", "data", "activation") if not isinstance(cfg.get(k), dict)]
+    if missing:
+        raise UserError(f"{config_path} is not a dlrun run's config (no {', '.join(missing)})")
     check_saved_config(cfg, config_path)
     choices = _saved_choices(run_dir / ".hydra" / "hydra.yaml")
     cfg["model_name"] = choices.get("model", "model")
