@@ -127,3 +127,9 @@ def test_an_option_whose_package_is_missing_names_its_extra(
     validate(cfg)  # without the choices only the values are checked
     with pytest.raises(UserError, match=re.escape(f"pip install 'dlrun[{extra}]'")):
         validate(cfg, choices={group: option})
+
+
+def test_a_single_run_does_not_need_the_sweep_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    cfg = compose_cfg("hparams_search=mlp_iris")
+    validate(cfg, choices={"hydra/sweeper": "dlrun_optuna", "hydra/launcher": "submitit_slurm"})

@@ -150,10 +150,12 @@ def validate(cfg: dict[str, Any], choices: Mapping[str, Any] | None = None) -> N
     """Check ranges and choices; raise one :class:`UserError` naming every bad key.
 
     ``choices`` (Hydra's ``runtime.choices``) also checks that the optional packages the
-    chosen options need are installed.
+    chosen options need are installed; Hydra's own (``hydra/launcher``, ...) are checked
+    before a sweep starts, since a single run doesn't use them.
     """
     problems: list[str] = _data_problems(cfg.get("data") or {})
-    problems += missing_packages(choices or {})
+    run_choices = {k: v for k, v in (choices or {}).items() if not k.startswith("hydra/")}
+    problems += missing_packages(run_choices)
 
     def need(ok: bool, key: str, rule: str) -> None:
         if not ok:
