@@ -20,18 +20,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from dlrun.config import register_schema, validate
+from dlrun.config import config_dir, register_schema, validate
 from dlrun.errors import UserError
 from dlrun.rundir import claim_unique_dir, remove_if_unused, write_status
-
-
-def config_dir() -> str:
-    """``configs/`` of a source checkout, or the copy packaged inside a wheel."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent.parent / "configs", here / "configs"):
-        if (candidate / "train.yaml").is_file():
-            return str(candidate)
-    raise RuntimeError(f"dlrun's configs/ directory is missing (looked beside {here})")
+from dlrun.trust import check_replayed_overrides, read_saved_overrides
 
 
 def _register() -> None:
@@ -76,7 +68,7 @@ def run(cfg: DictConfig) -> float:
     _share_cores_between_parallel_jobs(container, hydra_cfg)
     started = time.time()
     try:
-        validate(container)
+        validate(container, choices=hydra_cfg.runtime.choices)
     except UserError as exc:
         if multirun:
             write_status(run_dir, "failed", reason=str(exc))
@@ -172,8 +164,9 @@ def resume_arguments(argv: list[str]) -> list[str]:
     if status.get("status") == "completed":
         _fail(f"resume={run_dir}: that run already completed; nothing to resume")
     replay = [
-        o for o in OmegaConf.load(saved) if not str(o).startswith(("resume=", "hydra.run.dir="))
+        o for o in read_saved_overrides(saved) if not o.startswith(("resume=", "hydra.run.dir="))
     ]
+    check_replayed_overrides(replay, saved)  # a copied run dir is untrusted input
     rest = [a for a in argv if not a.startswith("resume=")]
     return [*map(str, replay), *rest, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
 
@@ -181,10 +174,13 @@ def resume_arguments(argv: list[str]) -> list[str]:
 def main() -> None:
     """The ``dlrun`` console script (also each process of ``torchrun ... -m dlrun.cli``)."""
     from dlrun.engine.launch import finish_cli_process, worker_overrides
+    from dlrun.overrides import check_command_line, one_line_errors
 
-    sys.argv = [sys.argv[0], *resume_arguments(sys.argv[1:]), *worker_overrides()]
     try:
-        _hydra_main()
+        with one_line_errors(task=run):
+            sys.argv = [sys.argv[0], *resume_arguments(sys.argv[1:]), *worker_overrides()]
+            check_command_line(sys.argv[1:])
+            _hydra_main()
     except SystemExit as exc:
         finish_cli_process(exc.code)
         raise

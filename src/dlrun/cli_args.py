@@ -6,17 +6,28 @@ composition, so they parse their few keys directly and answer ``--help`` instant
 
 from __future__ import annotations
 
+import difflib
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from dlrun.errors import UserError
 
 
 def parse_key_values(
-    argv: list[str], defaults: dict[str, Any], usage: str, required: tuple[str, ...] = ()
+    argv: list[str],
+    defaults: dict[str, Any],
+    usage: str,
+    required: tuple[str, ...] = (),
+    kinds: dict[str, type] | None = None,
+    prog: str = "dlrun",
 ) -> dict[str, Any]:
     """Parse ``key=value`` pairs into ``defaults``' keys, converting to their types.
 
-    Unknown keys, a value of the wrong type and missing required keys end the program
-    with one message and the usage text (exit code 2).
+    A key's type is ``kinds[key]``, else the type of its default (``str`` for None).
+    Unknown keys (with the closest known one), a value of the wrong type and missing
+    required keys end the program with one line on stderr and exit code 2.
     """
     if any(a in ("-h", "--help") for a in argv):
         print(usage)
@@ -25,18 +36,34 @@ def parse_key_values(
     for arg in argv:
         key, sep, raw = arg.partition("=")
         if not sep or key not in defaults:
-            _usage_error(f"unknown argument {arg!r}", usage)
-        kind = type(defaults[key]) if defaults[key] is not None else str
+            close = difflib.get_close_matches(key, list(defaults), n=1)
+            hint = f": did you mean {close[0]}={raw}?" if close and sep else ""
+            _usage_error(prog, f"unknown argument {arg!r}{hint}")
+        kind = (kinds or {}).get(key) or (type(defaults[key]) if defaults[key] is not None else str)
         try:
             values[key] = None if raw.lower() in ("null", "none") else kind(raw)
         except ValueError:
-            _usage_error(f"{key}={raw} is not a valid {kind.__name__}", usage)
+            _usage_error(prog, f"{key}={raw} is not a valid {kind.__name__}")
     for key in required:
         if values.get(key) in (None, ""):
-            _usage_error(f"{key}= is required", usage)
+            _usage_error(prog, f"{key}= is required")
     return values
 
 
-def _usage_error(message: str, usage: str) -> None:
-    print(f"error: {message}\n\n{usage}", file=sys.stderr)
+def _usage_error(prog: str, message: str) -> None:
+    print(f"{prog}: error: {message} ({prog} --help shows the usage)", file=sys.stderr)
     sys.exit(2)
+
+
+@contextmanager
+def errors_reported(prog: str) -> Iterator[None]:
+    """A :class:`UserError` as one line on stderr and its ``exit_code`` (2 unless it
+    says otherwise: usage and refused input); Ctrl-C as one line and 130."""
+    try:
+        yield
+    except UserError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)

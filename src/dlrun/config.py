@@ -4,19 +4,43 @@ The schema is registered in Hydra's ConfigStore as ``dlrun_schema`` and sits fir
 ``train.yaml``'s defaults, so a wrong type (``trainer.epochs=abc``) fails while the config
 is composed, with Hydra's message naming the key. Ranges and cross-field rules live in
 :func:`validate`, which runs before anything heavy is imported or any file is written.
-Groups whose fields differ per choice (model, data, optimizer, ...) stay untyped here
-and are checked by their targets; Hydra's struct mode still rejects misspelled keys.
+Groups whose fields differ per choice (model, data, optimizer, ...) stay untyped here;
+their known keys are those of the chosen option's YAML (Hydra's struct mode rejects any
+other, and :mod:`dlrun.overrides` turns that into one line with the closest key).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
 from dlrun.errors import UserError
+
+# Choices that need an optional package: the module that must be importable and the
+# extra of pyproject.toml that installs it. Checked before anything runs, so a missing
+# package is named with its install command instead of failing mid-run.
+OPTIONAL_CHOICES: dict[str, tuple[str, str]] = {
+    "logger=tensorboard": ("tensorboard", "tensorboard"),
+    "data=sunspots": ("statsmodels", "series"),
+    "hydra/launcher=joblib": ("hydra_plugins.hydra_joblib_launcher", "parallel"),
+    "hydra/launcher=submitit_local": ("hydra_plugins.hydra_submitit_launcher", "parallel"),
+    "hydra/launcher=submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "parallel"),
+    "hydra/sweeper=dlrun_optuna": ("optuna", "optuna"),
+}
+
+# Data options several loaders share that count something: whole numbers >= 1 (null is
+# accepted where a loader gives it a meaning: no limit, stride = block size).
+_DATA_COUNTS = (
+    "size", "window", "horizon", "stride", "block_size", "limit",
+    "n_samples", "n_points", "n_features", "n_labels", "max_categories",
+)  # fmt: skip
+_DATA_NULLABLE = ("limit", "stride")
 
 # Metrics that get better as they get smaller (for early stopping/checkpoints "auto" mode).
 _MINIMISED = re.compile(r"(loss|rmse|mse|mae|mape|error|perplexity|bits_per_token)$")
@@ -101,6 +125,15 @@ class RunSchema:
     scheduler: Any = None
 
 
+def config_dir() -> str:
+    """``configs/`` of a source checkout, or the copy packaged inside a wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent.parent / "configs", here / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise RuntimeError(f"dlrun's configs/ directory is missing (looked beside {here})")
+
+
 def register_schema() -> None:
     """Make ``dlrun_schema`` available to the defaults list (idempotent)."""
     ConfigStore.instance().store(name="dlrun_schema", node=RunSchema)
@@ -113,9 +146,16 @@ def metric_mode(metric: str, mode: str = "auto") -> str:
     return "min" if _MINIMISED.search(metric) else "max"
 
 
-def validate(cfg: dict[str, Any]) -> None:
-    """Check ranges and choices; raise one :class:`UserError` naming every bad key."""
-    problems: list[str] = []
+def validate(cfg: dict[str, Any], choices: Mapping[str, Any] | None = None) -> None:
+    """Check ranges and choices; raise one :class:`UserError` naming every bad key.
+
+    ``choices`` (Hydra's ``runtime.choices``) also checks that the optional packages the
+    chosen options need are installed; Hydra's own (``hydra/launcher``, ...) are checked
+    before a sweep starts, since a single run doesn't use them.
+    """
+    problems: list[str] = _data_problems(cfg.get("data") or {})
+    run_choices = {k: v for k, v in (choices or {}).items() if not k.startswith("hydra/")}
+    problems += missing_packages(run_choices)
 
     def need(ok: bool, key: str, rule: str) -> None:
         if not ok:
@@ -205,6 +245,63 @@ def validate(cfg: dict[str, Any]) -> None:
     )
     if problems:
         raise UserError("invalid config: " + "; ".join(problems))
+
+
+def missing_packages(choices: Mapping[str, Any]) -> list[str]:
+    """One message per chosen option whose optional package is not installed."""
+    out = []
+    for group, option in choices.items():
+        need = OPTIONAL_CHOICES.get(f"{group}={option}")
+        if need is not None and not _installed(need[0]):
+            out.append(install_hint(f"{group}={option}"))
+    return out
+
+
+def install_hint(choice: str) -> str:
+    """``<choice> needs <package>, which is not installed: pip install 'dlrun[<extra>]'``."""
+    module, extra = OPTIONAL_CHOICES[choice]
+    package = module.removeprefix("hydra_plugins.").replace("_", "-")
+    return f"{choice} needs {package}, which is not installed: pip install 'dlrun[{extra}]'"
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a blocked module
+        return False
+
+
+def _data_problems(data: dict[str, Any]) -> list[str]:
+    """The options loaders share, checked here so no loader fails after the run dir exists.
+
+    Every loader holds out a validation split and (except the image sets, which have an
+    official test split) a test split; both must be real shares of the data, with
+    something left to train on.
+    """
+    out = []
+    fractions = {k: data[k] for k in ("val_fraction", "test_fraction") if k in data}
+    for key, value in fractions.items():
+        if not (_is_number(value) and 0 < value < 1):
+            out.append(f"data.{key}={value!r} is invalid: must be in (0, 1)")
+    if len(fractions) == 2 and all(_is_number(v) for v in fractions.values()):
+        total = sum(fractions.values())
+        if total >= 1:
+            out.append(
+                f"data.val_fraction + data.test_fraction = {total:g} is invalid: "
+                "must be < 1 (the rest is the training split)"
+            )
+    for key in _DATA_COUNTS:
+        value = data.get(key)
+        if value is None and (key in _DATA_NULLABLE or key not in data):
+            continue
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            rule = "a whole number >= 1" + (" or null" if key in _DATA_NULLABLE else "")
+            out.append(f"data.{key}={value!r} is invalid: must be {rule}")
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _value(cfg: dict[str, Any], dotted: str) -> Any:

@@ -5,7 +5,9 @@
 
 ``temperature=0`` always takes the most likely next token (greedy); higher values
 flatten the distribution and make the text more surprising. ``top_k`` samples only
-among the k most likely tokens (0 = all).
+among the k most likely tokens (0 = all). The run's saved config is untrusted input:
+only dlrun's own targets are built from it. Exit codes: 0 done, 2 bad arguments or a
+refused run dir, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dlrun.cli_args import parse_key_values
+from dlrun.cli_args import errors_reported, parse_key_values
 from dlrun.errors import UserError
 
 USAGE = (__doc__ or "").strip()
@@ -60,12 +62,9 @@ def generate_text(args: dict) -> str:
 
 
 def main() -> None:
-    args = parse_key_values(sys.argv[1:], DEFAULTS, USAGE, required=("run",))
-    try:
+    args = parse_key_values(sys.argv[1:], DEFAULTS, USAGE, required=("run",), prog="dlrun-generate")
+    with errors_reported("dlrun-generate"):
         print(generate_text(args))
-    except UserError as exc:
-        print(f"dlrun-generate: error: {exc}", file=sys.stderr)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -43,9 +43,11 @@ class Leaderboard(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from dlrun.config import validate
         from dlrun.errors import UserError
+        from dlrun.overrides import check_sweep
 
         main = {k: v for k, v in config.items() if k != "hydra"}
         try:
+            check_sweep(config)  # every swept value composes; plugins installed
             validate(OmegaConf.to_container(OmegaConf.create(main), resolve=True))
         except UserError as exc:
             print(f"dlrun: error: {exc} (the sweep was not started)", file=sys.stderr)

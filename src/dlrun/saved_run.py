@@ -3,6 +3,8 @@
 A run dir holds the resolved config Hydra saved (``.hydra/config.yaml``) and the
 checkpoints. Data splits are a pure function of the config and seed, so the same test
 split comes back; the model is rebuilt from its config and the weights loaded safely.
+The config is untrusted input: it is checked against dlrun's own targets
+(:mod:`dlrun.trust`) before anything is built from it.
 """
 
 from __future__ import annotations
@@ -11,44 +13,77 @@ from pathlib import Path
 from typing import Any
 
 from dlrun.errors import UserError
+from dlrun.trust import check_saved_config
 
 
 def read_run_config(run_dir: Path) -> dict[str, Any]:
     """The run's resolved config plus its group choices (for names in messages)."""
+    import yaml
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
+
+    from dlrun.config import RunSchema
 
     if not run_dir.is_dir():
         raise UserError(f"run dir not found: {run_dir}")
     config_path = run_dir / ".hydra" / "config.yaml"
     if not config_path.is_file():
+        if (run_dir / "multirun.yaml").is_file():
+            raise UserError(f"{run_dir} is a sweep dir; name one of its jobs: run={run_dir}/<job>")
         raise UserError(f"{run_dir} is not a dlrun run dir (no .hydra/config.yaml)")
-    try:
-        cfg = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
-    except (OmegaConfBaseException, OSError, ValueError) as exc:
-        raise UserError(f"{config_path} cannot be read: {exc}") from exc
-    assert isinstance(cfg, dict)
-    hydra_path = run_dir / ".hydra" / "hydra.yaml"
-    if hydra_path.is_file():
-        choices = OmegaConf.load(hydra_path).hydra.runtime.choices
-        cfg["model_name"] = choices.get("model", "model")
-        cfg["data_name"] = choices.get("data", "data")
+    try:  # merged onto the schema: wrong types are refused, keys added since get defaults
+        saved = OmegaConf.merge(OmegaConf.structured(RunSchema), OmegaConf.load(config_path))
+        cfg: dict[str, Any] = OmegaConf.to_container(saved, resolve=True)  # type: ignore[assignment]
+    except (OmegaConfBaseException, OSError, ValueError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{config_path} cannot be read: {first}") from exc
+    missing = [k for k in ("model", "data", "activation") if not isinstance(cfg.get(k), dict)]
+    if missing:
+        raise UserError(f"{config_path} is not a dlrun run's config (no {', '.join(missing)})")
+    check_saved_config(cfg, config_path)
+    choices = _saved_choices(run_dir / ".hydra" / "hydra.yaml")
+    cfg["model_name"] = choices.get("model", "model")
+    cfg["data_name"] = choices.get("data", "data")
     return cfg
+
+
+def _saved_choices(hydra_path: Path) -> dict[str, Any]:
+    """The run's group choices (names for messages only); empty if unreadable."""
+    from omegaconf import OmegaConf
+
+    try:
+        choices = OmegaConf.to_container(OmegaConf.load(hydra_path).hydra.runtime.choices)
+    except Exception:  # missing or foreign hydra.yaml: the names are cosmetic
+        return {}
+    return {str(k): str(v) for k, v in choices.items()} if isinstance(choices, dict) else {}
+
+
+def checkpoint_path(run_dir: Path, ckpt: str) -> Path:
+    """``best``/``last`` in ``run_dir/checkpoints``, or a ``.pt`` file given by path."""
+    if ckpt not in ("best", "last") and not ckpt.endswith(".pt"):
+        raise UserError(f"ckpt={ckpt} is invalid: use best, last or a path to a .pt file")
+    return Path(ckpt) if ckpt.endswith(".pt") else run_dir / "checkpoints" / f"{ckpt}.pt"
 
 
 def load_run(run_dir: Path, ckpt: str = "best", device: str | None = None) -> tuple[dict, Any]:
     """Config and :class:`~dlrun.runner.Experiment` with ``ckpt`` weights loaded."""
+    path = checkpoint_path(run_dir, ckpt)
+    cfg = read_run_config(run_dir)
+    return cfg, load_model(cfg, path, device)
+
+
+def load_model(
+    cfg: dict[str, Any], path: Path, device: str | None = None, bundle: Any = None
+) -> Any:
+    """The :class:`~dlrun.runner.Experiment` of a checked ``cfg`` with the weights at
+    ``path``; ``bundle`` reuses data already loaded (the fold models of a k-fold run)."""
     from dlrun.engine.checkpoint import load_checkpoint, load_model_weights
     from dlrun.runner import build
 
-    if ckpt not in ("best", "last") and not ckpt.endswith(".pt"):
-        raise UserError(f"ckpt={ckpt} is invalid: use best, last or a path to a .pt file")
-    cfg = read_run_config(run_dir)
-    path = Path(ckpt) if ckpt.endswith(".pt") else run_dir / "checkpoints" / f"{ckpt}.pt"
     state = load_checkpoint(path)  # fail on a bad checkpoint before loading any data
     if device is not None:
         cfg["trainer"]["device"] = device
-    exp = build(cfg)
+    exp = build(cfg, bundle)
     load_model_weights(exp.model, state, path)
     exp.model.eval()
-    return cfg, exp
+    return exp
