@@ -44,7 +44,7 @@ from dlrun.sweep.protocol import (  # noqa: E402
 )
 from dlrun.sweep.pruning import OptunaPruning  # noqa: E402
 from dlrun.sweep.space import parse_search_space  # noqa: E402
-from dlrun.sweep.study import open_study, resolve_direction  # noqa: E402
+from dlrun.sweep.study import build_sampler, open_study, resolve_direction  # noqa: E402
 from tests.conftest import CONFIGS, compose_cfg, run_cli  # noqa: E402
 
 # Until train.yaml lists `hparams_search: null` in its defaults the group must be appended.
@@ -270,6 +270,7 @@ defaults:
   - override hydra/sweeper: dlrun_optuna
   - _self_
 x: 0
+y: 0.0
 crash_at: -1
 interrupt_at: -1
 trainer: {monitor: val_loss}
@@ -348,6 +349,42 @@ def test_interrupted_sweep_resumes_where_it_stopped(toy, tmp_path: Path) -> None
     assert study.trials[2].user_attrs[RETRY_OF_ATTR] == 1
     # job dirs are numbered by trial, so resuming in the same sweep dir overwrites nothing
     assert sorted(trial_records(tmp_path / "sweep")) == [0, 2, 3, 4]
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_resumed_search_continues_the_sampler(toy, tmp_path: Path, sampler: str) -> None:
+    """n_trials=3, then 5 on the same study: trials 3 and 4 are new draws, never replays
+    of trials 0 and 1, and exactly what one uninterrupted n_trials=5 search draws."""
+    common = [f"hydra.sweeper.sampler={sampler}", "hydra.sweeper.pruner=none", "y=interval(0, 1)"]
+    for n_trials in (3, 5):
+        result = toy(*common, f"hydra.sweeper.n_trials={n_trials}")
+        assert result.returncode == 0, result.stderr
+    assert "3 of 5 trials done, 2 to run" in result.stderr + result.stdout
+    resumed = [t.params for t in load(tmp_path / "study.db", "toy").trials]
+    assert len({p["y"] for p in resumed}) == 5  # five distinct draws
+    fresh = toy(
+        *common,
+        "hydra.sweeper.n_trials=5",
+        "hydra.sweeper.storage=sqlite:///fresh.db",
+        "hydra.sweep.dir=fresh",
+    )
+    assert fresh.returncode == 0, fresh.stderr
+    assert [t.params for t in load(tmp_path / "fresh.db", "toy").trials] == resumed
+
+
+def test_resumed_grid_keeps_its_order(toy, tmp_path: Path) -> None:
+    """A grid stopped after 2 points continues with the 3rd and 4th, in product order."""
+    for n_trials in (2, 4):
+        result = toy("hydra.sweeper.sampler=grid", f"hydra.sweeper.n_trials={n_trials}")
+        assert result.returncode == 0, result.stderr
+    study = load(tmp_path / "study.db", "toy")
+    assert [t.params["x"] for t in study.trials] == [0, 1, 2, 3]
+
+
+def test_negative_seed_is_refused() -> None:
+    space = parse_search_space(["x=choice(0, 1)"], OverridesParser.create())
+    with pytest.raises(UserError, match=r"hydra\.sweeper\.seed=-1"):
+        build_sampler("random", -1, space)
 
 
 def test_resume_refuses_a_changed_choice_list(tmp_path: Path) -> None:
