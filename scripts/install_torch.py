@@ -27,6 +27,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -135,7 +136,9 @@ def plan(args: argparse.Namespace) -> list[str]:
 def describe_installed() -> str:
     """One line naming the torch that ended up installed, CPU or CUDA build."""
     importlib.invalidate_caches()  # torch was installed after this process started
-    import torch
+    with warnings.catch_warnings():  # "Failed to initialize NumPy": it comes in next
+        warnings.simplefilter("ignore")
+        import torch
 
     build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU"
     build = f"ROCm {torch.version.hip}" if getattr(torch.version, "hip", None) else build
