@@ -16,7 +16,8 @@ TORCH_INDEX ?= https://download.pytorch.org/whl
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: FORCE help install run test test-distributed test-all lint format bench sweep smoke clean
+.PHONY: FORCE help install run test test-distributed test-all lint format bench sweep smoke \
+  mutation clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -71,6 +72,10 @@ smoke: $(STAMP) ## Every experiment in configs/experiment/ for one batch (what C
 	    trainer.progress=none paths.outputs=outputs/smoke > /dev/null; \
 	done; echo "smoke: every experiment ran"
 
+mutation: $(STAMP) ## Mutation testing of the core (slow, not in CI); MODULE=checkpoint for one
+	test -x $(BIN)/mutmut || $(BIN)/python -m pip install -q -e ".[mutation]" "$(TORCH)"
+	$(BIN)/python scripts/mutation.py $(MODULE)
+
 clean: ## Remove caches and build files (keeps .venv and outputs/)
-	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info
+	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info .mutation mutants
 	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +
