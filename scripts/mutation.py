@@ -87,6 +87,9 @@ def mutmut_config(target: Target) -> str:
         f"source_paths = {toml_value(['src'])}",
         f"only_mutate = {toml_value([target.source])}",
         f"also_copy = {toml_value(['configs'])}",
+        # a fork of a process that has run torch's thread pools can hang; a fork server
+        # that has only imported the modules is safe (mutmut's advice for torch)
+        'process_isolation = "forkserver"',
         f"pytest_add_cli_args = {toml_value(['-p', 'no:cacheprovider', '-q'])}",
         f"pytest_add_cli_args_test_selection = {toml_value(list(target.tests))}",
     ]
