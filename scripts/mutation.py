@@ -54,7 +54,7 @@ TARGETS = {
     ),
     "splits": Target(
         "src/dlrun/data/splits.py",
-        ("tests/test_splits.py", "tests/test_data.py"),
+        ("tests/test_splits.py",),
     ),
     "batches": Target(
         "src/dlrun/data/batches.py",

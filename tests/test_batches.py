@@ -37,6 +37,28 @@ def test_n_batches(n: int, batch_size: int, limit: int | None, drop_last: bool, 
     assert n_batches(n, batch_size, limit, drop_last) == count
 
 
+def test_n_batches_keeps_the_short_last_batch_by_default() -> None:
+    assert n_batches(10, 4) == 3
+
+
+def test_the_permutation_moves_to_the_data_once_per_epoch(monkeypatch) -> None:
+    """Drawn on the CPU (the same on every device), then moved to the data's device once,
+    not once per batch. "meta" stands in for a GPU: tensors without storage."""
+    split = Split(torch.zeros(6, 1, device="meta"), torch.zeros(6, device="meta"))
+    devices: list[str] = []
+    subset = Split.subset
+
+    def spying_subset(self: Split, index: torch.Tensor) -> Split:
+        devices.append(index.device.type)
+        return subset(self, index)
+
+    monkeypatch.setattr(Split, "subset", spying_subset)
+    for shard in (None, Shard(0, 2)):
+        gen = torch.Generator().manual_seed(0)
+        list(iterate(split, 2, shuffle=True, generator=gen, shard=shard))
+    assert devices == ["meta"] * (3 + 2)
+
+
 def test_iterate_in_order_with_lengths_limit_and_drop_last() -> None:
     split = numbered(10, with_lengths=True)
     batches = list(iterate(split, 4))

@@ -30,6 +30,8 @@ def test_split_sizes_follow_the_fractions() -> None:
     assert (len(parts.train), len(parts.val), len(parts.test)) == (10, 5, 5)
     parts = stratified_split(np.arange(40) % 2, seed=0, val_fraction=0.1, test_fraction=0.5)
     assert (len(parts.train), len(parts.val), len(parts.test)) == (16, 4, 20)
+    parts = stratified_split(np.arange(40) % 2, seed=0)  # 15 % and 15 % by default
+    assert (len(parts.train), len(parts.val), len(parts.test)) == (28, 6, 6)
 
 
 def test_every_part_keeps_the_class_proportions() -> None:
@@ -91,14 +93,14 @@ def test_temporal_bounds_accept_fractions_just_under_one() -> None:
 
 
 def test_standardizer_per_feature_with_a_constant_column() -> None:
-    x = np.array([[1.0, 10.0], [3.0, 10.0]], dtype=np.float32)
+    x = np.array([[1.0, 10.0], [5.0, 10.0]], dtype=np.float32)
     scaler = Standardizer.fit(x)
-    assert scaler.mean.tolist() == [2.0, 10.0]
-    assert scaler.std.tolist() == [1.0, 1.0]  # a constant column is divided by 1, not 0
-    out = scaler.transform(np.array([[2.0, 10.0], [5.0, 12.0]]))
-    assert out.dtype == np.float32 and out.tolist() == [[0.0, 0.0], [3.0, 2.0]]
+    assert scaler.mean.tolist() == [3.0, 10.0]
+    assert scaler.std.tolist() == [2.0, 1.0]  # a constant column is divided by 1, not 0
+    out = scaler.transform(np.array([[3.0, 10.0], [7.0, 12.0]]))
+    assert out.dtype == np.float32 and out.tolist() == [[0.0, 0.0], [2.0, 2.0]]
     back = scaler.inverse(out)
-    assert back.dtype == np.float32 and back.tolist() == [[2.0, 10.0], [5.0, 12.0]]
+    assert back.dtype == np.float32 and back.tolist() == [[3.0, 10.0], [7.0, 12.0]]
 
 
 def test_standardizer_global_statistics() -> None:
