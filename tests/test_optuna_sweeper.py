@@ -59,6 +59,13 @@ def load(db: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
 
 
+def python(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run this Python with ``args`` in ``cwd`` (a toy app, a probe, the real CLI)."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
 def trial_records(sweep_dir: Path) -> dict[int, dict[str, Any]]:
     """Every job dir's trial.json, by trial number."""
     records = [json.loads(p.read_text()) for p in sweep_dir.glob("*/trial.json")]
@@ -292,13 +299,7 @@ def toy(tmp_path: Path):
     (tmp_path / "toy.yaml").write_text(TOY_CONFIG)
 
     def run(*overrides: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "toy.py", "-m", *overrides],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return python("toy.py", "-m", *overrides, cwd=tmp_path)
 
     return run
 
@@ -425,13 +426,7 @@ finally:
 
 
 def test_hydra_finds_the_sweeper_without_importing_optuna(workdir: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE, "hydra/sweeper=dlrun_optuna", "--cfg", "hydra"],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = python("-c", PROBE, "hydra/sweeper=dlrun_optuna", "--cfg", "hydra", cwd=workdir)
     assert out.returncode == 0, out.stderr
     assert "DlrunOptunaSweeper" in out.stdout
     assert "HEAVY: []" in out.stdout
@@ -463,13 +458,7 @@ def test_real_sweep_resumes_with_only_the_missing_trials(workdir: Path) -> None:
     """
     db = workdir / "search.db"
     common = [*REAL, f"hydra.sweeper.storage=sqlite:///{db}", "hydra.sweeper.pruner=none"]
-    out = subprocess.run(
-        [sys.executable, "-c", TWO_SWEEPS, *common],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = python("-c", TWO_SWEEPS, *common, cwd=workdir)
     assert out.returncode == 0, out.stderr
     assert "SWEPT s1" in out.stdout and "SWEPT s2" in out.stdout
     assert "2 of 3 trials done, 1 to run" in out.stderr + out.stdout
