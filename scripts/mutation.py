@@ -114,8 +114,11 @@ def prepare(name: str, target: Target) -> Path:
     return folder
 
 
-def run(name: str, target: Target, mutmut: str, children: int) -> dict[str, object]:
-    """Mutate one module, run its tests against every mutant; the counts and survivors."""
+def run(name: str, target: Target, mutmut: str, children: int) -> dict[str, object] | None:
+    """Mutate one module, run its tests against every mutant; the counts and survivors.
+
+    None when mutmut could not finish (e.g. the selected tests fail without any mutant).
+    """
     folder = prepare(name, target)
     print(f"== {name}: {target.source} against {' '.join(target.tests)}", flush=True)
     with (folder / "mutmut.log").open("w") as log:
@@ -123,7 +126,8 @@ def run(name: str, target: Target, mutmut: str, children: int) -> dict[str, obje
             [mutmut, "run", "--max-children", str(children)], cwd=folder, stdout=log, stderr=log
         )
     if done.returncode != 0:
-        print(f"   mutmut failed (exit {done.returncode}); see {folder / 'mutmut.log'}")
+        print(f"   mutmut failed (exit {done.returncode}); its output: {folder / 'mutmut.log'}")
+        return None
     subprocess.run([mutmut, "export-cicd-stats"], cwd=folder, capture_output=True, check=True)
     counts = json.loads((folder / "mutants" / "mutmut-cicd-stats.json").read_text())
     listed = subprocess.run(
@@ -188,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     names = args.modules or list(TARGETS)
-    summaries: dict[str, dict] = {}
+    failed: list[str] = []
     if not args.report:
         mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent))
         if mutmut is None:
@@ -196,12 +200,11 @@ def main(argv: list[str] | None = None) -> int:
                 "mutation: error: mutmut is missing: pip install 'dlrun[mutation]'", file=sys.stderr
             )
             return 2
-        for name in names:
-            summaries[name] = run(name, TARGETS[name], mutmut, args.children)
-    for path in sorted(WORK.glob("*/summary.json")):  # earlier runs of other modules too
-        summaries.setdefault(path.parent.name, json.loads(path.read_text()))
-    print("\n".join(report(summaries)))
-    return 0
+        failed = [name for name in names if run(name, TARGETS[name], mutmut, args.children) is None]
+    # this run's modules and earlier runs of the others
+    summaries = {p.parent.name: json.loads(p.read_text()) for p in WORK.glob("*/summary.json")}
+    print("\n".join(report(dict(sorted(summaries.items())))))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
