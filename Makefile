@@ -36,7 +36,7 @@ ifneq ($(filter command line,$(origin TORCH_VARIANT) $(origin TORCH)),)
 $(STAMP): FORCE
 endif
 
-install: $(STAMP) ## Create .venv and install dlrun with its dev tools (once)
+install: $(STAMP) ## Create .venv with dlrun and its dev tools; TORCH_VARIANT=auto|cpu|cuda|cu126
 
 run: $(STAMP) ## Train and evaluate the default experiment (LeNet-5 on digits)
 	$(BIN)/dlrun $(ARGS)
