@@ -5,13 +5,19 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The CPU build of torch is installed first with a pin, so nothing later pulls the newest
-# torch with gigabytes of CUDA wheels. Override: make install TORCH="torch==2.5.1"
+# torch is installed first, pinned, in the build this machine needs, so nothing later pulls
+# the newest torch with gigabytes of CUDA wheels (scripts/install_torch.py). TORCH_VARIANT:
+# auto (the CPU build unless nvidia-smi is found), cpu, cuda (PyPI's default build), or a
+# folder of PyTorch's wheel index (cu126, cu130, rocm6.4, ...); TORCH_INDEX: a mirror of it.
+#   make install TORCH_VARIANT=cu126 TORCH="torch==2.5.1"
 TORCH ?= torch==2.13.0
+TORCH_VARIANT ?= auto
+TORCH_INDEX ?= https://download.pytorch.org/whl
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-distributed test-all lint format bench sweep smoke clean
+.PHONY: FORCE help install run test test-distributed test-all lint format bench sweep smoke \
+  mutation clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -20,11 +26,17 @@ help: ## Show this help
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python scripts/install_torch.py --variant "$(TORCH_VARIANT)" --pin "$(TORCH)" \
+	  --index "$(TORCH_INDEX)"
 	$(BIN)/python -m pip install -q -e ".[dev]" "$(TORCH)"
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install dlrun with its dev tools (once)
+# A build or pin named on the command line is installed even into a .venv already set up.
+ifneq ($(filter command line,$(origin TORCH_VARIANT) $(origin TORCH)),)
+$(STAMP): FORCE
+endif
+
+install: $(STAMP) ## Create .venv with dlrun and its dev tools; TORCH_VARIANT=auto|cpu|cuda|cu126
 
 run: $(STAMP) ## Train and evaluate the default experiment (LeNet-5 on digits)
 	$(BIN)/dlrun $(ARGS)
@@ -60,6 +72,10 @@ smoke: $(STAMP) ## Every experiment in configs/experiment/ for one batch (what C
 	    trainer.progress=none paths.outputs=outputs/smoke > /dev/null; \
 	done; echo "smoke: every experiment ran"
 
+mutation: $(STAMP) ## Mutation testing of the core (slow, not in CI); MODULE=checkpoint for one
+	test -x $(BIN)/mutmut || $(BIN)/python -m pip install -q -e ".[mutation]" "$(TORCH)"
+	$(BIN)/python scripts/mutation.py $(MODULE)
+
 clean: ## Remove caches and build files (keeps .venv and outputs/)
-	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info
+	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info .mutation mutants
 	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +

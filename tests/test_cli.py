@@ -78,9 +78,10 @@ def test_default_run_writes_every_file(workdir: Path) -> None:
         "predictions.csv",
     ]:
         assert (run_dir / name).is_file(), name
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    for key in ["accuracy", "f1_macro", "loss"]:
-        assert 0.0 <= metrics["test"][key] < 10, key
+    metrics = json.loads((run_dir / "metrics.json").read_text())["test"]
+    expected = _sklearn_scores(run_dir / "predictions.csv")
+    for key in ["accuracy", "f1_macro", "loss"]:  # the metrics are those of predictions.csv
+        assert metrics[key] == pytest.approx(expected[key], rel=1e-4), key
     with (run_dir / "history.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == [
@@ -99,8 +100,34 @@ def test_regression_run_reports_rmse(workdir: Path) -> None:
     result = run_cli("model=mlp", "data=diabetes", *SHRINK, cwd=workdir)
     assert result.returncode == 0, result.stderr
     (run_dir,) = (workdir / "outputs" / "runs").iterdir()
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["test"]["rmse"] > 0 and "loss" in metrics["test"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())["test"]
+    expected = _sklearn_scores(run_dir / "predictions.csv")
+    for key in ["rmse", "mae", "r2"]:  # in the data's units, as predictions.csv holds them
+        assert metrics[key] == pytest.approx(expected[key], rel=1e-4), key
+
+
+def _sklearn_scores(path: Path) -> dict[str, float]:
+    """The test metrics recomputed by scikit-learn from a run's predictions.csv."""
+    import numpy as np
+    from sklearn import metrics
+
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    target = np.array([float(r["target"]) for r in rows])
+    predicted = np.array([float(r["prediction"]) for r in rows])
+    if "prob_0" not in rows[0]:
+        return {
+            "rmse": metrics.root_mean_squared_error(target, predicted),
+            "mae": metrics.mean_absolute_error(target, predicted),
+            "r2": metrics.r2_score(target, predicted),
+        }
+    probs = np.array([[float(v) for k, v in r.items() if k.startswith("prob_")] for r in rows])
+    probs /= probs.sum(axis=1, keepdims=True)  # undo the rounding to 6 decimals in the file
+    return {
+        "accuracy": metrics.accuracy_score(target, predicted),
+        "f1_macro": metrics.f1_score(target, predicted, average="macro", zero_division=0),
+        "loss": metrics.log_loss(target, probs, labels=range(probs.shape[1])),
+    }
 
 
 def test_incompatible_model_and_data_fail_before_training(workdir: Path) -> None:

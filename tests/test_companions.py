@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -95,7 +96,10 @@ def test_eval_of_a_sweep_dir_scores_every_job(tmp_path: Path) -> None:
 def test_eval_val_split_and_last_checkpoint(mlp_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "val_eval"
     _eval(run=str(mlp_run), split="val", ckpt="last", out=str(out))
-    assert "val" in json.loads((out / "metrics.json").read_text())
+    val = json.loads((out / "metrics.json").read_text())["val"]
+    with (mlp_run / "history.csv").open() as fh:
+        last_epoch = list(csv.DictReader(fh))[-1]  # what last.pt scored on val when saved
+    assert val["accuracy"] == pytest.approx(float(last_epoch["val_accuracy"]), abs=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
-from optuna.trial import TrialState
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
 
 from dlrun.config import metric_mode
 from dlrun.errors import UserError
@@ -74,14 +77,74 @@ def build_sampler(name: str, seed: int | None, space: SearchSpace) -> optuna.sam
     when the grid is done, and fails on re-queued trials; queueing each grid point as a
     fixed trial gives the plain product order and resumes like any other study.
     """
+    if seed is not None and seed < 0:
+        raise UserError(f"hydra.sweeper.seed={seed}: use a number >= 0, or null for no seed")
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        return TrialSeededSampler(optuna.samplers.TPESampler, seed)
     if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return TrialSeededSampler(optuna.samplers.RandomSampler, seed)
     if name == "grid":
         space.grid()  # refuse interval() params before the study is created
         return optuna.samplers.RandomSampler(seed=seed)  # never asked: params are queued
     raise UserError(f"hydra.sweeper.sampler={name} is unknown; use {', '.join(SAMPLERS)}")
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """An independent 32-bit seed for trial ``number`` of a search seeded with ``seed``."""
+    return int(np.random.SeedSequence(seed, spawn_key=(number,)).generate_state(1)[0])
+
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """Samples trial N with a fresh sampler seeded from ``(seed, N)``.
+
+    An Optuna sampler keeps its random state in the sampler object. A resumed sweep is a
+    new process that builds the sampler again from the same seed, so it would replay the
+    first trials' parameters. Seeded per trial number instead, a trial's draw depends only
+    on the seed, its number and the study's history: a resumed search continues where it
+    stopped and draws exactly what an uninterrupted one would have. With ``seed=None``
+    the samplers are unseeded, as Optuna's are.
+    """
+
+    def __init__(self, factory: Callable[..., optuna.samplers.BaseSampler], seed: int | None):
+        self._factory = factory
+        self._seed = seed
+        self._inner = factory(seed=seed)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if self._seed is not None:
+            self._inner = self._factory(seed=trial_seed(self._seed, trial.number))
+        self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return self._inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return self._inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self._inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._inner.reseed_rng()
 
 
 def open_study(

@@ -1,0 +1,45 @@
+"""``scripts/mutation.py`` (``make mutation``): its config and its report, without mutmut."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tomllib
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+_spec = importlib.util.spec_from_file_location("mutation", ROOT / "scripts/mutation.py")
+assert _spec is not None and _spec.loader is not None
+mutation = sys.modules["mutation"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(mutation)
+
+
+def test_each_module_gets_its_own_mutmut_config() -> None:
+    config = tomllib.loads(mutation.mutmut_config(mutation.TARGETS["checkpoint"]))
+    mutmut = config["tool"]["mutmut"]
+    assert mutmut["only_mutate"] == ["src/dlrun/engine/checkpoint.py"]
+    assert mutmut["pytest_add_cli_args_test_selection"][0] == "tests/test_checkpoint.py"
+    assert mutmut["process_isolation"] == "forkserver"  # forks of a torch process hang
+    assert "not distributed" in " ".join(mutmut["pytest_add_cli_args"])
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert config["tool"]["pytest"] == project["tool"]["pytest"]  # same markers, options
+
+
+def test_every_target_names_an_existing_module_and_test_file() -> None:
+    for target in mutation.TARGETS.values():
+        assert (ROOT / target.source).is_file(), target.source
+        files = [t for t in target.tests if t.startswith("tests/")]
+        assert files and all((ROOT / f).is_file() for f in files), target.tests
+
+
+def test_report_counts_timeouts_as_kills_and_lists_open_survivors(tmp_path: Path, monkeypatch):
+    docs = tmp_path / "testing.md"
+    docs.write_text("- `dlrun.data.splits.x_f__mutmut_2`: the same value either way\n")
+    monkeypatch.setattr(mutation, "EQUIVALENTS", docs)
+    counts = {"killed": 15, "timeout": 2, "total": 20}
+    survivors = ["dlrun.data.splits.x_f__mutmut_2", "dlrun.data.splits.x_g__mutmut_7"]
+    lines = mutation.report({"splits": {"counts": counts, "survivors": survivors}})
+    assert lines[1].split() == ["splits", "17", "20", "85.0%", "1", "1"]
+    assert "  dlrun.data.splits.x_g__mutmut_7" in lines
+    assert "  dlrun.data.splits.x_f__mutmut_2" not in lines
