@@ -112,7 +112,9 @@ def run(cfg: DictConfig) -> float:
     try:
         return _run(job)
     except KeyboardInterrupt:  # Ctrl-C outside the training loop (start-up, evaluation)
-        _interrupted(job, "interrupted (Ctrl-C)")
+        status = rundir.read_status(job.run_dir) or {}
+        when = f"after epoch {status.get('epoch')}" if _training_started(job) else "while starting"
+        _interrupted(job, f"interrupted (Ctrl-C) {when}")
 
 
 def _job(cfg: DictConfig, run_dir: Path, multirun: bool, hydra_cfg: Any) -> _Job:

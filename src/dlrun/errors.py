@@ -31,11 +31,13 @@ def write_error(exc: BaseException) -> OSError | None:
     Looks through ``__cause__``/``__context__``: torch reports a full disk during
     ``torch.save`` as ``RuntimeError: ... unexpected pos`` with the OSError as context.
     """
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in _WRITE_ERRORS:
-            return seen
-        seen = seen.__cause__ or seen.__context__
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not c for c in chain):  # chains can loop
+        if isinstance(current, OSError) and current.errno in _WRITE_ERRORS:
+            return current
+        chain.append(current)
+        current = current.__cause__ or current.__context__
     return None
 
 
