@@ -35,7 +35,9 @@ main()
 
 def _files(directory: Path) -> dict[str, bytes]:
     """Every file under ``directory`` with its bytes (hidden ones included)."""
-    return {str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()
+    }
 
 
 def _dlrun_lines(stderr: str) -> list[str]:
