@@ -40,6 +40,15 @@ def _files(directory: Path) -> dict[str, bytes]:
     }
 
 
+def _untouched(directory: Path) -> dict[str, tuple[bytes, int]]:
+    """Bytes and modification times: a file rewritten with the same bytes shows too."""
+    return {
+        str(p.relative_to(directory)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in directory.rglob("*")
+        if p.is_file()
+    }
+
+
 def _dlrun_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("dlrun")]
 
@@ -91,7 +100,7 @@ def test_a_sweep_run_again_in_its_dir_skips_resumes_and_retries(workdir: Path) -
     assert killed.returncode == -9  # the whole sweep died with job 1 after its epoch 1
     sweep = workdir / "sw"
     done, interrupted, new = (sweep / f"{n}_mlp_iris" for n in range(3))
-    finished = _files(done)
+    finished = _untouched(done)
     assert read_status(interrupted)["status"] == "running"  # as kill -9 left it
 
     again = run_cli("-m", *args, "seed=0,1,2", cwd=workdir)  # one more seed at the end
@@ -102,7 +111,7 @@ def test_a_sweep_run_again_in_its_dir_skips_resumes_and_retries(workdir: Path) -
     )
     assert "0_mlp_iris: completed earlier, skipped (best val_accuracy" in again.stdout
     assert f"resuming {interrupted.resolve()} after epoch 1" in again.stdout
-    assert _files(done) == finished  # not a byte of the finished job changed
+    assert _untouched(done) == finished  # not one file of the finished job was written
     assert len((interrupted / "history.csv").read_text().splitlines()) == 3
     rows = list(csv.DictReader((sweep / "leaderboard.csv").open()))
     assert sorted((r["job"], r["status"]) for r in rows) == [
@@ -119,12 +128,12 @@ def test_a_sweep_run_again_in_its_dir_skips_resumes_and_retries(workdir: Path) -
     assert (earlier / ".hydra" / "overrides.yaml").is_file() and (earlier / "report.md").is_file()
     assert read_status(new)["status"] == "completed" and (new / "metrics.json").is_file()
 
-    finished = _files(sweep)
+    finished = _untouched(sweep)
     other = run_cli("-m", *args, "seed=0,5", cwd=workdir)  # job 1 would be another job
     assert other.returncode == 2
     (line,) = _dlrun_lines(other.stderr)
     assert "1_mlp_iris holds a job with other overrides (only there: seed=1; " in line
-    assert _files(sweep) == finished
+    assert _untouched(sweep) == finished
 
 
 def test_a_sweep_refused_for_every_job_leaves_nothing(workdir: Path) -> None:
@@ -201,7 +210,7 @@ def test_a_completed_run_trains_further_and_keeps_its_first_results(workdir: Pat
     run_dir = workdir / "run"
     first = run_cli(*IRIS, "trainer.epochs=2", f"hydra.run.dir={run_dir}", cwd=workdir)
     assert first.returncode == 0, first.stderr
-    results = _files(run_dir)
+    results = _untouched(run_dir)
 
     same = run_cli(f"resume={run_dir}", cwd=workdir)
     assert same.returncode == 2
@@ -211,15 +220,55 @@ def test_a_completed_run_trains_further_and_keeps_its_first_results(workdir: Pat
     ]
     refused = run_cli(f"resume={run_dir}", "trainer.epochs=4", "model=lenet", cwd=workdir)
     assert refused.returncode == 2 and "cannot take data=iris" in refused.stderr
-    assert _files(run_dir) == results  # the refused attempt left the run as it was
+    assert _untouched(run_dir) == results  # the refused attempt left the run as it was
 
     more = run_cli(f"resume={run_dir}", "trainer.epochs=4", cwd=workdir)
     assert more.returncode == 0, more.stderr
     assert "its results so far are kept in previous/epoch_2/" in more.stdout
     previous = run_dir / "previous" / "epoch_2"
-    assert (previous / "metrics.json").read_bytes() == results["metrics.json"]
-    assert (previous / "report.md").read_bytes() == results["report.md"]
+    assert (previous / "metrics.json").read_bytes() == results["metrics.json"][0]
+    assert (previous / "report.md").read_bytes() == results["report.md"][0]
     assert json.loads((run_dir / "metrics.json").read_text())["train"]["epochs"] == 4
     assert "epochs=4" in (run_dir / "report.md").read_text()
     assert len((run_dir / "history.csv").read_text().splitlines()) == 5
     assert read_status(run_dir)["status"] == "completed" and read_status(run_dir)["epoch"] == 4
+
+
+def test_early_stopping_is_checkpointed_with_the_epoch_it_judged(tmp_path: Path) -> None:
+    """EarlyStopping runs before the checkpointer, the heartbeat after it."""
+    from rich.console import Console
+
+    from dlrun.engine.callbacks import Checkpointer, EarlyStopping
+    from dlrun.engine.runstate import StatusHeartbeat
+    from dlrun.runner import make_callbacks
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg("regularization=early_stopping")
+    callbacks = make_callbacks(cfg, tmp_path, Console(quiet=True), "val_loss", main=True)
+    kinds = [type(cb) for cb in callbacks]
+    assert kinds.index(EarlyStopping) < kinds.index(Checkpointer) < kinds.index(StatusHeartbeat)
+
+
+def test_an_early_stop_survives_a_resume_and_more_epochs_reopen_it() -> None:
+    from dlrun.engine.callbacks import EarlyStopping
+    from dlrun.engine.runstate import resume_early_stopping
+    from dlrun.engine.trainer import FitState
+
+    def stopped() -> EarlyStopping:
+        stopper = EarlyStopping("val_loss", "min", patience=3)
+        stopper.load_state_dict({"best": 0.25, "wait": 3})  # as last.pt holds it
+        return stopper
+
+    state = FitState(epoch=7)
+    assert resume_early_stopping([stopped()], state, continuing=False) == ""
+    assert state.should_stop and "did not improve for 3 epochs" in state.stop_reason
+
+    stopper, state = stopped(), FitState(epoch=7)
+    note = resume_early_stopping([stopper], state, continuing=True)
+    assert not state.should_stop and stopper.wait == 0 and stopper.best == 0.25
+    assert note == (
+        "early stopping had stopped this run after epoch 7; it trains on with a fresh "
+        "patience of 3 epochs (best val_loss so far 0.25)"
+    )
+    running = EarlyStopping("val_loss", "min", patience=3)
+    assert resume_early_stopping([running], FitState(epoch=2), continuing=True) == ""

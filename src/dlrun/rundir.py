@@ -41,7 +41,7 @@ class _Before:
     """What an existing directory held before this process used it."""
 
     names: set[str]
-    hydra_files: dict[str, bytes] = field(default_factory=dict)
+    hydra_files: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # bytes, mtime
 
 
 _before: dict[Path, _Before] = {}
@@ -124,7 +124,7 @@ def note_existing(run_dir: Path) -> None:
     if not run_dir.is_dir() or run_dir in _created:
         return
     hydra = run_dir / ".hydra"
-    files = {p.name: p.read_bytes() for p in hydra.glob("*") if p.is_file()}
+    files = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in hydra.glob("*") if p.is_file()}
     _before[run_dir] = _Before({p.name for p in run_dir.iterdir()}, files)
 
 
@@ -158,8 +158,9 @@ def discard(run_dir: Path) -> None:
         for entry in hydra.iterdir():
             if entry.name not in before.hydra_files:
                 _remove(entry)
-        for name, data in before.hydra_files.items():
+        for name, (data, mtime) in before.hydra_files.items():
             (hydra / name).write_bytes(data)
+            os.utime(hydra / name, ns=(mtime, mtime))
 
 
 def _remove(entry: Path) -> None:
