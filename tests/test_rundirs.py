@@ -272,3 +272,25 @@ def test_an_early_stop_survives_a_resume_and_more_epochs_reopen_it() -> None:
     )
     running = EarlyStopping("val_loss", "min", patience=3)
     assert resume_early_stopping([running], FitState(epoch=2), continuing=True) == ""
+
+
+def test_more_epochs_lengthen_a_one_cycle_schedule_on_resume() -> None:
+    import torch
+
+    from dlrun.engine.runstate import schedule_length_kept
+
+    def one_cycle(total: int) -> torch.optim.lr_scheduler.OneCycleLR:
+        opt = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=total)
+
+    finished = one_cycle(8)
+    for _ in range(8):
+        finished.optimizer.step()
+        finished.step()
+    longer = one_cycle(16)
+    with schedule_length_kept(longer):
+        longer.load_state_dict(finished.state_dict())
+    assert longer.total_steps == 16 and longer.last_epoch == 8
+    longer.optimizer.step()
+    longer.step()  # the 9th step: past the old length, inside the new one
+    assert longer.get_last_lr()[0] > finished.get_last_lr()[0]

@@ -34,7 +34,11 @@ from dlrun.engine.checkpoint import load_checkpoint, load_model_weights
 from dlrun.engine.device import select_device
 from dlrun.engine.interrupts import graceful_interrupts
 from dlrun.engine.launch import launched, spawn_run
-from dlrun.engine.runstate import StatusHeartbeat, resume_early_stopping
+from dlrun.engine.runstate import (
+    StatusHeartbeat,
+    resume_early_stopping,
+    schedule_length_kept,
+)
 from dlrun.engine.schedules import build_scheduler
 from dlrun.engine.trainer import Trainer, TrainerSettings, near_zero_fraction
 from dlrun.errors import UserError
@@ -187,7 +191,8 @@ def train_and_evaluate(
             # Rank 0 reads the file and sends it: other nodes may not see this disk.
             where = exp.device if distributed.world_size() == 1 else "cpu"
             ckpt = load_checkpoint(last, where) if main else None
-            state = trainer.load_state_dict(distributed.broadcast_object(ckpt))
+            with schedule_length_kept(scheduler):  # more trainer.epochs may have been asked
+                state = trainer.load_state_dict(distributed.broadcast_object(ckpt))
             note = resume_early_stopping(callbacks, state, bool(cfg.get("resume_completed")))
             console.print(
                 f"resuming {run_dir} after epoch {state.epoch}" + (f"; {note}" if note else ""),

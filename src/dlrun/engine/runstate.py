@@ -1,4 +1,4 @@
-"""The run dir's view of training: ``status.json`` while training, early stopping on resume.
+"""The run dir's view of training: ``status.json`` while training; what a resume keeps.
 
 :class:`StatusHeartbeat` keeps ``status.json`` saying "running", and how far. It runs
 after the checkpointer, so the ``epoch`` it records is always one that ``last.pt``
@@ -11,7 +11,8 @@ another host can tell a long epoch from a dead process.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,3 +79,22 @@ def resume_early_stopping(callbacks: Sequence[Callback], state: FitState, contin
         f"a fresh patience of {stopper.patience} epochs (best {stopper.monitor} so far "
         f"{stopper.best:.4g})"
     )
+
+
+# Attributes in which a scheduler's state_dict records how long the run is (OneCycleLR).
+_LENGTH_KEYS = ("total_steps", "_schedule_phases")
+
+
+@contextmanager
+def schedule_length_kept(scheduler: Any) -> Iterator[None]:
+    """Load a checkpoint but keep the schedule's length as built for this run.
+
+    A resume may ask for more ``trainer.epochs``; a scheduler that stores its length
+    (OneCycleLR) would otherwise keep the old one and fail one step past it ("Tried to
+    step 9 times"). Schedules that compute the lr from the step count alone (the
+    LambdaLR ones) pick up at the step reached anyway.
+    """
+    fresh = {k: v for k, v in vars(scheduler).items() if k in _LENGTH_KEYS} if scheduler else {}
+    yield
+    if fresh:
+        vars(scheduler).update(fresh)
