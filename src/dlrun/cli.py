@@ -44,15 +44,11 @@ def config_dir() -> str:
 
 def _register() -> None:
     """The config schema and dlrun's resolvers, before Hydra composes anything."""
-    from omegaconf import OmegaConf
-
     from dlrun.config import register_schema
+    from dlrun.hydra_callbacks import register_resolvers
 
     register_schema()
-    resolvers = {"dlrun_unique_dir": rundir.claim_unique_dir, "dlrun_job_dir": sweepdir.job_subdir}
-    for name, resolver in resolvers.items():
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, resolver)
+    register_resolvers()
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -107,8 +103,9 @@ def run(cfg: DictConfig) -> float:
     job = _job(cfg, plan.job_dir if plan else output_dir, multirun, hydra_cfg)
     if plan is not None and plan.kind == sweepdir.RESUME:
         job.container["resume"] = str(job.run_dir)
-    if plan is not None and plan.kind == sweepdir.RETRY:
-        print(f"{job.run_dir.name}: {plan.earlier} before; run again", flush=True)
+    if plan is not None and plan.kind == sweepdir.RETRY and plan.kept_in is not None:
+        kept = plan.kept_in.relative_to(job.run_dir)
+        print(f"{job.run_dir.name}: {plan.earlier} earlier, runs again ({kept}/ keeps that try)")
     try:
         return _run(job)
     except KeyboardInterrupt:  # Ctrl-C outside the training loop (start-up, evaluation)

@@ -25,6 +25,24 @@ from dlrun.rundir import (
 _BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
+def register_resolvers() -> None:
+    """dlrun's resolvers of ``hydra.run.dir`` and ``hydra.sweep.subdir``.
+
+    Called by the CLI, and when this module is imported: a joblib or submitit worker
+    resolves a job's directory itself, and it imports this module (Hydra sends it the
+    callbacks) but never runs the CLI's start-up.
+    """
+    from dlrun.rundir import claim_unique_dir
+    from dlrun.sweepdir import job_subdir
+
+    for name, resolver in (("dlrun_unique_dir", claim_unique_dir), ("dlrun_job_dir", job_subdir)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
+
+
+register_resolvers()
+
+
 class RunDirGuard(Callback):
     """Never write into, or delete, a directory this program did not create.
 

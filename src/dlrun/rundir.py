@@ -234,6 +234,8 @@ def run_is_alive(run_dir: Path) -> bool:
 
 def _alive(status: dict[str, Any]) -> bool:
     pid, started = status.get("pid"), _parse_time(status.get("started_at"))
+    if pid is None and status.get("heartbeat") is None:
+        return True  # written without an identity (by hand, an older dlrun): no evidence
     if status.get("hostname") == socket.gethostname() and isinstance(pid, int):
         try:
             os.kill(pid, 0)

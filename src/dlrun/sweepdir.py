@@ -44,6 +44,7 @@ class JobPlan:
     job_dir: Path
     output_dir: Path  # where Hydra writes: the job dir, or a scratch dir for a skip
     earlier: str = ""  # how the earlier attempt ended, for the user
+    kept_in: Path | None = None  # where a retried job's earlier files went
 
 
 _plans: dict[Path, JobPlan] = {}  # by job dir and by output dir
@@ -139,6 +140,7 @@ def _prepare(plan: JobPlan) -> JobPlan:
         for entry in plan.job_dir.iterdir():
             if entry.name != "attempts":
                 entry.rename(target / entry.name)
+        return JobPlan(RETRY, plan.job_dir, plan.output_dir, plan.earlier, target)
     return plan
 
 
