@@ -195,6 +195,39 @@ def test_an_unwritable_output_folder_is_one_line(lockable: tuple[Path, Callable]
                              "/ hydra.sweep.dir=)")  # fmt: skip
 
 
+READ_ONLY_AT_SECOND_HISTORY = """
+import errno, pathlib, sys
+real_open, writes = pathlib.Path.open, []
+def open_(self, mode="r", *args, **kwargs):
+    if self.name == "history.csv.tmp":
+        writes.append(self)
+        if len(writes) == 2:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+    return real_open(self, mode, *args, **kwargs)
+pathlib.Path.open = open_
+sys.argv = ["dlrun", *sys.argv[1:]]
+from dlrun.cli import main
+main()
+"""
+
+
+def test_a_read_only_folder_while_writing_history_is_one_line(tmp_path: Path) -> None:
+    """The same story without root or mounts: the second history.csv write is refused."""
+    run_dir = tmp_path / "run"
+    failed = subprocess.run(
+        [sys.executable, "-c", READ_ONLY_AT_SECOND_HISTORY, *IRIS, "trainer.epochs=3",
+         f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert _dlrun_lines(failed.stderr) == [
+        f"dlrun: error: read-only file system writing history.csv; make {run_dir} writable "
+        f"and resume with dlrun resume={run_dir}"
+    ]
+    status = rundir.read_status(run_dir)
+    assert status is not None and (status["status"], status["epoch"]) == ("failed", 1)
+
+
 def test_claiming_a_run_dir_in_an_unwritable_folder_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
