@@ -192,7 +192,8 @@ def write_status(run_dir: Path, status: str, reason: str = "", **extra: Any) -> 
     an epoch reports the last epoch that ``last.pt`` really holds. Without a previous
     status, ``epoch`` counts the rows of ``history.csv``.
     """
-    previous = read_status(run_dir) or {}
+    carried = ("epoch", "pid", "hostname", "started_at")
+    previous = {} if all(k in extra for k in carried) else read_status(run_dir) or {}
     payload: dict[str, Any] = {"status": status, "reason": reason}
     epoch = extra.pop("epoch", previous.get("epoch"))
     payload["epoch"] = _epochs_done(run_dir) if epoch is None else epoch
