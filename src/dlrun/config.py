@@ -17,9 +17,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 
 from dlrun.errors import UserError
-
-# Metrics that get better as they get smaller (for early stopping/checkpoints "auto" mode).
-_MINIMISED = re.compile(r"(loss|rmse|mse|mae|mape|error|perplexity|bits_per_token)$")
+from dlrun.monitor import metric_mode as metric_mode  # re-exported; lives in dlrun.monitor
 
 
 @dataclass
@@ -43,7 +41,7 @@ class TrainerSchema:
 @dataclass
 class EarlyStoppingSchema:
     enabled: bool = False
-    monitor: str = "val_loss"
+    monitor: str | None = None  # null: follow trainer.monitor
     mode: str = "auto"
     patience: int = 5
     min_delta: float = 0.0
@@ -106,13 +104,6 @@ def register_schema() -> None:
     ConfigStore.instance().store(name="dlrun_schema", node=RunSchema)
 
 
-def metric_mode(metric: str, mode: str = "auto") -> str:
-    """``min`` or ``max`` for ``metric``; ``auto`` infers it from the metric's name."""
-    if mode in ("min", "max"):
-        return mode
-    return "min" if _MINIMISED.search(metric) else "max"
-
-
 def validate(cfg: dict[str, Any]) -> None:
     """Check ranges and choices; raise one :class:`UserError` naming every bad key."""
     problems: list[str] = []
@@ -172,9 +163,11 @@ def validate(cfg: dict[str, Any]) -> None:
     )
     stop = reg["early_stopping"]
     need(
-        re.fullmatch(r"(val_)?(loss|accuracy|rmse)", stop["monitor"]) is not None,
+        stop["monitor"] is None
+        or re.fullmatch(r"(val_)?(loss|accuracy|rmse)", stop["monitor"]) is not None,
         "regularization.early_stopping.monitor",
-        "use loss, val_loss, accuracy, val_accuracy, rmse or val_rmse",
+        "use null (follow trainer.monitor), loss, val_loss, accuracy, val_accuracy, rmse "
+        "or val_rmse",
     )
     need(stop["patience"] >= 0, "regularization.early_stopping.patience", "must be >= 0")
     one_of("regularization.early_stopping.mode", "auto", "min", "max")

@@ -9,16 +9,15 @@ only rank 0 prints, writes the run dir and evaluates the test split.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
 
+from dlrun import monitor as monitors
 from dlrun import tasks
-from dlrun.config import metric_mode
-from dlrun.data.batches import Shard, n_batches
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
 from dlrun.engine import distributed
 from dlrun.engine.augment import AugmentSettings, BatchAugment
@@ -29,13 +28,14 @@ from dlrun.engine.callbacks import (
     HistoryCSV,
     ProgressReporter,
     TrainLog,
+    epochs,
 )
 from dlrun.engine.checkpoint import load_checkpoint, load_model_weights
 from dlrun.engine.device import select_device
 from dlrun.engine.interrupts import graceful_interrupts
 from dlrun.engine.launch import launched, spawn_run
-from dlrun.engine.schedules import build_scheduler
-from dlrun.engine.trainer import Trainer, TrainerSettings, near_zero_fraction
+from dlrun.engine.schedules import build_scheduler, scheduler_monitor
+from dlrun.engine.trainer import Trainer, TrainerSettings, optimizer_steps_per_epoch, sparsity
 from dlrun.errors import UserError
 from dlrun.models import build_model
 
@@ -70,19 +70,20 @@ def instantiate(node: dict[str, Any], **kwargs: Any) -> Any:
 
 
 def monitor_metric(cfg: dict[str, Any], task: Task) -> str:
-    """The validation metric that picks ``best.pt`` (``trainer.monitor``, or auto)."""
-    name, _ = tasks.TRAIN_METRIC[task]
-    monitor = cfg["trainer"]["monitor"]
-    if monitor == "auto":
-        classification = task not in (Task.REGRESSION, Task.FORECAST)
-        return f"val_{name}" if classification else "val_loss"
-    allowed = ["loss", name, "val_loss", f"val_{name}"]
-    if monitor not in allowed:
+    """The metric that picks ``best.pt`` and, unless overridden, drives early stopping,
+    plateau schedules, Optuna and the leaderboard (``trainer.monitor``; auto: val_loss)."""
+    return check_monitor(monitors.resolve(cfg["trainer"]["monitor"]), task, "trainer.monitor")
+
+
+def check_monitor(name: str, task: Task, key: str) -> str:
+    """``name`` if the epoch rows of a ``task`` run record it, else a :class:`UserError`."""
+    metric, _ = tasks.TRAIN_METRIC[task]
+    allowed = ["loss", metric, "val_loss", f"val_{metric}"]
+    if name not in allowed:
         raise UserError(
-            f"trainer.monitor={monitor} is not recorded for a {task} task; "
-            f"use one of {', '.join(allowed)}"
+            f"{key}={name} is not recorded for a {task} task; use one of {', '.join(allowed)}"
         )
-    return monitor
+    return name
 
 
 def build(cfg: dict[str, Any], bundle: DataBundle | None = None) -> Experiment:
@@ -127,34 +128,19 @@ def train_and_evaluate(
     exp = build(cfg, bundle)
     spec = exp.bundle.spec
     reg, trainer_cfg = cfg["regularization"], cfg["trainer"]
-    monitor = monitor_metric(cfg, spec.task)
+    settings = make_settings(cfg, spec.task)
+    monitor = settings.monitor
     optimizer = instantiate(cfg["optimizer"])(exp.model.parameters())
-    steps_per_epoch = n_batches(
-        Shard(distributed.rank(), distributed.world_size()).length(len(exp.bundle.train)),
-        trainer_cfg["batch_size"],
-        trainer_cfg["limit_batches"],
-    )
     scheduler, interval = build_scheduler(
         cfg["scheduler"],
         optimizer,
-        epochs=trainer_cfg["epochs"],
-        steps_per_epoch=steps_per_epoch,
-        monitor_mode=metric_mode(monitor),
-    )
-    settings = TrainerSettings(
-        epochs=trainer_cfg["epochs"],
-        batch_size=trainer_cfg["batch_size"],
-        limit_batches=trainer_cfg["limit_batches"],
-        grad_clip=trainer_cfg["grad_clip"],
-        l1=reg["l1"],
-        l2=reg["l2"],
+        epochs=settings.epochs,
+        steps_per_epoch=optimizer_steps_per_epoch(
+            len(exp.bundle.train), settings, distributed.world_size()
+        ),
         monitor=monitor,
-        seed=cfg["seed"],
-        scheduler_interval=interval,
-        precision=trainer_cfg["precision"],
-        grad_clip_mode=trainer_cfg["grad_clip_mode"],
-        accumulate=trainer_cfg["accumulate"],
     )
+    settings = replace(settings, scheduler_interval=interval)
     ckpt_dir = run_dir / "checkpoints"
     callbacks = make_callbacks(cfg, run_dir, console, monitor, main)
     n_params = sum(p.numel() for p in exp.model.parameters())
@@ -165,6 +151,11 @@ def train_and_evaluate(
         highlight=False,
         markup=False,
     )
+    if reg["label_smoothing"] and spec.task not in tasks.SMOOTHABLE:
+        console.print(
+            f"note: label smoothing is for class targets; a {spec.task} task ignores it",
+            highlight=False,
+        )
     augment = make_augment(cfg, spec)
     train_model = distributed.wrap(exp.model, exp.device)
     train_model = torch.compile(train_model) if trainer_cfg["compile"] else train_model
@@ -221,12 +212,14 @@ def train_and_evaluate(
     best = "n/a" if state.best_value is None else f"{state.best_value:.4g}"
     console.print(
         f"best {monitor} {best} at epoch {state.best_epoch}; "
-        f"trained {state.epoch} epochs in {train_seconds:.1f}s",
+        f"trained {epochs(state.epoch)} in {train_seconds:.1f}s",
         highlight=False,
     )
-    sparsity = near_zero_fraction(exp.model)
+    zero, near_zero = sparsity(exp.model)
     if reg["l1"] or reg["l2"]:
-        console.print(f"weights with |w| < 1e-3: {sparsity:.1%}", highlight=False)
+        console.print(
+            f"weights exactly 0: {zero:.1%}; with |w| < 1e-3: {near_zero:.1%}", highlight=False
+        )
     metrics["train"] = {
         "epochs": state.epoch,
         "best_epoch": state.best_epoch,
@@ -235,10 +228,50 @@ def train_and_evaluate(
         "seconds": train_seconds,
         "parameters": n_params,
         "stop_reason": state.stop_reason,
-        "near_zero_weights": sparsity,
+        "zero_weights": zero,
+        "near_zero_weights": near_zero,
         "threads": torch.get_num_threads(),
     }
     return distributed.broadcast_object(metrics)
+
+
+def make_settings(cfg: dict[str, Any], task: Task) -> TrainerSettings:
+    """The trainer's settings from the config; every monitor name checked against ``task``.
+
+    When early stopping follows ``trainer.monitor`` its ``min_delta`` is the trainer's
+    too, so ``best.pt`` is the epoch early stopping counts from.
+    """
+    trainer_cfg, reg = cfg["trainer"], cfg["regularization"]
+    monitor = monitor_metric(cfg, task)
+    stop = reg["early_stopping"]
+    follows = stop["enabled"] and follows_trainer(stop, monitor)
+    if stop["enabled"] and not follows:
+        check_monitor(stop["monitor"], task, "regularization.early_stopping.monitor")
+    plateau = check_monitor(scheduler_monitor(cfg["scheduler"], monitor), task, "scheduler.monitor")
+    return TrainerSettings(
+        epochs=trainer_cfg["epochs"],
+        batch_size=trainer_cfg["batch_size"],
+        limit_batches=trainer_cfg["limit_batches"],
+        grad_clip=trainer_cfg["grad_clip"],
+        l1=reg["l1"],
+        l2=reg["l2"],
+        monitor=monitor,
+        min_delta=stop["min_delta"] if follows else 0.0,
+        scheduler_monitor=plateau,
+        seed=cfg["seed"],
+        precision=trainer_cfg["precision"],
+        grad_clip_mode=trainer_cfg["grad_clip_mode"],
+        accumulate=trainer_cfg["accumulate"],
+    )
+
+
+def follows_trainer(stop: dict[str, Any], monitor: str) -> bool:
+    """Whether early stopping watches what the trainer does (null or the same metric and
+    direction), so it reads the trainer's best epoch instead of keeping its own."""
+    watched = monitors.resolve(stop["monitor"], monitor)
+    return watched == monitor and monitors.metric_mode(watched, stop["mode"]) == (
+        monitors.metric_mode(monitor)
+    )
 
 
 def make_callbacks(
@@ -255,9 +288,10 @@ def make_callbacks(
             Checkpointer(run_dir / "checkpoints"),
         ]
     if stop["enabled"]:
-        callbacks.append(
-            EarlyStopping(stop["monitor"], stop["mode"], stop["patience"], stop["min_delta"])
-        )
+        own = None  # None: read the trainer's best epoch
+        if not follows_trainer(stop, monitor):
+            own = monitors.Monitor(stop["monitor"], stop["mode"], stop["min_delta"])
+        callbacks.append(EarlyStopping(own, stop["patience"]))
     trial = cfg.get("trial")
     if trial and main:  # a job of the Optuna sweeper: report each epoch, stop if pruned
         from dlrun.sweep.pruning import OptunaPruning
