@@ -356,16 +356,22 @@ class Trainer:
 
     @torch.no_grad()
     def _soft_threshold(self) -> None:
-        """L1 as a proximal step: ``w <- sign(w) * max(|w| - lr * l1, 0)`` after each step.
+        """L1 as a proximal step after each optimizer step: ``w <- sign(w) * max(|w| - t, 0)``.
 
         A subgradient ``l1 * sign(w)`` in the loss only makes small weights oscillate
-        around zero (and an adaptive optimizer rescales it); the proximal step of the
-        same penalty sets them to exactly zero, with any optimizer, as ISTA does.
+        around zero; the proximal step of the same penalty sets them to exactly zero, with
+        any optimizer (ISTA for SGD). ``t = lr * l1 / d`` with ``d`` the optimizer's own
+        per-weight step scale (:func:`step_scale`: Adam's ``sqrt(v) + eps``, 1 for SGD), so
+        ``l1`` means the same objective, loss + l1 * sum|w|, whichever optimizer runs.
         """
         for group, params in self._l1_groups:
-            threshold = float(group["lr"]) * self.settings.l1
+            lr_l1 = float(group["lr"]) * self.settings.l1
             for p in params:
-                p.copy_(functional.softshrink(p, threshold))
+                scale = step_scale(self.optimizer.state.get(p, {}), group)
+                if scale is None:
+                    p.copy_(functional.softshrink(p, lr_l1))
+                else:
+                    p.copy_(p.sign() * (p.abs() - lr_l1 / scale).clamp_min_(0))
 
     # ------------------------------------------------------- schedule and best
     def _step_epoch_scheduler(self, row: dict[str, float]) -> None:
@@ -481,6 +487,24 @@ def _l1_groups(
     wanted = {id(p) for p in penalised}
     groups = [(g, [p for p in g["params"] if id(p) in wanted]) for g in optimizer.param_groups]
     return [(g, params) for g, params in groups if params]
+
+
+def step_scale(state: dict[str, Any], group: dict[str, Any]) -> torch.Tensor | None:
+    """The per-weight denominator an adaptive optimizer divides its step by, or None.
+
+    Adam/AdamW: ``sqrt(v / (1 - beta2^t)) + eps`` (``max_exp_avg_sq`` with amsgrad);
+    RMSprop: ``sqrt(square_avg) + eps``; Adagrad: ``sqrt(sum) + eps``. SGD and others
+    step in plain gradient units (None). Kept on the device: no host sync per step.
+    """
+    eps = group.get("eps", 1e-8)
+    if "exp_avg_sq" in state and "betas" in group:
+        v = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
+        correction = 1 - group["betas"][1] ** state["step"]
+        return (v / correction).sqrt_().add_(eps)
+    for key in ("square_avg", "sum"):  # RMSprop, Adagrad
+        if key in state:
+            return state[key].sqrt().add_(eps)
+    return None
 
 
 def sparsity(model: nn.Module, tolerance: float = 1e-3) -> tuple[float, float]:
