@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlrun.config import metric_mode
+from dlrun.monitor import metric_mode
 
 # Test metrics shown when present, in this order (the headline of each task kind).
 TEST_COLUMNS = (
