@@ -36,7 +36,7 @@ def test_every_scheduler_builds_and_changes_lr_as_configured(name: str) -> None:
     cfg = compose_cfg(f"scheduler={name}")["scheduler"]
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    scheduler, interval = build_scheduler(cfg, opt, epochs=5, steps_per_epoch=4, monitor_mode="max")
+    scheduler, interval = build_scheduler(cfg, opt, epochs=5, steps_per_epoch=4, monitor="val_accuracy")
     if name == "none":
         assert scheduler is None
         return
@@ -57,7 +57,7 @@ def test_every_scheduler_builds_and_changes_lr_as_configured(name: str) -> None:
 def test_cosine_warms_up_then_decays() -> None:
     cfg = {**compose_cfg("scheduler=cosine")["scheduler"], "warmup": 5}
     opt = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0)
-    scheduler, _ = build_scheduler(cfg, opt, epochs=5, steps_per_epoch=10, monitor_mode="min")
+    scheduler, _ = build_scheduler(cfg, opt, epochs=5, steps_per_epoch=10, monitor="val_loss")
     lrs = [opt.param_groups[0]["lr"]]
     for _ in range(49):
         opt.step()
@@ -71,7 +71,7 @@ def test_onecycle_per_epoch_is_refused() -> None:
     cfg = {**compose_cfg("scheduler=onecycle")["scheduler"], "interval": "epoch"}
     opt = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)
     with pytest.raises(UserError, match="every batch"):
-        build_scheduler(cfg, opt, epochs=2, steps_per_epoch=3, monitor_mode="min")
+        build_scheduler(cfg, opt, epochs=2, steps_per_epoch=3, monitor="val_loss")
 
 
 def test_nan_loss_stops_within_the_step_with_advice() -> None:
@@ -149,12 +149,12 @@ def _mk(path: Path) -> Path:
 KILL_AFTER_EPOCH = """
 import os, signal, sys
 from dlrun.engine import callbacks
-original = callbacks.Checkpointer.on_epoch_end
-def on_epoch_end(self, trainer, state, row):
+original = callbacks.Checkpointer.on_checkpoint
+def on_checkpoint(self, trainer, state, row):
     original(self, trainer, state, row)
     if state.epoch == int(os.environ["KILL_AT"]):
         os.kill(os.getpid(), signal.SIGKILL)  # as hard as a crash gets
-callbacks.Checkpointer.on_epoch_end = on_epoch_end
+callbacks.Checkpointer.on_checkpoint = on_checkpoint
 sys.argv = ["dlrun", *sys.argv[1:]]
 from dlrun.cli import main
 main()
