@@ -79,6 +79,33 @@ def sigterm_after_first_epoch(
     return proc.returncode, err
 
 
+def kill_after_epoch(
+    *args: str, run_dir: Path, cwd: Path, epoch: int, sig: int, timeout: float = 120
+) -> int:
+    """Start ``dlrun`` and send ``sig`` once history.csv has ``epoch`` rows; its exit code.
+
+    The process is killed wherever it has got to by then (writing last.pt of that epoch,
+    or already in the next one): exact resume must not depend on where. Waits on a file,
+    not a clock.
+    """
+    history = run_dir / "history.csv"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dlrun.cli", *args, f"hydra.run.dir={run_dir}"],
+        cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while not history.exists() or len(history.read_text().splitlines()) <= epoch:
+            assert time.monotonic() < deadline, f"the run never finished epoch {epoch}"
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+    return proc.returncode
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """An empty directory to run the CLI in."""

@@ -36,7 +36,9 @@ def test_every_scheduler_builds_and_changes_lr_as_configured(name: str) -> None:
     cfg = compose_cfg(f"scheduler={name}")["scheduler"]
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    scheduler, interval = build_scheduler(cfg, opt, epochs=5, steps_per_epoch=4, monitor="val_accuracy")
+    scheduler, interval = build_scheduler(
+        cfg, opt, epochs=5, steps_per_epoch=4, monitor="val_accuracy"
+    )
     if name == "none":
         assert scheduler is None
         return

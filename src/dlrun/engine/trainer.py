@@ -364,7 +364,8 @@ class Trainer:
         per-weight step scale (:func:`step_scale`: Adam's ``sqrt(v) + eps``, 1 for SGD), so
         ``l1`` means the same objective, loss + l1 * sum|w|, whichever optimizer runs.
         """
-        for group, params in self._l1_groups:
+        for index, params in self._l1_groups:
+            group = self.optimizer.param_groups[index]  # fresh: load_state_dict replaces them
             lr_l1 = float(group["lr"]) * self.settings.l1
             for p in params:
                 scale = step_scale(self.optimizer.state.get(p, {}), group)
@@ -482,11 +483,14 @@ def _plain_objective(
 
 def _l1_groups(
     optimizer: torch.optim.Optimizer, penalised: list[nn.Parameter]
-) -> list[tuple[dict[str, Any], list[nn.Parameter]]]:
-    """Each optimizer group with its penalised tensors, so each is shrunk by its own lr."""
+) -> list[tuple[int, list[nn.Parameter]]]:
+    """Each optimizer group's index with its penalised tensors (each has its own lr).
+
+    Indices, not the group dicts: ``optimizer.load_state_dict`` (resume) makes new ones.
+    """
     wanted = {id(p) for p in penalised}
-    groups = [(g, [p for p in g["params"] if id(p) in wanted]) for g in optimizer.param_groups]
-    return [(g, params) for g, params in groups if params]
+    groups = [[p for p in g["params"] if id(p) in wanted] for g in optimizer.param_groups]
+    return [(i, params) for i, params in enumerate(groups) if params]
 
 
 def step_scale(state: dict[str, Any], group: dict[str, Any]) -> torch.Tensor | None:
