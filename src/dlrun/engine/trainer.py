@@ -128,6 +128,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if settings.precision == "fp16" else None
         self.world_size = distributed.world_size()
         self.rank = distributed.rank()
+        # The lr the latest optimizer step used: history's `lr` (a per-step schedule has
+        # already moved on to the next step's value when the epoch ends).
+        self._step_lr: float = optimizer.param_groups[0]["lr"]
 
     # ----------------------------------------------------------------- the loop
     def fit(self, state: FitState | None = None) -> FitState:
@@ -163,7 +166,7 @@ class Trainer:
             self.metric_name: metric,
             "val_loss": val_loss,
             f"val_{self.metric_name}": val_metric,
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": float(self._step_lr),
             "seconds": time.perf_counter() - started,
         }
         self._step_epoch_scheduler(row)
@@ -308,6 +311,7 @@ class Trainer:
             self._soft_threshold()
         self.optimizer.zero_grad(set_to_none=True)
         state.step += 1
+        self._step_lr = self.optimizer.param_groups[0]["lr"]
         if self.scheduler is not None and s.scheduler_interval == "step":
             self.scheduler.step()
 
