@@ -493,3 +493,12 @@ def test_early_stopping_counts_one_epoch_in_the_singular() -> None:
     ).fit()
     assert state.epoch == 2
     assert state.stop_reason == "early stopping: val_loss did not improve for 1 epoch"
+
+
+def test_the_training_loss_column_is_the_true_loss_too() -> None:
+    # lr=0: the weights never change, so the epoch's mean training loss is the loss of
+    # that fixed model on the training split, which smoothing must not inflate.
+    trainer = _trainer(TrainerSettings(epochs=1), lr=0.0, label_smoothing=0.3)
+    row = trainer.fit().history[0]
+    assert row["loss"] == pytest.approx(trainer.evaluate(trainer.bundle.train)[0], rel=1e-5)
+    assert row["val_loss"] == pytest.approx(trainer.evaluate(trainer.bundle.val)[0])
