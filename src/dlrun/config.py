@@ -162,13 +162,16 @@ def validate(cfg: dict[str, Any]) -> None:
         "must be in [0, 0.5)",
     )
     stop = reg["early_stopping"]
-    need(
-        stop["monitor"] is None
-        or re.fullmatch(r"(val_)?(loss|accuracy|rmse)", stop["monitor"]) is not None,
-        "regularization.early_stopping.monitor",
-        "use null (follow trainer.monitor), loss, val_loss, accuracy, val_accuracy, rmse "
-        "or val_rmse",
-    )
+    for key, watched in [
+        ("regularization.early_stopping.monitor", stop["monitor"]),
+        ("scheduler.monitor", (cfg.get("scheduler") or {}).get("monitor")),
+    ]:
+        need(
+            watched is None or re.fullmatch(r"(val_)?(loss|accuracy|rmse)", watched) is not None,
+            key,
+            "use null (follow trainer.monitor), loss, val_loss, accuracy, val_accuracy, rmse "
+            "or val_rmse",
+        )
     need(stop["patience"] >= 0, "regularization.early_stopping.patience", "must be >= 0")
     one_of("regularization.early_stopping.mode", "auto", "min", "max")
     need(0.0 < cfg["eval"]["threshold"] < 1.0, "eval.threshold", "must be in (0, 1)")
