@@ -35,7 +35,13 @@ from dlrun.engine.device import select_device
 from dlrun.engine.interrupts import graceful_interrupts
 from dlrun.engine.launch import launched, spawn_run
 from dlrun.engine.schedules import build_scheduler, scheduler_monitor
-from dlrun.engine.trainer import Trainer, TrainerSettings, optimizer_steps_per_epoch, sparsity
+from dlrun.engine.trainer import (
+    FitState,
+    Trainer,
+    TrainerSettings,
+    optimizer_steps_per_epoch,
+    sparsity,
+)
 from dlrun.errors import UserError
 from dlrun.models import build_model
 
@@ -126,10 +132,39 @@ def train_and_evaluate(
     main = distributed.is_main()
     console = (console or Console(stderr=False)) if main else Console(quiet=True)
     exp = build(cfg, bundle)
-    spec = exp.bundle.spec
-    reg, trainer_cfg = cfg["regularization"], cfg["trainer"]
+    trainer = make_trainer(cfg, exp, run_dir, console, main)
+    with graceful_interrupts() as stop_flag:
+        trainer.stop_flag = stop_flag
+        state = resume_state(cfg, trainer, run_dir, exp.device, main, console)
+        started = time.perf_counter()
+        state = trainer.fit(state)
+    train_seconds = time.perf_counter() - started
+    if not main:  # rank 0 evaluates the unwrapped model and shares the results
+        return distributed.broadcast_object(None)
+    metrics = evaluate_best(cfg, exp, run_dir, state, trainer.monitor.name, console)
+    metrics["train"] = train_summary(cfg, exp.model, state, trainer.monitor.name, train_seconds)
+    t = metrics["train"]
+    best = "n/a" if state.best_value is None else f"{state.best_value:.4g}"
+    console.print(
+        f"best {t['monitor']} {best} at epoch {state.best_epoch}; "
+        f"trained {epochs(state.epoch)} in {train_seconds:.1f}s",
+        highlight=False,
+    )
+    if cfg["regularization"]["l1"] or cfg["regularization"]["l2"]:
+        console.print(
+            f"weights exactly 0: {t['zero_weights']:.1%}; "
+            f"with |w| < 1e-3: {t['near_zero_weights']:.1%}",
+            highlight=False,
+        )
+    return distributed.broadcast_object(metrics)
+
+
+def make_trainer(
+    cfg: dict[str, Any], exp: Experiment, run_dir: Path, console: Console, main: bool
+) -> Trainer:
+    """Optimizer, schedule, callbacks, augmentation and loss around the built model."""
+    spec, trainer_cfg, reg = exp.bundle.spec, cfg["trainer"], cfg["regularization"]
     settings = make_settings(cfg, spec.task)
-    monitor = settings.monitor
     optimizer = instantiate(cfg["optimizer"])(exp.model.parameters())
     scheduler, interval = build_scheduler(
         cfg["scheduler"],
@@ -138,11 +173,9 @@ def train_and_evaluate(
         steps_per_epoch=optimizer_steps_per_epoch(
             len(exp.bundle.train), settings, distributed.world_size()
         ),
-        monitor=monitor,
+        monitor=settings.monitor,
     )
-    settings = replace(settings, scheduler_interval=interval)
-    ckpt_dir = run_dir / "checkpoints"
-    callbacks = make_callbacks(cfg, run_dir, console, monitor, main)
+    callbacks = make_callbacks(cfg, run_dir, console, settings.monitor, main)
     n_params = sum(p.numel() for p in exp.model.parameters())
     console.print(
         f"{cfg.get('model_name', 'model')} ({n_params:,} parameters) on {spec.name} "
@@ -159,42 +192,56 @@ def train_and_evaluate(
     augment = make_augment(cfg, spec)
     train_model = distributed.wrap(exp.model, exp.device)
     train_model = torch.compile(train_model) if trainer_cfg["compile"] else train_model
-    with graceful_interrupts() as stop_flag:
-        trainer = Trainer(
-            train_model,
-            exp.bundle,
-            optimizer,
-            tasks.loss_fn(spec.task, reg["label_smoothing"]),
-            settings,
-            scheduler,
-            callbacks,
-            stop_flag,
-            augment,
-        )
-        state = None
-        if cfg.get("resume"):
-            last = ckpt_dir / "last.pt"
-            # Rank 0 reads the file and sends it: other nodes may not see this disk.
-            where = exp.device if distributed.world_size() == 1 else "cpu"
-            ckpt = load_checkpoint(last, where) if main else None
-            state = trainer.load_state_dict(distributed.broadcast_object(ckpt))
-            console.print(f"resuming {run_dir} after epoch {state.epoch}", highlight=False)
-        started = time.perf_counter()
-        state = trainer.fit(state)
-    train_seconds = time.perf_counter() - started
-    if not main:  # rank 0 evaluates the unwrapped model and shares the results
-        return distributed.broadcast_object(None)
+    return Trainer(
+        train_model,
+        exp.bundle,
+        optimizer,
+        tasks.loss_fn(spec.task, reg["label_smoothing"]),
+        replace(settings, scheduler_interval=interval),
+        scheduler,
+        callbacks,
+        augment=augment,
+    )
 
-    # The test split judges the best-validation weights (like Lightning's ckpt_path="best"),
-    # unless early stopping was told not to restore them.
-    best_path = ckpt_dir / "best.pt"
-    stop = reg["early_stopping"]
+
+def resume_state(
+    cfg: dict[str, Any],
+    trainer: Trainer,
+    run_dir: Path,
+    device: torch.device,
+    main: bool,
+    console: Console,
+) -> FitState | None:
+    """The state to continue from when ``cfg["resume"]`` is set (last.pt), else None."""
+    if not cfg.get("resume"):
+        return None
+    # Rank 0 reads the file and sends it: other nodes may not see this disk.
+    where = device if distributed.world_size() == 1 else "cpu"
+    last = run_dir / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(last, where) if main else None
+    state = trainer.load_state_dict(distributed.broadcast_object(ckpt))
+    console.print(f"resuming {run_dir} after epoch {state.epoch}", highlight=False)
+    return state
+
+
+def evaluate_best(
+    cfg: dict[str, Any],
+    exp: Experiment,
+    run_dir: Path,
+    state: FitState,
+    monitor: str,
+    console: Console,
+) -> dict[str, Any]:
+    """Evaluate the best-validation weights (like Lightning's ``ckpt_path="best"``),
+    unless early stopping was told not to restore them; writes the run's report files."""
+    from dlrun.evaluation import evaluate_run, headline_table
+
+    best_path = run_dir / "checkpoints" / "best.pt"
+    stop = cfg["regularization"]["early_stopping"]
     keep_last = stop["enabled"] and not stop["restore_best"]
     if best_path.is_file() and not keep_last:
         load_model_weights(exp.model, load_checkpoint(best_path, exp.device), best_path)
-
-    from dlrun.evaluation import evaluate_run, headline_table
-
+    trainer_cfg = cfg["trainer"]
     metrics = evaluate_run(
         exp.model,
         exp.bundle,
@@ -209,30 +256,26 @@ def train_and_evaluate(
         monitor=monitor,
     )
     console.print(headline_table(metrics))
-    best = "n/a" if state.best_value is None else f"{state.best_value:.4g}"
-    console.print(
-        f"best {monitor} {best} at epoch {state.best_epoch}; "
-        f"trained {epochs(state.epoch)} in {train_seconds:.1f}s",
-        highlight=False,
-    )
-    zero, near_zero = sparsity(exp.model)
-    if reg["l1"] or reg["l2"]:
-        console.print(
-            f"weights exactly 0: {zero:.1%}; with |w| < 1e-3: {near_zero:.1%}", highlight=False
-        )
-    metrics["train"] = {
+    return metrics
+
+
+def train_summary(
+    cfg: dict[str, Any], model: torch.nn.Module, state: FitState, monitor: str, seconds: float
+) -> dict[str, Any]:
+    """metrics.json's ``train`` section: how training went and how sparse the weights are."""
+    zero, near_zero = sparsity(model)
+    return {
         "epochs": state.epoch,
         "best_epoch": state.best_epoch,
         "best_value": state.best_value,
         "monitor": monitor,
-        "seconds": train_seconds,
-        "parameters": n_params,
+        "seconds": seconds,
+        "parameters": sum(p.numel() for p in model.parameters()),
         "stop_reason": state.stop_reason,
-        "zero_weights": zero,
-        "near_zero_weights": near_zero,
+        "zero_weights": zero,  # share of weight entries that are exactly 0 (L1)
+        "near_zero_weights": near_zero,  # |w| < 1e-3
         "threads": torch.get_num_threads(),
     }
-    return distributed.broadcast_object(metrics)
 
 
 def make_settings(cfg: dict[str, Any], task: Task) -> TrainerSettings:
