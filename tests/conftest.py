@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -31,6 +32,23 @@ def compose_cfg(*overrides: str) -> dict[str, Any]:
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     return container
+
+
+def run_in_process(run_dir: Path, *overrides: str) -> dict[str, Any]:
+    """One run as the CLI makes it (training and evaluation into ``run_dir``), quietly."""
+    from rich.console import Console
+
+    from dlrun.runner import train_and_evaluate
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = compose_cfg("trainer.progress=none", *overrides)
+    return train_and_evaluate(cfg, run_dir, Console(quiet=True))
+
+
+def read_history(run_dir: Path) -> list[dict[str, float]]:
+    """``history.csv`` of a run as numbers, one dict per epoch."""
+    with (run_dir / "history.csv").open() as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
 def group_options(group: str) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import signal
@@ -30,7 +29,14 @@ from dlrun.engine.trainer import (
 )
 from dlrun.errors import UserError
 from dlrun.models.mlp import MLP
-from tests.conftest import compose_cfg, group_options, run_cli, sigterm_after_first_epoch
+from tests.conftest import (
+    compose_cfg,
+    group_options,
+    read_history,
+    run_cli,
+    run_in_process,
+    sigterm_after_first_epoch,
+)
 
 
 def _trainer(
@@ -50,19 +56,7 @@ def _trainer(
 
 
 def _run(tmp: Path, *overrides: str) -> dict:
-    """One run in-process, as the CLI makes it (evaluation included)."""
-    from rich.console import Console
-
-    from dlrun.runner import train_and_evaluate
-
-    tmp.mkdir(parents=True)
-    cfg = compose_cfg("model=mlp", "trainer.progress=none", *overrides)
-    return train_and_evaluate(cfg, tmp, Console(quiet=True))
-
-
-def _history(run_dir: Path) -> list[dict[str, float]]:
-    with (run_dir / "history.csv").open() as fh:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    return run_in_process(tmp, "model=mlp", *overrides)
 
 
 @pytest.mark.parametrize("name", group_options("scheduler"))
@@ -377,7 +371,7 @@ def test_schedules_count_optimizer_steps_under_accumulation(name: str, tmp_path:
         "trainer.accumulate=4",
         f"optimizer.lr={BASE_LR}",
     )
-    lrs = [row["lr"] for row in _history(tmp_path / "run")]
+    lrs = [row["lr"] for row in read_history(tmp_path / "run")]
     assert holds(lrs), lrs
 
 
@@ -443,7 +437,7 @@ def test_history_at_the_best_epoch_equals_metrics_json(
     # The same weights (best.pt) scored by the trainer each epoch and by the evaluator
     # at the end must give the same numbers in the same units.
     metrics = _run(tmp_path / "run", *overrides, "trainer.epochs=3", "eval.splits=[test,val]")
-    rows = _history(tmp_path / "run")
+    rows = read_history(tmp_path / "run")
     best = rows[metrics["train"]["best_epoch"] - 1]
     for key in keys:
         assert best[f"val_{key}"] == pytest.approx(metrics["val"][key], rel=1e-5), key

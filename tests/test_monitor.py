@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -17,8 +16,8 @@ from dlrun.engine.checkpoint import load_checkpoint
 from dlrun.engine.schedules import build_scheduler
 from dlrun.evaluation import report
 from dlrun.monitor import Monitor, metric_mode
-from dlrun.runner import make_callbacks, make_settings, train_and_evaluate
-from tests.conftest import compose_cfg
+from dlrun.runner import make_callbacks, make_settings
+from tests.conftest import compose_cfg, read_history, run_in_process
 
 MINIMISED = ["loss", "val_loss", "hamming_loss", "rmse", "val_rmse", "mse", "mae", "mape",
              "perplexity", "bits_per_token", "val_error"]  # fmt: skip
@@ -87,14 +86,7 @@ def test_early_stopping_follows_trainer_monitor_unless_told_otherwise(tmp_path: 
 
 
 def _run(tmp: Path, *overrides: str) -> dict:
-    tmp.mkdir(parents=True)
-    cfg = compose_cfg("model=mlp", "data=breast_cancer", "trainer.progress=none", *overrides)
-    return train_and_evaluate(cfg, tmp, Console(quiet=True))
-
-
-def _history(run_dir: Path) -> list[dict[str, float]]:
-    with (run_dir / "history.csv").open() as fh:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    return run_in_process(tmp, "model=mlp", "data=breast_cancer", *overrides)
 
 
 def test_a_saturated_monitor_does_not_freeze_the_best_epoch(tmp_path: Path) -> None:
@@ -108,7 +100,7 @@ def test_a_saturated_monitor_does_not_freeze_the_best_epoch(tmp_path: Path) -> N
         "scheduler=none",
         "optimizer.lr=0.0005",
     )
-    rows = _history(tmp_path / "run")
+    rows = read_history(tmp_path / "run")
     top = max(r["val_accuracy"] for r in rows)
     tied = [r for r in rows if r["val_accuracy"] == top]
     assert len(tied) > 1  # the case this test is about
@@ -128,7 +120,7 @@ def test_early_stopping_and_best_checkpoint_agree_on_the_epoch(tmp_path: Path) -
     assert train["epochs"] - train["best_epoch"] == 2  # stopped 2 epochs after the best
     best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
     assert best["epoch"] == train["best_epoch"]
-    rows = _history(tmp_path / "run")
+    rows = read_history(tmp_path / "run")
     assert min(rows, key=lambda r: r["val_loss"])["epoch"] == train["best_epoch"]
 
 
@@ -143,7 +135,7 @@ def test_regularization_choices_no_longer_report_identical_numbers(tmp_path: Pat
     assert [runs["l1"]["test"][k] for k in headline] != [runs["none"]["test"][k] for k in headline]
     assert len({r["test"]["loss"] for r in runs.values()}) == 3
     for name, metrics in runs.items():
-        rows = _history(tmp_path / name)
+        rows = read_history(tmp_path / name)
         best = min(rows, key=lambda r: r["val_loss"])["epoch"]
         assert metrics["train"]["best_epoch"] == best, name
 

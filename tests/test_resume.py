@@ -10,7 +10,6 @@ uninterrupted run's exactly. Real ``kill -9`` of a CLI process is in test_engine
 
 from __future__ import annotations
 
-import csv
 import json
 import signal
 from pathlib import Path
@@ -18,19 +17,18 @@ from typing import Any
 
 import pytest
 import torch
-from rich.console import Console
 
 from dlrun import runner
 from dlrun.engine.callbacks import Callback
 from dlrun.engine.checkpoint import load_checkpoint
-from tests.conftest import compose_cfg, kill_after_epoch, run_cli
+from tests.conftest import kill_after_epoch, read_history, run_cli, run_in_process
 
-SMALL = ["model=mlp", "model.hidden=[16]", "trainer.progress=none", "trainer.batch_size=16"]
+SMALL = ["model=mlp", "model.hidden=[16]", "trainer.batch_size=16"]
 CASES: dict[str, list[str]] = {
     # the run: early stopping's patience must be in last.pt of the same epoch
     "early_stopping": [
         "model=mlp", "data=diabetes", "regularization=early_stopping",
-        "regularization.early_stopping.patience=2", "seed=0", "trainer.progress=none",
+        "regularization.early_stopping.patience=2", "seed=0",
     ],
     # early stopping on its own metric keeps its own patience count in last.pt
     "early_stopping_own_monitor": [
@@ -91,8 +89,7 @@ class CrashAt(Callback):
 
 
 def _train(overrides: list[str], run_dir: Path) -> dict[str, Any]:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return runner.train_and_evaluate(compose_cfg(*overrides), run_dir, Console(quiet=True))
+    return run_in_process(run_dir, *overrides)
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +106,8 @@ def whole(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dic
     return get  # type: ignore[return-value]
 
 
-def _history(run_dir: Path) -> list[dict[str, str]]:
-    with (run_dir / "history.csv").open() as fh:
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
+def _history(run_dir: Path) -> list[dict[str, float]]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in read_history(run_dir)]
 
 
 IGNORED = {"seconds", "CrashAt"}

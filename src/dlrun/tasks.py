@@ -59,7 +59,7 @@ def loss_fn(task: Task, label_smoothing: float = 0.0) -> TaskLoss:
         return _TokenCrossEntropy(label_smoothing)
     if task in (Task.BINARY, Task.MULTILABEL):
         return _FlatBCE(label_smoothing)
-    return _FlatMSE()
+    return _FlatMSE()  # label smoothing has no meaning for values
 
 
 def output_activation(task: Task, outputs: torch.Tensor) -> torch.Tensor:
@@ -129,8 +129,15 @@ class TaskLoss:
         self, outputs: torch.Tensor, targets: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(what to minimise, the true loss); one tensor twice when nothing is smoothed."""
+        if self.label_smoothing:
+            return self._smoothed(outputs, targets, self.label_smoothing)
         loss = self(outputs, targets)
         return loss, loss
+
+    def _smoothed(
+        self, outputs: torch.Tensor, targets: torch.Tensor, e: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} has no label smoothing")
 
 
 class _TokenCrossEntropy(TaskLoss):
@@ -144,12 +151,9 @@ class _TokenCrossEntropy(TaskLoss):
     def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1))
 
-    def objective(
-        self, outputs: torch.Tensor, targets: torch.Tensor
+    def _smoothed(
+        self, outputs: torch.Tensor, targets: torch.Tensor, e: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        e = self.label_smoothing
-        if not e:
-            return super().objective(outputs, targets)
         logp = outputs.reshape(-1, outputs.shape[-1]).log_softmax(dim=-1)
         nll = self.F.nll_loss(logp, targets.reshape(-1))
         return (1 - e) * nll - e * logp.mean(dim=-1).mean(), nll
@@ -165,12 +169,9 @@ class _FlatBCE(TaskLoss):
     def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.F.binary_cross_entropy_with_logits(outputs.reshape(targets.shape), targets)
 
-    def objective(
-        self, outputs: torch.Tensor, targets: torch.Tensor
+    def _smoothed(
+        self, outputs: torch.Tensor, targets: torch.Tensor, e: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        e = self.label_smoothing
-        if not e:
-            return super().objective(outputs, targets)
         soft = targets * (1 - e) + e / 2
         return self(outputs, soft), self(outputs, targets)
 
