@@ -83,7 +83,7 @@ class FitState:
         """The history row of the best epoch so far (ties are broken with its values)."""
         if self.best_epoch is None:
             return None
-        return next(r for r in reversed(self.history) if r["epoch"] == self.best_epoch)
+        return next((r for r in reversed(self.history) if r["epoch"] == self.best_epoch), None)
 
 
 class Trainer:
