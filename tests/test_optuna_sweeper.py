@@ -124,15 +124,11 @@ def test_grid_needs_finite_values() -> None:
         ("auto", "val_rmse", "minimize"),
         ("minimize", "auto", "minimize"),
         ("maximize", "val_loss", "maximize"),
+        ("auto", "auto", "minimize"),  # trainer.monitor=auto is val_loss for every task
     ],
 )
 def test_direction_follows_the_monitored_metric(direction: str, monitor: str, expected: str):
     assert resolve_direction(direction, monitor) == expected
-
-
-def test_direction_auto_with_monitor_auto_asks_for_one() -> None:
-    with pytest.raises(UserError, match=r"trainer\.monitor"):
-        resolve_direction("auto", "auto")
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -27,11 +28,13 @@ def test_same_seed_gives_identical_metrics(tmp_path: Path) -> None:
 
 def test_best_checkpoint_follows_the_monitored_metric(tmp_path: Path) -> None:
     metrics = _run(tmp_path / "run", "trainer.epochs=3", "model=mlp", "data=iris")
-    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
-    assert len(history) == 4  # header + 3 epochs
+    with (tmp_path / "run" / "history.csv").open() as fh:
+        history = list(csv.DictReader(fh))
+    assert len(history) == 3
+    assert metrics["train"]["monitor"] == "val_loss"  # trainer.monitor=auto, every task
     best = metrics["train"]["best_epoch"]
-    values = [float(r.split(",")[4]) for r in history[1:]]  # val_accuracy column
-    assert values[best - 1] == max(values)
+    values = [float(r["val_loss"]) for r in history]
+    assert values[best - 1] == min(values)
 
 
 def test_early_stopping_stops_and_says_why(tmp_path: Path) -> None:

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlrun.config import metric_mode
 from dlrun.display import interval, number
 from dlrun.evaluation.significance import VERDICTS, t_interval
+from dlrun.monitor import metric_mode
 from dlrun.rundir import run_status
 
 # Test metrics shown when present, in this order (the headline of each task kind).
