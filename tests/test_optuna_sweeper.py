@@ -444,10 +444,15 @@ TWO_SWEEPS = """
 import sys
 from dlrun.cli import main
 
+given = sys.argv[1:]
 for n_trials, sweep_dir in ((2, "s1"), (3, "s2")):
-    sys.argv = ["dlrun", "-m", *sys.argv[1:], f"hydra.sweeper.n_trials={n_trials}",
+    sys.argv = ["dlrun", "-m", *given, f"hydra.sweeper.n_trials={n_trials}",
                 f"hydra.sweep.dir={sweep_dir}"]
-    main()
+    try:
+        main()  # ends with sys.exit(0) as the dlrun command does
+    except SystemExit as done:
+        if done.code:
+            raise
     print("SWEPT", sweep_dir)
 """
 

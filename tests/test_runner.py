@@ -158,12 +158,12 @@ def test_kfold_is_refused_for_forecasting(tmp_path: Path) -> None:
 KILL_IN_FOLD = """
 import os, signal, sys
 from dlrun.engine import callbacks
-original = callbacks.Checkpointer.on_epoch_end
-def on_epoch_end(self, trainer, state, row):
+original = callbacks.Checkpointer.on_checkpoint
+def on_checkpoint(self, trainer, state, row):
     original(self, trainer, state, row)
     if self.directory.parent.name == "fold_2" and state.epoch == 2:
         os.kill(os.getpid(), signal.SIGKILL)
-callbacks.Checkpointer.on_epoch_end = on_epoch_end
+callbacks.Checkpointer.on_checkpoint = on_checkpoint
 sys.argv = ["dlrun", *sys.argv[1:]]
 from dlrun.cli import main
 main()
