@@ -15,7 +15,8 @@ import torch
 from dlrun import tasks
 from dlrun.data.sklearn_sets import load_breast_cancer, load_iris
 from dlrun.data.spec import DataBundle, Task
-from dlrun.engine.augment import AugmentSettings, BatchAugment
+from dlrun.config import AugmentSettings
+from dlrun.engine.augment import BatchAugment
 from dlrun.engine.callbacks import Callback, EarlyStopping, TrainLog
 from dlrun.engine.checkpoint import load_checkpoint, save_checkpoint
 from dlrun.engine.interrupts import RunInterrupted

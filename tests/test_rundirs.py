@@ -241,7 +241,7 @@ def test_the_heartbeat_records_only_checkpointed_epochs(tmp_path: Path) -> None:
     from rich.console import Console
 
     from dlrun.engine.callbacks import Checkpointer
-    from dlrun.engine.runstate import StatusHeartbeat
+    from dlrun.engine.callbacks import StatusHeartbeat
     from dlrun.runner import make_callbacks
     from tests.conftest import compose_cfg
 
@@ -254,7 +254,7 @@ def test_the_heartbeat_records_only_checkpointed_epochs(tmp_path: Path) -> None:
 
 def test_an_early_stop_survives_a_resume_and_more_epochs_reopen_it() -> None:
     from dlrun.engine.callbacks import EarlyStopping
-    from dlrun.engine.runstate import resume_early_stopping
+    from dlrun.engine.resume import resume_early_stopping
     from dlrun.engine.trainer import FitState
     from dlrun.monitor import Monitor
 
@@ -305,7 +305,7 @@ def test_a_restarted_follower_counts_patience_from_the_resumed_epoch() -> None:
 def test_more_epochs_lengthen_a_one_cycle_schedule_on_resume() -> None:
     import torch
 
-    from dlrun.engine.runstate import schedule_length_kept
+    from dlrun.engine.resume import schedule_length_kept
 
     def one_cycle(total: int) -> torch.optim.lr_scheduler.OneCycleLR:
         opt = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)

@@ -56,7 +56,7 @@ def test_early_stopping_stops_and_says_why(tmp_path: Path) -> None:
 
 def test_kfold_trains_k_models_and_reports_mean_and_std(tmp_path: Path) -> None:
     from dlrun.evaluation.significance import VERDICTS
-    from dlrun.validation import cross_validate
+    from dlrun.crossval import cross_validate
 
     cfg = compose_cfg(*SHRINK, "model=mlp", "data=iris", "eval.protocol=kfold", "eval.folds=3")
     console = Console(record=True, width=200)
@@ -131,7 +131,7 @@ def test_kfold_scores_the_held_out_fold_but_selects_on_an_inner_split(
 
 
 def test_iterated_kfold_repeats_the_folds(tmp_path: Path) -> None:
-    from dlrun.validation import cross_validate
+    from dlrun.crossval import cross_validate
 
     cfg = compose_cfg(
         *SHRINK,
@@ -148,7 +148,7 @@ def test_kfold_is_refused_for_forecasting(tmp_path: Path) -> None:
     import pytest
 
     from dlrun.errors import UserError
-    from dlrun.validation import cross_validate
+    from dlrun.crossval import cross_validate
 
     cfg = compose_cfg(*SHRINK, "model=lstm", "data=sine", "eval.protocol=kfold")
     with pytest.raises(UserError, match="temporal"):

@@ -1,61 +1,14 @@
-"""The run dir's view of training: ``status.json`` while training; what a resume keeps.
-
-:class:`StatusHeartbeat` keeps ``status.json`` saying "running", and how far. It runs
-after the checkpointer, so the ``epoch`` it records is always one that ``last.pt``
-holds: a run that then fails (a full disk while writing the next epoch) reports exactly
-how far it can be resumed from. Between epochs it beats at most every
-``rundir.HEARTBEAT_S`` seconds, checked with one clock read per batch, so a reader on
-another host can tell a long epoch from a dead process.
-"""
+"""What a resume keeps and what it changes: an early stop carried over (or reopened by
+more epochs), and a schedule's length as built for the resumed run."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from dlrun.engine.callbacks import Callback, EarlyStopping, epochs
-from dlrun.rundir import HEARTBEAT_S, process_identity, write_status
-
-if TYPE_CHECKING:
-    import torch
-
-    from dlrun.engine.trainer import FitState, Trainer
-
-
-class StatusHeartbeat(Callback):
-    """Writes ``status.json`` (running, epoch, heartbeat) into ``run_dir``.
-
-    ``identity`` is the pid, host and start time of the process the user started (the
-    CLI, which may not be this process when training runs in spawned workers); it
-    defaults to this process.
-    """
-
-    def __init__(
-        self, run_dir: Path, identity: dict[str, Any] | None = None, every_s: float = HEARTBEAT_S
-    ) -> None:
-        self.run_dir = run_dir
-        self.identity = identity or process_identity()
-        self.every_s = every_s
-        self._next = 0.0
-
-    def beat(self, epoch: int) -> None:
-        write_status(self.run_dir, "running", epoch=epoch, **self.identity)
-        self._next = time.monotonic() + self.every_s
-
-    def on_fit_start(self, trainer: Trainer, state: FitState) -> None:
-        self.beat(state.epoch)
-
-    def on_batch_end(
-        self, trainer: Trainer, state: FitState, batch: int, loss: torch.Tensor
-    ) -> None:
-        if time.monotonic() >= self._next:
-            self.beat(state.epoch)
-
-    def on_checkpoint(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
-        self.beat(state.epoch)  # listed after the Checkpointer: last.pt holds this epoch
+from dlrun.engine.callbacks import EarlyStopping, epochs
+from dlrun.engine.trainer import Callback, FitState
 
 
 def resume_early_stopping(callbacks: Sequence[Callback], state: FitState, continuing: bool) -> str:
