@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from dlrun import rundir
-from dlrun.engine.checkpoint import load_checkpoint
 from dlrun.engine.callbacks import StatusHeartbeat
+from dlrun.engine.checkpoint import load_checkpoint
 from tests.conftest import run_cli
 
 IRIS = ["model=mlp", "data=iris", "trainer.progress=none"]

@@ -147,13 +147,13 @@ def test_trial_identity_overrides_compose(schema: str) -> None:
         cfg = compose_cfg(*identity.overrides())
     finally:
         store.store(name="dlrun_schema", node=RunSchema)
-    assert cfg["trial"] == {"storage": identity.storage, "study_name": "it's", "number": 7}
+    assert cfg.trial == {"storage": identity.storage, "study_name": "it's", "number": 7}
 
 
 def test_search_configs_compose() -> None:
     for name, monitor in [("lenet_digits", "val_accuracy"), ("mlp_iris", "val_loss")]:
         cfg = compose_cfg(f"{HPARAMS}={name}")
-        assert cfg["trainer"]["monitor"] == monitor
+        assert cfg.trainer.monitor == monitor
 
 
 # --- pruning callback ----------------------------------------------------------------

@@ -24,7 +24,7 @@ from dlrun.engine import callbacks
 original = callbacks.Checkpointer.on_checkpoint
 def on_checkpoint(self, trainer, state, row):
     original(self, trainer, state, row)
-    if trainer.settings.seed == 1 and state.epoch == 1:
+    if trainer.seed == 1 and state.epoch == 1:
         os.kill(os.getpid(), signal.SIGKILL)
 callbacks.Checkpointer.on_checkpoint = on_checkpoint
 sys.argv = ["dlrun", *sys.argv[1:]]
@@ -240,8 +240,7 @@ def test_the_heartbeat_records_only_checkpointed_epochs(tmp_path: Path) -> None:
     matters: every on_epoch_end runs before any on_checkpoint)."""
     from rich.console import Console
 
-    from dlrun.engine.callbacks import Checkpointer
-    from dlrun.engine.callbacks import StatusHeartbeat
+    from dlrun.engine.callbacks import Checkpointer, StatusHeartbeat
     from dlrun.runner import make_callbacks
     from tests.conftest import compose_cfg
 
