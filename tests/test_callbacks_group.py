@@ -88,9 +88,7 @@ def test_other_ranks_build_no_callback_that_writes_or_prints(tmp_path: Path) -> 
     ("target", "says"),
     [("collections.OrderedDict", "is not a callback"), ("no_such.Module", "cannot be imported")],
 )
-def test_a_target_that_is_not_a_callback_is_refused(
-    target: str, says: str, tmp_path: Path
-) -> None:
+def test_a_target_that_is_not_a_callback_is_refused(target: str, says: str, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=f"callbacks.checkpoint._target_={target} {says}"):
         _callbacks(tmp_path, f"callbacks.checkpoint._target_={target}")
 

@@ -26,7 +26,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 
 from dlrun.errors import UserError
-from dlrun.monitor import metric_mode, resolve
+from dlrun.monitor import metric_mode
 
 AnyScheduler = LRScheduler | ReduceLROnPlateau
 
@@ -106,8 +106,3 @@ def build_scheduler(
         return Schedule(factory(optimizer, **context), interval, monitor)
     except (TypeError, ValueError) as exc:
         raise UserError(f"scheduler config is invalid: {exc}") from exc
-
-
-def scheduler_monitor(cfg: dict[str, Any], monitor: str) -> str:
-    """The metric a (plateau) schedule watches: ``cfg["monitor"]``, or the trainer's."""
-    return resolve(cfg.get("monitor"), monitor)
