@@ -285,3 +285,99 @@ def test_without_a_bar_batches_cost_nothing() -> None:
     reporter.on_epoch_start(_trainer(), _state(0), 4)
     reporter.on_batch_end(_trainer(), _state(0), 0, None)  # no .item() without a bar
     assert reporter._progress is None
+
+
+def test_the_first_epochs_history_has_its_own_header(tmp_path: Path) -> None:
+    state = _state(1, history=[{"epoch": 1, "loss": 0.5, "lr": 0.1}])
+    HistoryCSV(tmp_path).on_epoch_end(_trainer(), state, state.history[0])
+    assert (tmp_path / "history.csv").read_bytes() == b"epoch,loss,lr\r\n1,0.5,0.1\r\n"
+
+
+def test_epoch_lines_are_plain_and_never_wrapped() -> None:
+    console = Console(file=io.StringIO(), force_terminal=True, width=30, color_system="standard")
+    row = {"epoch": 1, "seconds": 2.0, "loss": 0.5, "val_loss": 0.25, "val_accuracy": 0.75}
+    ProgressReporter(console, "epoch").on_epoch_end(_trainer(), _state(1), row)
+    assert console.file.getvalue() == (
+        "epoch 1/3 - 2.0s - loss 0.5 - val_loss 0.25 - val_accuracy 0.75\n"
+    )  # no colours on the numbers, one line even on a narrow terminal
+
+
+# -- the heartbeat -------------------------------------------------------------------
+
+
+def _heartbeat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: list[float]):
+    from dlrun.engine import callbacks
+
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: clock[0])
+    identity = {"pid": 1, "hostname": "h", "started_at": "2026-01-01T00:00:00+00:00"}
+    return callbacks.StatusHeartbeat(tmp_path, identity, every_s=30)
+
+
+def _beaten_epoch(tmp_path: Path) -> int | None:
+    from dlrun.rundir import read_status
+
+    status = read_status(tmp_path)
+    (tmp_path / "status.json").unlink(missing_ok=True)
+    return None if status is None else status["epoch"]
+
+
+def test_a_resumed_run_beats_with_the_epoch_it_resumes_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [100.0]
+    beat = _heartbeat(tmp_path, monkeypatch, clock)
+    beat.on_fit_start(None, _state(2))
+    assert _beaten_epoch(tmp_path) == 2
+    clock[0] = 130.0  # exactly every_s later: due
+    beat.on_batch_end(None, _state(3), 0, None)
+    assert _beaten_epoch(tmp_path) == 3
+
+
+def test_a_new_heartbeat_is_due_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    beat = _heartbeat(tmp_path, monkeypatch, [0.5])
+    beat.on_batch_end(None, _state(1), 0, None)
+    assert _beaten_epoch(tmp_path) == 1
+
+
+# -- TensorBoard ---------------------------------------------------------------------
+
+
+class _Writer:
+    def __init__(self, log_dir: str) -> None:
+        self.log_dir, self.calls = log_dir, []
+
+    def add_scalar(self, key: str, value: float, global_step: int) -> None:
+        self.calls.append((key, value, global_step))
+
+    def flush(self) -> None:
+        self.calls.append("flush")
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def test_tensorboard_gets_every_value_but_the_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    fake = SimpleNamespace(SummaryWriter=_Writer)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    from dlrun.engine.callbacks import TensorBoardLogger
+
+    logger = TensorBoardLogger(tmp_path / "tb")
+    assert logger.writer.log_dir == str(tmp_path / "tb")
+    logger.on_epoch_end(_trainer(), _state(2), {"epoch": 2, "loss": 0.5, "lr": 0.1})
+    logger.on_fit_end(_trainer(), _state(2))
+    assert logger.writer.calls == [("loss", 0.5, 2), ("lr", 0.1, 2), "flush", "close"]
+
+
+def test_tensorboard_missing_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from dlrun.engine.callbacks import TensorBoardLogger
+    from dlrun.errors import UserError
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    with pytest.raises(UserError, match=r"^logger=tensorboard needs the tensorboard package: pip"):
+        TensorBoardLogger(Path("unused"))
