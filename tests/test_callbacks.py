@@ -271,10 +271,12 @@ def test_the_bar_follows_the_batches_and_goes_away(monkeypatch: pytest.MonkeyPat
         reporter.on_batch_end(trainer, _state(epoch), 0, torch.tensor(0.5))  # shown
         clock[0] += 0.5
         reporter.on_batch_end(trainer, _state(epoch), 1, torch.tensor(0.25))  # too soon
+        clock[0] += 0.5
+        reporter.on_batch_end(trainer, _state(epoch), 2, torch.tensor(0.125))  # due again
         clock[0] += 1.0
     (task,) = progress.tasks  # one bar: last epoch's was removed
-    assert (task.total, task.completed) == (4, 2)
-    assert (task.fields["epoch"], task.fields["loss"]) == ("2/3", "0.5000")
+    assert (task.total, task.completed) == (4, 3)
+    assert (task.fields["epoch"], task.fields["loss"]) == ("2/3", "0.1250")
     reporter.on_fit_end(trainer, _state(2))
     assert reporter._progress is None and not progress.live.is_started
 
