@@ -231,6 +231,7 @@ def test_progress_modes(mode: str, terminal: bool, bar: bool, quiet: bool) -> No
 
 def test_progress_defaults_to_auto() -> None:
     assert ProgressReporter(_console(True)).show_bar
+    assert ProgressReporter(_console(True)).refresh_s == 0.2  # live loss 5 times a second
     assert not ProgressReporter(_console(False)).show_bar
 
 
@@ -277,6 +278,11 @@ def test_the_bar_follows_the_batches_and_goes_away(monkeypatch: pytest.MonkeyPat
     (task,) = progress.tasks  # one bar: last epoch's was removed
     assert (task.total, task.completed) == (4, 3)
     assert (task.fields["epoch"], task.fields["loss"]) == ("2/3", "0.1250")
+    assert progress.live.console is reporter.console
+    drawn = Console(file=io.StringIO(), width=120, color_system=None)
+    drawn.print(progress.make_tasks_table(progress.tasks))
+    text = drawn.file.getvalue()
+    assert text.startswith("epoch 2/3 ") and "3/4" in text and text.rstrip().endswith("loss 0.1250")
     reporter.on_fit_end(trainer, _state(2))
     assert reporter._progress is None and not progress.live.is_started
 
@@ -298,10 +304,28 @@ def test_the_first_epochs_history_has_its_own_header(tmp_path: Path) -> None:
 def test_epoch_lines_are_plain_and_never_wrapped() -> None:
     console = Console(file=io.StringIO(), force_terminal=True, width=30, color_system="standard")
     row = {"epoch": 1, "seconds": 2.0, "loss": 0.5, "val_loss": 0.25, "val_accuracy": 0.75}
-    ProgressReporter(console, "epoch").on_epoch_end(_trainer(), _state(1), row)
+    reporter = ProgressReporter(console, "epoch")
+    reporter.on_epoch_end(_trainer(), _state(1), row)
+    reporter.on_fit_end(_trainer(), _state(1, stop_reason="early stopping: 2 epochs"))
     assert console.file.getvalue() == (
         "epoch 1/3 - 2.0s - loss 0.5 - val_loss 0.25 - val_accuracy 0.75\n"
+        "early stopping: 2 epochs\n"
     )  # no colours on the numbers, one line even on a narrow terminal
+
+
+def test_the_first_batch_shows_its_loss_and_before_it_a_dash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    monkeypatch.setattr("time.perf_counter", lambda: 10.0)
+    reporter, trainer = ProgressReporter(_console(True), "bar"), _trainer()
+    reporter.on_fit_start(trainer, _state(0))
+    reporter.on_epoch_start(trainer, _state(0), 4)
+    assert reporter._progress.tasks[0].fields["loss"] == "-"
+    reporter.on_batch_end(trainer, _state(0), 0, torch.tensor(0.5))
+    assert reporter._progress.tasks[0].fields["loss"] == "0.5000"
+    reporter.on_fit_end(trainer, _state(1))
 
 
 # -- the heartbeat -------------------------------------------------------------------
