@@ -76,7 +76,12 @@ TARGETS = {
     ),
     "callbacks": Target(
         "src/dlrun/engine/callbacks.py",
-        ("tests/test_callbacks.py", "tests/test_failures.py", "-k", "callbacks.py or heartbeat_beats"),
+        (
+            "tests/test_callbacks.py",
+            "tests/test_failures.py",
+            "-k",
+            "callbacks.py or heartbeat_beats",
+        ),
     ),
     "baseline": Target(
         "src/dlrun/evaluation/baseline.py",

@@ -87,7 +87,8 @@ def test_no_factory_is_a_constant_lr_that_keeps_interval_and_monitor() -> None:
 
 
 def test_an_unknown_interval_is_one_clear_error() -> None:
-    with pytest.raises(UserError, match=r"^scheduler\.interval=hourly is invalid: use epoch or step$"):
+    message = r"^scheduler\.interval=hourly is invalid: use epoch or step$"
+    with pytest.raises(UserError, match=message):
         build_scheduler(
             None, _optimizer(), interval="hourly", epochs=1, steps_per_epoch=1, monitor="val_loss"
         )
@@ -109,7 +110,9 @@ def test_total_steps_counts_what_the_schedule_is_stepped_by(interval: str, total
 
 
 def test_a_plain_function_is_a_factory_too_and_gets_the_run_facts() -> None:
-    schedule = build_scheduler(warmup_cosine, _optimizer(), epochs=40, steps_per_epoch=1, monitor="x")
+    schedule = build_scheduler(
+        warmup_cosine, _optimizer(), epochs=40, steps_per_epoch=1, monitor="x"
+    )
     assert _factor(schedule.scheduler)(0) == pytest.approx(1 / 2)  # 5 % of 40 epochs
 
 
