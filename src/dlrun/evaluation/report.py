@@ -14,67 +14,10 @@ from typing import TYPE_CHECKING, Any
 from dlrun.data.spec import Task
 from dlrun.display import interval, number
 from dlrun.monitor import lower_is_better as lower_is_better  # the one direction table
+from dlrun.tasks import info
 
 if TYPE_CHECKING:
     from rich.table import Table
-
-# The few numbers a user reads first, per task, in display order.
-HEADLINE: dict[Task, tuple[str, ...]] = {
-    Task.MULTICLASS: (
-        "accuracy",
-        "top5_accuracy",
-        "f1_macro",
-        "precision_macro",
-        "recall_macro",
-        "roc_auc",
-        "pr_auc",
-        "loss",
-    ),
-    Task.BINARY: (
-        "accuracy",
-        "f1",
-        "precision",
-        "recall",
-        "f1_macro",
-        "roc_auc",
-        "pr_auc",
-        "loss",
-    ),
-    Task.MULTILABEL: (
-        "f1_micro",
-        "f1_macro",
-        "subset_accuracy",
-        "hamming_loss",
-        "roc_auc",
-        "pr_auc",
-        "loss",
-    ),
-    Task.REGRESSION: ("rmse", "mae", "r2", "mape", "loss"),
-    Task.FORECAST: ("rmse", "mae", "r2", "loss"),
-    Task.LANGUAGE_MODEL: ("loss", "perplexity", "bits_per_token", "accuracy"),
-}
-
-# The metric that decides "beats the baseline". Macro F1 rather than accuracy for
-# classification: the majority-class baseline can have high accuracy on imbalanced data
-# (seed 001: accuracy only when the classes are balanced), but its macro F1 is low.
-PRIMARY: dict[Task, str] = {
-    Task.MULTICLASS: "f1_macro",
-    Task.BINARY: "f1_macro",
-    Task.MULTILABEL: "f1_macro",
-    Task.REGRESSION: "rmse",
-    Task.FORECAST: "rmse",
-    Task.LANGUAGE_MODEL: "loss",
-}
-
-
-LOSS_UNITS: dict[Task, str] = {
-    Task.MULTICLASS: "cross entropy in nats per sample",
-    Task.BINARY: "binary cross entropy in nats per sample",
-    Task.MULTILABEL: "binary cross entropy in nats per label",
-    Task.REGRESSION: "MSE on the standardised targets the model was trained on",
-    Task.FORECAST: "MSE on the (standardised) targets the model was trained on",
-    Task.LANGUAGE_MODEL: "cross entropy in nats per token",
-}
 
 
 @dataclass(frozen=True)
@@ -109,8 +52,9 @@ def compare(
     ``mcnemar``); without it nothing is known about chance and the verdict stays
     ``indistinguishable``. ``better_on`` / ``worse_on`` compare point values only.
     """
-    key = PRIMARY[task]
-    keys = [k for k in HEADLINE[task] if k in model]
+    record = info(task)
+    key = record.primary
+    keys = [k for k in record.headline if k in model]
     test = test or {}
     value, base = model.get(key), baseline.get(key)
     defined = _defined(value) and _defined(base)
@@ -140,13 +84,13 @@ def headline_rows(metrics: dict[str, Any]) -> list[Row]:
     The primary metric's row carries the interval verdict; the others compare point
     values (no interval), as ``better``/``worse``/``equal``.
     """
-    task = Task(metrics["task"])
+    record = info(metrics["task"])
     main = metrics["splits"][0]
     model, base = metrics[main], metrics["baseline"]
     val = metrics.get("val") if main != "val" else None
     comparison = metrics.get("comparison", {})
     rows = []
-    for key in HEADLINE[task]:
+    for key in record.headline:
         if key not in model:
             continue
         outcome = versus(key, model[key], base.get(key))
@@ -217,7 +161,8 @@ def write_report(
     path: Path, metrics: dict[str, Any], pictures: list[str], run_summary: str
 ) -> None:
     """report.md: config, verdict, headline vs baseline, per-class, errors, pictures."""
-    task = Task(metrics["task"])
+    record = info(metrics["task"])
+    task = record.task
     main = metrics["splits"][0]
     model = metrics[main]
     lines = [
@@ -235,7 +180,7 @@ def write_report(
     if "operating_point" in model:
         lines += _operating_markdown(model, metrics["class_names"])
     if "per_class" in model:
-        lines += _per_class_markdown(model["per_class"], task)
+        lines += _per_class_markdown(model["per_class"], record.item)
     if model.get("most_confused"):
         lines += _confused_markdown(model["most_confused"])
     if pictures:
@@ -243,7 +188,7 @@ def write_report(
         lines += [f"![{Path(p).stem.replace('_', ' ')}]({p})" for p in pictures]
     lines += ["", "## Notes", ""]
     lines.append(
-        f"- `loss` is the task loss: {LOSS_UNITS[task]}; other errors are in the "
+        f"- `loss` is the task loss: {record.loss_units}; other errors are in the "
         "data's original units."
     )
     lines += [f"- {note}" for note in model.get("notes", [])]
@@ -323,8 +268,7 @@ def _operating_markdown(model: dict[str, Any], names: list[str]) -> list[str]:
     ]
 
 
-def _per_class_markdown(table: dict[str, dict[str, Any]], task: Task) -> list[str]:
-    word = "label" if task is Task.MULTILABEL else "class"
+def _per_class_markdown(table: dict[str, dict[str, Any]], word: str) -> list[str]:
     lines = [
         "",
         f"## Per {word}",
