@@ -13,6 +13,7 @@ import torch
 
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split, Task
 from dlrun.data.splits import Standardizer, stratified_split
+from dlrun.tasks import Targets, info
 
 
 def load_digits_images(
@@ -127,7 +128,7 @@ def _tabular(
     test_fraction: float,
 ) -> DataBundle:
     # multilabel rows have several labels at once, so there is no single class to stratify by
-    stratify = task in (Task.MULTICLASS, Task.BINARY)
+    stratify = info(task).single_label
     idx = stratified_split(target, seed, val_fraction, test_fraction, stratify=stratify)
     x = torch.from_numpy(Standardizer.fit(features[idx.train]).transform(features))
     y, n_outputs, meta = _targets(target, task, idx.train, len(class_names))
@@ -150,14 +151,15 @@ def _targets(
     Regression targets are standardised with training-split statistics only; the scaler
     goes to ``meta["target_scaler"]`` so errors can be reported in the data's own units.
     """
-    if task in (Task.REGRESSION, Task.FORECAST):
+    targets = info(task).targets
+    if targets is Targets.VALUES:
         column = target.reshape(len(target), -1).astype(np.float64)
         scaler = Standardizer.fit(column[train])
         meta = {"target_scaler": {"mean": scaler.mean.tolist(), "std": scaler.std.tolist()}}
         return torch.from_numpy(scaler.transform(column)), column.shape[1], meta
-    if task is Task.BINARY:
+    if targets is Targets.BINARY:
         return torch.from_numpy(target.astype(np.float32)), 1, {}
-    if task is Task.MULTILABEL:
+    if targets is Targets.LABELS:
         return torch.from_numpy(target.astype(np.float32)), target.shape[1], {}
     return torch.from_numpy(target.astype(np.int64)), n_classes, {}
 

@@ -49,7 +49,9 @@ class DataSpec:
 
     @property
     def is_classification(self) -> bool:
-        return self.task in (Task.MULTICLASS, Task.BINARY, Task.MULTILABEL)
+        from dlrun.tasks import info  # the task table imports this module
+
+        return info(self.task).classification
 
 
 @dataclass

@@ -20,6 +20,7 @@ from dlrun.data.sklearn_sets import _bundle, _targets
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
 from dlrun.data.splits import Standardizer, stratified_split
 from dlrun.errors import UserError
+from dlrun.tasks import info
 
 TASKS = ("auto", "multiclass", "binary", "regression")
 # With task=auto, a numeric target with more distinct values than this is regression.
@@ -73,7 +74,7 @@ def load_csv(
     features = [n for n in table.header if n != target and n not in drop]
     if not features:
         raise UserError(f"{table.path} has no feature columns besides the target {target!r}.")
-    classification = resolved is not Task.REGRESSION
+    classification = info(resolved).classification
     try:
         idx = stratified_split(y, seed, val_fraction, test_fraction, stratify=classification)
     except ValueError as err:

@@ -26,10 +26,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dlrun.data.spec import DataKind, DataSpec, Task
+from dlrun.data.spec import DataKind, DataSpec
 from dlrun.errors import UserError
 from dlrun.nn.activations import ActFactory, resolve
 from dlrun.nn.blocks import dense, pool_steps, require_choice, require_vocab
+from dlrun.tasks import info
 
 INIT_STD = 0.02  # GPT-2's weight init
 
@@ -118,7 +119,7 @@ class GPT(nn.Module):
         act = resolve(act)
         self.block_size = block_size
         self.pool = pool
-        self.is_lm = spec.task == Task.LANGUAGE_MODEL
+        self.is_lm = info(spec.task).per_token
         self.wte = nn.Embedding(spec.vocab_size, n_embd)
         self.wpe: nn.Embedding | None = None
         if pos_encoding == "learned":

@@ -11,9 +11,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from dlrun.data.spec import DataKind, DataSpec, Task
+from dlrun.data.spec import DataKind, DataSpec
 from dlrun.errors import UserError
 from dlrun.nn.activations import ActFactory, act_last, widen
+from dlrun.tasks import info
 
 Pool = Literal["last", "mean", "max"]
 
@@ -111,7 +112,7 @@ def require_vocab(spec: DataSpec, model: str) -> None:
 
 def require_vector_task(spec: DataSpec, model: str) -> None:
     """Refuse per-token outputs for models that map a whole sequence to one vector."""
-    if spec.task == Task.LANGUAGE_MODEL:
+    if info(spec.task).per_token:
         raise UserError(
             f"model={model} maps a whole sequence to one output vector and cannot predict "
             f"every next token of {spec.name}; use model=gpt, rnn, lstm or gru"
