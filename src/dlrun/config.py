@@ -22,6 +22,7 @@ from hydra.core.config_store import ConfigStore
 
 from dlrun.errors import UserError
 from dlrun.monitor import metric_mode as metric_mode  # re-exported; lives in dlrun.monitor
+from dlrun.tasks import monitor_problem
 
 # Choices that need an optional package: the module that must be importable and the
 # extra of pyproject.toml that installs it. Checked before anything runs, so a missing
@@ -174,12 +175,7 @@ def validate(cfg: dict[str, Any], choices: Mapping[str, Any] | None = None) -> N
         "trainer.device",
         "use auto, cpu, cuda or cuda:N",
     )
-    need(
-        re.fullmatch(r"auto|(val_)?(loss|accuracy|rmse)", trainer["monitor"]) is not None,
-        "trainer.monitor",
-        "use auto, loss, val_loss, accuracy/val_accuracy (classification) or "
-        "rmse/val_rmse (regression)",
-    )
+    monitors = [("trainer.monitor", trainer["monitor"] if trainer["monitor"] != "auto" else None)]
     one_of("trainer.progress", "auto", "bar", "lines", "none")
     need(0.0 <= reg["dropout"] < 1.0, "regularization.dropout", "must be in [0, 1)")
     need(reg["l1"] >= 0, "regularization.l1", "must be >= 0")
@@ -202,16 +198,13 @@ def validate(cfg: dict[str, Any], choices: Mapping[str, Any] | None = None) -> N
         "must be in [0, 0.5)",
     )
     stop = reg["early_stopping"]
-    for key, watched in [
+    monitors += [
         ("regularization.early_stopping.monitor", stop["monitor"]),
         ("scheduler.monitor", (cfg.get("scheduler") or {}).get("monitor")),
-    ]:
-        need(
-            watched is None or re.fullmatch(r"(val_)?(loss|accuracy|rmse)", watched) is not None,
-            key,
-            "use null (follow trainer.monitor), loss, val_loss, accuracy, val_accuracy, rmse "
-            "or val_rmse",
-        )
+    ]
+    for key, watched in monitors:  # which task the data has is checked once it is loaded
+        why = None if watched is None else monitor_problem(str(watched))
+        need(why is None, key, str(why))
     need(stop["patience"] >= 0, "regularization.early_stopping.patience", "must be >= 0")
     one_of("regularization.early_stopping.mode", "auto", "min", "max")
     need(0.0 < cfg["eval"]["threshold"] < 1.0, "eval.threshold", "must be in (0, 1)")

@@ -44,6 +44,7 @@ from dlrun.engine.trainer import (
     sparsity,
 )
 from dlrun.errors import UserError
+from dlrun.evaluation.epoch import epoch_metrics
 from dlrun.models import build_model
 
 
@@ -84,13 +85,7 @@ def monitor_metric(cfg: dict[str, Any], task: Task) -> str:
 
 def check_monitor(name: str, task: Task, key: str) -> str:
     """``name`` if the epoch rows of a ``task`` run record it, else a :class:`UserError`."""
-    metric, _ = tasks.TRAIN_METRIC[task]
-    allowed = ["loss", metric, "val_loss", f"val_{metric}"]
-    if name not in allowed:
-        raise UserError(
-            f"{key}={name} is not recorded for a {task} task; use one of {', '.join(allowed)}"
-        )
-    return name
+    return tasks.check_monitor(name, task, key)
 
 
 def build(cfg: dict[str, Any], bundle: DataBundle | None = None) -> Experiment:
@@ -181,6 +176,8 @@ def make_trainer(
         monitor=settings.monitor,
     )
     callbacks = make_callbacks(cfg, run_dir, console, settings.monitor, main)
+    watched = (settings.monitor, settings.scheduler_monitor, reg["early_stopping"]["monitor"])
+    val_metrics = epoch_metrics(exp.bundle, cfg["eval"]["threshold"], watched)
     n_params = sum(p.numel() for p in exp.model.parameters())
     console.print(
         f"{cfg.get('model_name', 'model')} ({n_params:,} parameters) on {spec.name} "
@@ -206,6 +203,7 @@ def make_trainer(
         scheduler,
         callbacks,
         augment=augment,
+        val_metrics=val_metrics,
     )
 
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -40,6 +40,20 @@ from dlrun.engine.callbacks import Callback
 from dlrun.engine.interrupts import RunInterrupted, StopFlag
 from dlrun.errors import UserError
 from dlrun.monitor import Monitor
+
+
+class ValMetrics(Protocol):
+    """Extra validation metrics per epoch (``trainer.monitor=val_f1_macro``).
+
+    The trainer feeds one collector per pass with each validation batch's outputs
+    (``collector().add(outputs, targets)``) and calls the object with every process's
+    collector and the validation loss; it returns ``{"val_<name>": value}`` for the row.
+    :class:`dlrun.evaluation.epoch.EpochMetrics` is the implementation the runner passes.
+    """
+
+    def collector(self) -> Any: ...
+
+    def __call__(self, parts: Sequence[Any], loss: float) -> dict[str, float]: ...
 
 
 class TrainingDiverged(UserError):
@@ -100,6 +114,7 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         stop_flag: StopFlag | None = None,
         augment: BatchAugment | None = None,
+        val_metrics: ValMetrics | None = None,
     ) -> None:
         self.model = model
         self.bundle = bundle
@@ -110,6 +125,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.stop_flag = stop_flag
         self.augment = augment
+        self.val_metrics = val_metrics
         self.task = bundle.spec.task
         self.metric_name, _ = tasks.TRAIN_METRIC[self.task]
         self.monitor = Monitor(settings.monitor, min_delta=settings.min_delta)
@@ -158,7 +174,7 @@ class Trainer:
         """Train one epoch, validate, update the best epoch, then run the callbacks."""
         started = time.perf_counter()
         loss, metric = self._train_epoch(state)
-        val_loss, val_metric = self.evaluate(self.bundle.val)
+        val_loss, val_metric, extra = self._validate()
         state.epoch += 1
         row = {
             "epoch": state.epoch,
@@ -166,6 +182,7 @@ class Trainer:
             self.metric_name: metric,
             "val_loss": val_loss,
             f"val_{self.metric_name}": val_metric,
+            **extra,
             "lr": float(self._step_lr),
             "seconds": time.perf_counter() - started,
         }
@@ -315,9 +332,20 @@ class Trainer:
         if self.scheduler is not None and s.scheduler_interval == "step":
             self.scheduler.step()
 
+    def _validate(self) -> tuple[float, float, dict[str, float]]:
+        """Validation loss and metric, and the extra monitored metrics (one pass)."""
+        if self.val_metrics is None:
+            return (*self.evaluate(self.bundle.val), {})
+        collector = self.val_metrics.collector()
+        loss, metric = self.evaluate(self.bundle.val, collector)
+        return loss, metric, self.val_metrics(distributed.gather_objects(collector), loss)
+
     @torch.no_grad()
-    def evaluate(self, split: Split) -> tuple[float, float]:
-        """Mean loss and training metric of the model on ``split`` (no penalty terms)."""
+    def evaluate(self, split: Split, collector: Any = None) -> tuple[float, float]:
+        """Mean loss and training metric of the model on ``split`` (no penalty terms).
+
+        ``collector`` (see :class:`ValMetrics`) also receives every batch's outputs.
+        """
         was_training = self.model.training
         self.model.eval()
         # In a group each rank scores a disjoint part and the sums are added; the forward
@@ -334,6 +362,8 @@ class Trainer:
             loss_sum += float(self.loss_fn(outputs, batch.y)) * n
             metric_sum += float(tasks.batch_metric(self.task, outputs, batch.y, self.target_std))
             seen += n
+            if collector is not None:
+                collector.add(outputs, batch.y)
         self.model.train(was_training)
         loss_sum, metric_sum, total = distributed.sum_across_ranks([loss_sum, metric_sum, seen])
         return loss_sum / max(total, 1), tasks.finish_metric(self.task, metric_sum, int(total))
