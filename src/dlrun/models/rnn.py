@@ -41,6 +41,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from dlrun.data.spec import DataKind, DataSpec
 from dlrun.errors import UserError
+from dlrun.models.family import ModelFamily
 from dlrun.nn.activations import ActFactory, resolve
 from dlrun.nn.blocks import SequenceInput, dense, pool_steps, require_vocab
 from dlrun.tasks import info
@@ -54,10 +55,12 @@ def _detach(state: State) -> State:
     return state.detach()
 
 
-class _Recurrent(nn.Module):
+class _Recurrent(ModelFamily):
     """Input, recurrent core and head shared by the three cell types."""
 
     accepts = frozenset({DataKind.SEQUENCE, DataKind.TOKENS, DataKind.IMAGE})
+    per_token = True
+    tiny: ClassVar = {"hidden_size": 6, "num_layers": 2, "embed_dim": 4}
     name: ClassVar[str]
     cell: ClassVar[type[nn.RNNBase]]
 
