@@ -162,3 +162,31 @@ def test_an_evaluator_metric_as_monitor_picks_best_pt(
     assert column[train["best_epoch"] - 1] == pytest.approx(best)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["val"][watched.removeprefix("val_")] == pytest.approx(best, rel=1e-5)
+
+
+REFERENCED = [
+    (metric, task)
+    for metric in metric_registry.METRICS
+    if metric.sklearn
+    for task in sorted(metric.tasks)
+]
+
+
+@pytest.mark.parametrize(
+    ("metric", "task"), REFERENCED, ids=[f"{m.name}-{t}" for m, t in REFERENCED]
+)
+def test_every_metric_naming_a_reference_equals_scikit_learn(
+    metric: metric_registry.Metric, task: Task
+) -> None:
+    from sklearn import metrics as skm
+
+    bundle = make_bundle(task, seed=3)
+    predictions = predict(make_model(bundle.spec), bundle.test, task, batch_size=16, device="cpu")
+    scored = score(task, predictions, 0.5, bundle.meta.get("target_scaler"))
+    names = info(task).class_names(bundle.spec.class_names, bundle.spec.n_outputs)
+    truth, guess = scored.targets.numpy(), scored.preds.numpy()
+    if info(task).per_token:
+        truth, guess = truth.reshape(-1), guess.reshape(-1)
+    expected = getattr(skm, metric.sklearn)(truth, guess)
+    reported = task_metrics(task, scored, names, 0.5)[metric.name]
+    assert reported == pytest.approx(expected, abs=1e-6)

@@ -135,6 +135,9 @@ class Metric:
     ``compute`` takes the predictor's :class:`Inputs` and returns the value (NaN when it
     is undefined on this split, with a note in ``inputs.notes``). ``applies`` says
     whether the metric exists at all for ``k`` classes (top-5 accuracy needs more than 5).
+    ``sklearn`` names the ``sklearn.metrics`` function that, called as
+    ``fn(targets, predictions)`` on the hard predictions (values: in data units; tokens:
+    flattened), must give the same number; the test suite checks every one named.
     """
 
     name: str
@@ -143,6 +146,7 @@ class Metric:
     compute: Compute = field(repr=False)
     doc: str = ""
     applies: Callable[[int], bool] = field(default=lambda k: True, repr=False)
+    sklearn: str = ""
 
 
 def tmc() -> ModuleType:
@@ -247,7 +251,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("loss", "min", frozenset(Task), lambda x: x.scored.loss,
            "the task loss, as trained (units: dlrun.tasks.TaskInfo.loss_units)"),
     Metric("accuracy", "max", SINGLE_LABEL | _LM, _accuracy,
-           "share of correct predictions (next tokens for language models)"),
+           "share of correct predictions (next tokens for language models)",
+           sklearn="accuracy_score"),
     Metric("top5_accuracy", "max", frozenset({Task.MULTICLASS}), _top_k,
            "share of samples whose class is among the 5 most probable",
            applies=lambda k: k > TOP_K),
@@ -258,21 +263,32 @@ METRICS: tuple[Metric, ...] = (
     Metric("f1_micro", "max", CLASSIFICATION, _averaged("f1_score", "micro")),
     Metric("f1_weighted", "max", SINGLE_LABEL, _averaged("f1_score", "weighted")),
     Metric("specificity_macro", "max", SINGLE_LABEL, _averaged("specificity", "macro")),
+    Metric("mcc", "max", SINGLE_LABEL,
+           lambda x: float(tmc().multiclass_matthews_corrcoef(x.preds, x.truth, x.k)),
+           "Matthews correlation coefficient, -1 to 1 (0: chance)",
+           sklearn="matthews_corrcoef"),
     Metric("roc_auc", "max", CLASSIFICATION, _roc_auc, "area under the ROC curve (macro)"),
     Metric("pr_auc", "max", CLASSIFICATION, _pr_auc, "average precision (macro)"),
     Metric("f1", "max", frozenset({Task.BINARY}), _positive_class("f1_score"),
-           "F1 of the positive class"),
-    Metric("precision", "max", frozenset({Task.BINARY}), _positive_class("precision")),
-    Metric("recall", "max", frozenset({Task.BINARY}), _positive_class("recall")),
+           "F1 of the positive class", sklearn="f1_score"),
+    Metric("precision", "max", frozenset({Task.BINARY}), _positive_class("precision"),
+           sklearn="precision_score"),
+    Metric("recall", "max", frozenset({Task.BINARY}), _positive_class("recall"),
+           sklearn="recall_score"),
     Metric("hamming_loss", "min", frozenset({Task.MULTILABEL}),
-           _multilabel("hamming_distance", average="micro"), "share of wrong labels"),
+           _multilabel("hamming_distance", average="micro"), "share of wrong labels",
+           sklearn="hamming_loss"),
     Metric("subset_accuracy", "max", frozenset({Task.MULTILABEL}), _multilabel("exact_match"),
-           "share of samples with every label right"),
+           "share of samples with every label right", sklearn="accuracy_score"),
     Metric("rmse", "min", VALUES, _rmse, "root mean squared error, data units"),
-    Metric("mse", "min", VALUES, lambda x: x.regression("mean_squared_error")),
-    Metric("mae", "min", VALUES, lambda x: x.regression("mean_absolute_error")),
-    Metric("r2", "max", VALUES, _r2, "coefficient of determination (uniform over outputs)"),
-    Metric("mape", "min", VALUES, lambda x: x.regression("mean_absolute_percentage_error")),
+    Metric("mse", "min", VALUES, lambda x: x.regression("mean_squared_error"),
+           sklearn="mean_squared_error"),
+    Metric("mae", "min", VALUES, lambda x: x.regression("mean_absolute_error"),
+           sklearn="mean_absolute_error"),
+    Metric("r2", "max", VALUES, _r2, "coefficient of determination (uniform over outputs)",
+           sklearn="r2_score"),
+    Metric("mape", "min", VALUES, lambda x: x.regression("mean_absolute_percentage_error"),
+           sklearn="mean_absolute_percentage_error"),
     Metric("perplexity", "min", _LM, _perplexity, "e ** loss"),
     Metric("bits_per_token", "min", _LM, lambda x: x.scored.loss / math.log(2), "loss / ln 2"),
 )  # fmt: skip
