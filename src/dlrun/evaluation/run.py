@@ -68,22 +68,8 @@ def evaluate_run(
     }
     if record.thresholded:
         metrics["threshold"] = threshold
-    scored: dict[str, Scored] = {}
-    for name in splits:
-        split = getattr(bundle, name)
-        if len(split) == 0:
-            raise UserError(f"the {name} split is empty: there is nothing to evaluate")
-        predictions = predict(
-            model,
-            split,
-            spec.task,
-            batch_size=batch_size,
-            device=device,
-            limit_batches=limit_batches,
-        )
-        scored[name] = score(spec.task, predictions, threshold, bundle.meta.get("target_scaler"))
-        metrics[f"n_{name}"] = len(predictions.targets)
-        metrics[name] = task_metrics(spec.task, scored[name], names, threshold)
+    inference = {"batch_size": batch_size, "device": device, "limit_batches": limit_batches}
+    scored = _score_splits(metrics, model, bundle, names, threshold, inference)
     main = splits[0]
     base = _judge(metrics, bundle, main, scored[main], names, threshold)
     # forecasts: the baseline's values beside the model's, to read them side by side
@@ -99,6 +85,27 @@ def evaluate_run(
     write_report(out / "report.md", metrics, pictures, run_summary)
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _score_splits(
+    metrics: dict[str, Any],
+    model: torch.nn.Module,
+    bundle: DataBundle,
+    names: Sequence[str],
+    threshold: float,
+    inference: dict[str, Any],
+) -> dict[str, Scored]:
+    """Predict and score each of ``metrics["splits"]``; add ``n_<split>`` and its metrics."""
+    task, scored = bundle.spec.task, {}
+    for name in metrics["splits"]:
+        split = getattr(bundle, name)
+        if len(split) == 0:
+            raise UserError(f"the {name} split is empty: there is nothing to evaluate")
+        predictions = predict(model, split, task, **inference)
+        scored[name] = score(task, predictions, threshold, bundle.meta.get("target_scaler"))
+        metrics[f"n_{name}"] = len(predictions.targets)
+        metrics[name] = task_metrics(task, scored[name], names, threshold)
+    return scored
 
 
 def _check(splits: Sequence[str], threshold: float) -> None:
