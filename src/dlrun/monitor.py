@@ -106,7 +106,8 @@ class Monitor:
     def improved(self, row: Mapping[str, float], best: Mapping[str, float] | None) -> bool:
         """Whether epoch ``row`` is better than the ``best`` row so far (None: no best yet)."""
         value = float(row[self.name])
-        best_value = None if best is None else float(best[self.name])
+        # a best row without this metric (a resumed run that watches a new one): no best yet
+        best_value = None if best is None or self.name not in best else float(best[self.name])
         if self.better(value, best_value):
             return True
         tie = self.tie_break
