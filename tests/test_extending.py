@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -50,3 +51,39 @@ def test_a_linear_model_monitored_on_mcc(tmp_path: Path) -> None:
     assert saved["val"]["mcc"] == pytest.approx(column[best - 1], rel=1e-5)
     assert {"mcc", "f1", "roc_auc"} <= set(saved["test"]) and "mcc" in saved["baseline"]
     assert saved["comparison"]["verdict"] == "better"  # logistic regression beats chance
+
+
+def _task_comparisons(tree: ast.Module) -> list[int]:
+    """Lines of ``x is Task.A``, ``x == Task.A``, ``x in (Task.A, ...)`` and ``case Task.A``."""
+
+    def names_a_task(node: ast.AST) -> bool:
+        return any(
+            isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "Task"
+            for n in ast.walk(node)
+        )
+
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and any(map(names_a_task, node.comparators)):
+            lines.append(node.lineno)
+        elif isinstance(node, ast.match_case) and names_a_task(node.pattern):
+            lines.append(node.pattern.lineno)
+    return sorted(lines)
+
+
+def test_only_the_task_table_branches_on_the_task() -> None:
+    """Adding a task is one ``TaskInfo`` row: no module but tasks.py asks *which* task."""
+    src = ROOT / "src" / "dlrun"
+    found = [
+        f"{path.relative_to(src)}:{line}"
+        for path in sorted(src.rglob("*.py"))
+        if path != src / "tasks.py"
+        for line in _task_comparisons(ast.parse(path.read_text(encoding="utf-8")))
+    ]
+    assert not found, "ask tasks.info(task) instead of comparing tasks:\n" + "\n".join(found)
+
+
+def test_the_task_comparison_finder_finds_each_form() -> None:
+    code = "a = t is Task.BINARY\nb = t in (Task.X, Task.Y)\nmatch t:\n    case Task.Z: pass\n"
+    assert _task_comparisons(ast.parse(code)) == [1, 2, 4]
+    assert _task_comparisons(ast.parse("x = {Task.A: 1}\ny = info(Task.B).single_label\n")) == []
