@@ -39,17 +39,32 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dlrun.data.spec import Task
 
 if TYPE_CHECKING:
     import torch
 
-    from dlrun.evaluation.predict import Scored
-
 NAN = float("nan")
 TOP_K = 5  # top-k accuracy is reported when there are more than TOP_K classes
+
+
+class Scored(Protocol):
+    """What the metrics read of one predictor's output on a split.
+
+    :class:`dlrun.evaluation.predict.Scored` is the one the evaluator builds; declared
+    here as a Protocol so this module (which config validation imports) depends on
+    nothing above it.
+    """
+
+    targets: torch.Tensor
+    preds: torch.Tensor
+    loss: float
+    scores: torch.Tensor | None
+
+    @property
+    def ranking(self) -> torch.Tensor | None: ...
 
 
 class Inputs:

@@ -47,12 +47,6 @@ class DataSpec:
     vocab_size: int = 0  # TOKENS only
     vocab: tuple[str, ...] = ()  # TOKENS only: id -> token text (characters for char-level)
 
-    @property
-    def is_classification(self) -> bool:
-        from dlrun.tasks import info  # the task table imports this module
-
-        return info(self.task).classification
-
 
 @dataclass
 class Split:
