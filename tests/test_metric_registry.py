@@ -197,14 +197,15 @@ def test_a_resumed_run_may_watch_a_new_metric(tmp_path: Path) -> None:
     epoch that records it is the first best on it."""
     from rich.console import Console
 
+    from dlrun.config import RunContext
     from dlrun.runner import train_and_evaluate
 
     common = ["trainer.progress=none", "model=mlp", "data=iris", "regularization=none"]
     run_in_process(tmp_path, *common[1:], "trainer.epochs=2")
     cfg = compose_cfg(*common, "trainer.epochs=3", "trainer.monitor=val_f1_macro",
                       f"resume={tmp_path}")  # fmt: skip
-    cfg["resume_completed"] = True  # what the CLI sets for a completed run given more epochs
-    metrics = train_and_evaluate(cfg, tmp_path, Console(quiet=True))
+    continuing = RunContext(continuing=True)  # the CLI's word for a completed run resumed
+    metrics = train_and_evaluate(cfg, tmp_path, Console(quiet=True), context=continuing)
     rows = (tmp_path / "history.csv").read_text().splitlines()
     assert rows[0].split(",")[5] == "val_f1_macro" and len(rows) == 4
     assert rows[1].split(",")[5] == "" and rows[3].split(",")[5] != ""
