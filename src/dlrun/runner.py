@@ -18,7 +18,7 @@ from rich.console import Console
 
 from dlrun import monitor as monitors
 from dlrun import tasks
-from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
+from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split, Task
 from dlrun.engine import distributed
 from dlrun.engine.augment import AugmentSettings, BatchAugment
 from dlrun.engine.callbacks import (
@@ -112,7 +112,8 @@ def build(cfg: dict[str, Any], bundle: DataBundle | None = None) -> Experiment:
         if cfg["trainer"]["channels_last"] and bundle.spec.kind is DataKind.IMAGE:
             model = model.to(memory_format=torch.channels_last)
             for split in (bundle.train, bundle.val, bundle.test):
-                split.x = split.x.contiguous(memory_format=torch.channels_last)
+                if isinstance(split, Split):  # streamed batches arrive NCHW; convs cope
+                    split.x = split.x.contiguous(memory_format=torch.channels_last)
     return Experiment(bundle, model, device)
 
 
@@ -137,6 +138,7 @@ def train_and_evaluate(
     console = (console or Console(stderr=False)) if main else Console(quiet=True)
     exp = build(cfg, bundle)
     trainer = make_trainer(cfg, exp, run_dir, console, main)
+    known = announce_data(exp.bundle, run_dir, console) if main else 0
     with graceful_interrupts() as stop_flag:
         trainer.stop_flag = stop_flag
         state = resume_state(cfg, trainer, run_dir, exp.device, main, console)
@@ -147,6 +149,7 @@ def train_and_evaluate(
         return distributed.broadcast_object(None)
     scored = exp.bundle if eval_bundle is None else eval_bundle.to(exp.device)
     metrics = evaluate_best(cfg, exp, scored, run_dir, state, trainer.monitor.name, console)
+    announce_data(scored, run_dir, console, since=known)
     metrics["train"] = train_summary(cfg, exp.model, state, trainer.monitor.name, train_seconds)
     t = metrics["train"]
     best = "n/a" if state.best_value is None else f"{state.best_value:.4g}"
@@ -162,6 +165,18 @@ def train_and_evaluate(
             highlight=False,
         )
     return distributed.broadcast_object(metrics)
+
+
+def announce_data(bundle: DataBundle, run_dir: Path, console: Console, since: int = 0) -> int:
+    """The loader's notes and skipped files on the terminal (those found from ``since``
+    on, after training), and its preprocessing in ``preprocess.json`` (before)."""
+    from dlrun.data import notes
+
+    if since == 0:
+        notes.write_preprocess(bundle.meta, run_dir)
+    return notes.announce(
+        bundle.meta, lambda line: console.print(line, highlight=False, markup=False), since
+    )
 
 
 def make_trainer(

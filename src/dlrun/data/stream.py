@@ -84,12 +84,17 @@ def available_memory() -> int:
         return 1 << 62  # unknown: assume it fits
 
 
-def decide_stream(stream: bool | str, n_bytes: int) -> tuple[bool, str]:
-    """Whether to stream (``data.stream``: true, false or auto), and a line saying why."""
-    size = _gib(n_bytes)
+def decide_stream(
+    stream: bool | str, n_bytes: int, held: str = "float32 tensors"
+) -> tuple[bool, str]:
+    """Whether to stream (``data.stream``: true, false or auto), and a line saying why.
+
+    ``n_bytes`` is what the data would take in memory, as ``held``.
+    """
+    size = f"{_gib(n_bytes)} as {held}"
     if stream is True or stream is False:
         how = "streamed" if stream else "in memory"
-        return stream, f"{size} as float32 tensors: {how} (data.stream={str(stream).lower()})"
+        return stream, f"{size}: {how} (data.stream={str(stream).lower()})"
     if stream != "auto":
         raise UserError(f"data.stream must be auto, true or false (got {stream!r}).")
     free = available_memory()
@@ -97,7 +102,7 @@ def decide_stream(stream: bool | str, n_bytes: int) -> tuple[bool, str]:
     how = "more" if streamed else "less"
     mode = "streamed through a DataLoader" if streamed else "kept in memory"
     return streamed, (
-        f"{size} as float32 tensors, {how} than {MEMORY_SHARE:.0%} of the {_gib(free)} "
+        f"{size}, {how} than {MEMORY_SHARE:.0%} of the {_gib(free)} "
         f"available: {mode} (data.stream=auto)"
     )
 

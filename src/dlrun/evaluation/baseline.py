@@ -125,7 +125,7 @@ def baseline(
     kind = kind or KINDS[task][0]
     if kind not in KINDS[task]:
         raise ValueError(f"no {kind!r} baseline for a {task} task; use {KINDS[task]}")
-    split = Split(split.x[:n].cpu(), split.y[:n].cpu())
+    split = split.head(n)  # on the CPU; a streamed split stays streamed (only y is read)
     if task is Task.LANGUAGE_MODEL:
         return _unigram(bundle, split)
     if task is Task.FORECAST:
