@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -185,7 +186,9 @@ def make_loader(source: Any, settings: LoaderSettings) -> tuple[Any, _EpochPlan]
 
     It gets a private generator: DataLoader draws its workers' base seed from it, and
     drawing from torch's global generator would shift dropout and initialisation
-    between a streamed and an in-memory run of the same config.
+    between a streamed and an in-memory run of the same config. On Linux its workers are
+    forked, as under torchrun, even inside the processes ``trainer.devices=N`` spawns
+    (whose default would be spawn: every worker importing torch again, ~10 s each).
     """
     from torch.utils.data import DataLoader
 
@@ -193,6 +196,8 @@ def make_loader(source: Any, settings: LoaderSettings) -> tuple[Any, _EpochPlan]
     extra: dict[str, Any] = {}
     if settings.num_workers:
         extra = {"prefetch_factor": settings.prefetch_factor, "persistent_workers": True}
+        if sys.platform.startswith("linux"):
+            extra["multiprocessing_context"] = "fork"
     loader = DataLoader(
         source,
         batch_size=None,
