@@ -186,7 +186,7 @@ def _class_files(
         else:
             empty.append(str(folder))
     for entry in sorted(os.scandir(base), key=lambda e: e.name):
-        if entry.is_file():
+        if entry.is_file() and not entry.name.startswith("."):
             skipped.append({"path": entry.path, "reason": "outside any class folder"})
     return classes, empty
 
