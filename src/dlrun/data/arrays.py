@@ -105,6 +105,8 @@ def load_array(
         )
     file = _file(path)
     rows, y_raw, notes = _open(file, inputs, targets)
+    if len(y_raw) != len(rows):
+        raise UserError(f"data.path has {len(rows)} rows but data.targets has {len(y_raw)}.")
     shape = _layout_of(rows, kind)
     resolved, labels, class_names = _task(task, y_raw)
     idx = _split(resolved, labels, seed, val_fraction, test_fraction)
@@ -168,13 +170,14 @@ def _open(file: Path, inputs: str | None, targets: str | None) -> tuple[Any, np.
         if targets is None or targets in keys:
             target_key = _pick(targets, TARGET_KEYS, keys, file, "data.targets", exclude=key)
             return rows, load_whole(file, target_key), notes
+        return rows, _target_file(targets, f" nor one of the arrays in {file}: {', '.join(keys)}"), notes
     return rows, _target_file(targets), notes
 
 
-def _target_file(targets: str | None) -> np.ndarray:
+def _target_file(targets: str | None, nor: str = "") -> np.ndarray:
     target_file = Path(str(targets)).expanduser()
     if not target_file.is_file() or target_file.suffix.lower() != ".npy":
-        raise UserError(f"data.targets={targets} is not a .npy file (nor a key of data.path).")
+        raise UserError(f"data.targets={targets} is not a .npy file{nor}.")
     return load_whole(target_file)
 
 
