@@ -120,11 +120,16 @@ def test_fewer_than_two_classes_is_one_clear_error(
         load_image_folder(0, root=str(root), **MEMORY)
 
 
-def test_missing_or_unset_root_is_one_clear_error(tmp_path: Path) -> None:
+def test_missing_or_unset_root_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(UserError, match="Set data.root"):
         load_image_folder(0, root=None)
-    with pytest.raises(UserError, match="does not exist"):
+    with pytest.raises(UserError, match=r"does not exist\.$"):
         load_image_folder(0, root=str(tmp_path / "nope"))
+    monkeypatch.chdir(tmp_path)  # a saved run evaluated from another folder: say which
+    with pytest.raises(UserError, match=f"nope does not exist \\(relative to {tmp_path}\\)"):
+        load_image_folder(0, root="nope")
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="is not a folder"):
         load_image_folder(0, root=str(tmp_path / "file"))

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlrun.data.folders import class_split
+from dlrun.data.folders import class_split, looked_in
 from dlrun.data.normalise import CHUNK_ROWS, Moments, Normaliser
 from dlrun.data.npyfile import load_whole, npz_keys, open_npy, open_npz_member
 from dlrun.data.sklearn_sets import _targets
@@ -145,7 +145,7 @@ def _file(path: str | None) -> Path:
         raise UserError("Set data.path to a .npy or .npz file (and data.targets to the targets).")
     file = Path(str(path)).expanduser()
     if not file.is_file():
-        raise UserError(f"data.path={file} does not exist.")
+        raise UserError(f"data.path={file} does not exist{looked_in(file)}.")
     if file.suffix.lower() not in (".npy", ".npz"):
         raise UserError(f"data.path={file} is not a .npy or .npz file.")
     return file

@@ -151,8 +151,14 @@ def _root(root: str | None, what: str) -> Path:
     base = Path(str(root)).expanduser()
     if not base.is_dir():
         state = "is not a folder" if base.exists() else "does not exist"
-        raise UserError(f"data.root={base} {state}.")
+        raise UserError(f"data.root={base} {state}{looked_in(base)}.")
     return base.resolve()
+
+
+def looked_in(path: Path) -> str:
+    """Where a relative path was looked for: a saved run evaluated or resumed from
+    another folder reads its data paths relative to that folder."""
+    return "" if path.is_absolute() else f" (relative to {Path.cwd()})"
 
 
 def _split_dirs(base: Path) -> dict[str, Path]:
