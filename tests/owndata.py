@@ -56,7 +56,7 @@ TOPICS = {
     "sport": "ball goal team match score win play",
     "tech": "code data chip cloud robot app net",
 }
-FILLER = "the a of and to in is it".split()
+FILLER = ["the", "a", "of", "and", "to", "in", "is", "it"]
 
 
 def write_texts(root: Path, per_class: int = 20, seed: int = 0) -> Path:

@@ -105,9 +105,9 @@ def test_npz_keys_are_found_by_convention_or_named(tmp_path: Path) -> None:
     assert bundle.spec.input_shape == (3,) and bundle.spec.task is Task.BINARY
     named = load_array(0, path=str(tmp_path / "d.npz"), inputs="extra", targets="labels")
     assert named.spec.input_shape == (2,)
-    with pytest.raises(UserError, match="not in .*d.npz; it holds: features, labels, extra"):
+    with pytest.raises(UserError, match=r"not in .*d\.npz; it holds: features, labels, extra"):
         load_array(0, path=str(tmp_path / "d.npz"), inputs="x")
-    with pytest.raises(UserError, match="y is not a .npy file nor one of .*: features, labels"):
+    with pytest.raises(UserError, match=r"y is not a \.npy file nor one of .*: features, labels"):
         load_array(0, path=str(tmp_path / "d.npz"), targets="y")
 
 

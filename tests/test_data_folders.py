@@ -123,7 +123,7 @@ def test_fewer_than_two_classes_is_one_clear_error(
 def test_missing_or_unset_root_is_one_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(UserError, match="Set data.root"):
+    with pytest.raises(UserError, match=r"Set data\.root"):
         load_image_folder(0, root=None)
     with pytest.raises(UserError, match=r"does not exist\.$"):
         load_image_folder(0, root=str(tmp_path / "nope"))
@@ -198,7 +198,8 @@ def test_a_class_only_in_test_is_refused(tmp_path: Path) -> None:
 def test_class_split_is_stratified_seeded_and_never_refuses_a_tiny_class() -> None:
     labels = np.array([0] * 40 + [1] * 3 + [2] * 2 + [3])
     a, b = class_split(labels, 5, 0.15, 0.15), class_split(labels, 5, 0.15, 0.15)
-    assert all(np.array_equal(x, y) for x, y in zip(a.__dict__.values(), b.__dict__.values()))
+    pairs = zip(a.__dict__.values(), b.__dict__.values(), strict=True)
+    assert all(np.array_equal(x, y) for x, y in pairs)
     every = np.sort(np.concatenate([a.train, a.val, a.test]))
     assert np.array_equal(every, np.arange(len(labels)))
     assert [int((labels[a.test] == c).sum()) for c in range(4)] == [6, 1, 1, 0]
@@ -278,9 +279,7 @@ def test_text_folder_single_class_is_refused(tmp_path: Path) -> None:
     ],
     ids=["cnn1d", "gru", "gpt"],
 )  # fmt: skip
-def test_text_classifiers_train_on_a_text_folder(
-    tmp_path: Path, model: list[str]
-) -> None:
+def test_text_classifiers_train_on_a_text_folder(tmp_path: Path, model: list[str]) -> None:
     root = write_texts(tmp_path / "t")
     metrics = run_in_process(
         tmp_path / "run", "data=text_folder", f"data.root={root}", "trainer.epochs=1", *model

@@ -112,7 +112,7 @@ def test_the_cache_is_rebuilt_when_a_file_changes(tmp_path: Path) -> None:
 def test_an_unwritable_cache_dir_is_one_clear_error(tmp_path: Path) -> None:
     root = write_images(tmp_path / "f", {"a": 4, "b": 4})
     (tmp_path / "file").write_text("not a folder")
-    with pytest.raises(UserError, match="Cannot write the image cache .* data.cache_dir"):
+    with pytest.raises(UserError, match=r"Cannot write the image cache .* data\.cache_dir"):
         load_image_folder(0, root=str(root), cache=True, cache_dir=str(tmp_path / "file"))
 
 
@@ -138,12 +138,16 @@ def test_a_file_found_broken_while_streaming_is_replaced_by_its_class_and_named(
 
 
 def test_a_streamed_run_equals_the_in_memory_run(folder: Path, tmp_path: Path) -> None:
-    memory = run_in_process(tmp_path / "mem", *IMAGE_RUN, f"data.root={folder}", "data.stream=false")
+    memory = run_in_process(
+        tmp_path / "mem", *IMAGE_RUN, f"data.root={folder}", "data.stream=false"
+    )
     streamed = run_in_process(
         tmp_path / "str", *IMAGE_RUN, f"data.root={folder}", "data.stream=true",
         "data.num_workers=1",
     )  # fmt: skip
-    history = [{k: v for k, v in r.items() if k != "seconds"} for r in read_history(tmp_path / "mem")]
+    history = [
+        {k: v for k, v in r.items() if k != "seconds"} for r in read_history(tmp_path / "mem")
+    ]
     assert history == [
         {k: v for k, v in r.items() if k != "seconds"} for r in read_history(tmp_path / "str")
     ]
@@ -212,7 +216,9 @@ def test_auto_streams_when_the_tensors_would_not_fit(
     monkeypatch.setattr(stream, "available_memory", lambda: 10_000)
     bundle = load_image_folder(0, root=str(folder), size=12, num_workers=0)
     assert isinstance(bundle.train, StreamedSplit)
-    assert any("streamed through a DataLoader (data.stream=auto)" in n for n in bundle.meta["notes"])
+    assert any(
+        "streamed through a DataLoader (data.stream=auto)" in n for n in bundle.meta["notes"]
+    )
     monkeypatch.setattr(stream, "available_memory", lambda: 1 << 40)
     assert not isinstance(load_image_folder(0, root=str(folder), size=12).train, StreamedSplit)
 

@@ -132,7 +132,11 @@ def load_array(
     if class_names:
         preprocess["class_names"] = list(class_names)
     meta = {**target_meta, "preprocess": preprocess, "notes": notes, "skipped": []}
-    meta["source"] = {"path": str(file), "rows": len(rows), "split_sizes": [len(idx.train), len(idx.val), len(idx.test)]}
+    meta["source"] = {
+        "path": str(file),
+        "rows": len(rows),
+        "split_sizes": [len(idx.train), len(idx.val), len(idx.test)],
+    }
     if streamed:
         settings = loader_settings(num_workers, prefetch_factor)
         parts = streamed_splits(source, idx, y, normaliser, settings, meta["skipped"])
@@ -170,7 +174,11 @@ def _open(file: Path, inputs: str | None, targets: str | None) -> tuple[Any, np.
         if targets is None or targets in keys:
             target_key = _pick(targets, TARGET_KEYS, keys, file, "data.targets", exclude=key)
             return rows, load_whole(file, target_key), notes
-        return rows, _target_file(targets, f" nor one of the arrays in {file}: {', '.join(keys)}"), notes
+        return (
+            rows,
+            _target_file(targets, f" nor one of the arrays in {file}: {', '.join(keys)}"),
+            notes,
+        )
     return rows, _target_file(targets), notes
 
 
@@ -182,7 +190,12 @@ def _target_file(targets: str | None, nor: str = "") -> np.ndarray:
 
 
 def _pick(
-    given: str | None, names: tuple[str, ...], keys: list[str], file: Path, what: str, exclude: str | None
+    given: str | None,
+    names: tuple[str, ...],
+    keys: list[str],
+    file: Path,
+    what: str,
+    exclude: str | None,
 ) -> str:
     """The npz key the user gave, or the first conventional name present."""
     if given is not None:
@@ -222,22 +235,38 @@ def _layout(kind: str, shape: tuple[int, ...], dtype: np.dtype, sample: tuple[in
     if kind == "tabular":
         flat = int(np.prod(sample))
         layout = "flat" if len(shape) > 2 else "plain"
-        return _Layout(DataKind.TABULAR, layout, (flat,), f"{shape} {dtype}: tabular, {flat} features{hint}")
+        return _Layout(
+            DataKind.TABULAR, layout, (flat,), f"{shape} {dtype}: tabular, {flat} features{hint}"
+        )
     if kind == "tokens":
         if len(shape) != 2 or dtype.kind not in "iub":
-            raise UserError(f"data.kind=tokens needs a 2-D integer array; data.path is {shape} {dtype}.")
+            raise UserError(
+                f"data.kind=tokens needs a 2-D integer array; data.path is {shape} {dtype}."
+            )
         return _Layout(DataKind.TOKENS, "tokens", sample, f"{shape} {dtype}: token ids{hint}")
     if kind == "sequence":
         if len(shape) != 3:
             raise UserError(f"data.kind=sequence needs (N, T, F); data.path is {shape}.")
-        return _Layout(DataKind.SEQUENCE, "plain", sample, f"{shape} {dtype}: sequences of {shape[1]} steps x {shape[2]} features{hint}")
+        return _Layout(
+            DataKind.SEQUENCE,
+            "plain",
+            sample,
+            f"{shape} {dtype}: sequences of {shape[1]} steps x {shape[2]} features{hint}",
+        )
     if len(shape) == 3:
-        return _Layout(DataKind.IMAGE, "channel", (1, *sample), f"{shape} {dtype}: images 1x{shape[1]}x{shape[2]}{hint}")
+        return _Layout(
+            DataKind.IMAGE,
+            "channel",
+            (1, *sample),
+            f"{shape} {dtype}: images 1x{shape[1]}x{shape[2]}{hint}",
+        )
     if len(shape) != 4:
         raise UserError(f"data.kind=image needs (N, H, W) or (N, C, H, W); data.path is {shape}.")
     if shape[3] in (1, 3, 4) and shape[1] not in (1, 3, 4):
         chw = (shape[3], shape[1], shape[2])
-        return _Layout(DataKind.IMAGE, "nhwc", chw, f"{shape} {dtype}: channels-last images, read as {chw}")
+        return _Layout(
+            DataKind.IMAGE, "nhwc", chw, f"{shape} {dtype}: channels-last images, read as {chw}"
+        )
     return _Layout(DataKind.IMAGE, "plain", sample, f"{shape} {dtype}: images {sample}")
 
 
@@ -248,20 +277,30 @@ def _task(task: str, raw: np.ndarray) -> tuple[Task, np.ndarray, tuple[str, ...]
         raise UserError(f"data.targets has shape {raw.shape}; use (N,) or (N, outputs).")
     floats = y.dtype.kind == "f"
     if floats and not np.isfinite(y).all():
-        raise UserError(f"data.targets holds {int((~np.isfinite(y)).sum())} NaN or infinite values.")
+        raise UserError(
+            f"data.targets holds {int((~np.isfinite(y)).sum())} NaN or infinite values."
+        )
     if task == "auto":
-        task = ("regression" if floats else "multilabel") if y.ndim == 2 else ("regression" if floats else "classes")
+        task = (
+            ("regression" if floats else "multilabel")
+            if y.ndim == 2
+            else ("regression" if floats else "classes")
+        )
     if task == "regression":
         return Task.REGRESSION, y.astype(np.float64), ()
     if floats and not np.array_equal(y, np.round(y)):
-        raise UserError(f"data.task={task} needs whole-number targets; these are fractional (use regression).")
+        raise UserError(
+            f"data.task={task} needs whole-number targets; these are fractional (use regression)."
+        )
     if task == "multilabel" or y.ndim == 2:
         if y.ndim != 2 or not np.isin(y, (0, 1)).all():
             raise UserError("data.task=multilabel needs (N, labels) targets of 0 and 1.")
         return Task.MULTILABEL, y.astype(np.float32), tuple(str(i) for i in range(y.shape[1]))
     values, labels = np.unique(y, return_inverse=True)
     if len(values) < 2:
-        raise UserError(f"data.targets holds a single class ({values[0]!r}); a classifier needs two or more.")
+        raise UserError(
+            f"data.targets holds a single class ({values[0]!r}); a classifier needs two or more."
+        )
     names = tuple(str(v.item()) for v in values)
     if task == "binary" or (task == "classes" and len(values) == 2):
         if len(values) != 2:
@@ -270,7 +309,9 @@ def _task(task: str, raw: np.ndarray) -> tuple[Task, np.ndarray, tuple[str, ...]
     return Task.MULTICLASS, labels.astype(np.int64), names
 
 
-def _split(task: Task, labels: np.ndarray, seed: int, val_fraction: float, test_fraction: float) -> SplitIndices:
+def _split(
+    task: Task, labels: np.ndarray, seed: int, val_fraction: float, test_fraction: float
+) -> SplitIndices:
     """Per-class split for classes, a seeded shuffled split otherwise."""
     if task in (Task.MULTICLASS, Task.BINARY):
         return class_split(labels, seed, val_fraction, test_fraction)

@@ -90,7 +90,9 @@ def load_image_folder(
     meta = folder_meta(folder, idx, notes, skipped, preprocess, names, "image")
     if raw is not None:
         return DataBundle(spec, *_tensors(raw, y, idx, normaliser), meta=meta)
-    return DataBundle(spec, *streamed_splits(source, idx, y, normaliser, settings, skipped), meta=meta)
+    return DataBundle(
+        spec, *streamed_splits(source, idx, y, normaliser, settings, skipped), meta=meta
+    )
 
 
 def _channels(channels: int | str, folder: Folder, sample: np.ndarray) -> int:

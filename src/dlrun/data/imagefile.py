@@ -36,7 +36,7 @@ def decode(path: str, size: int, crop: bool, channels: int) -> np.ndarray:
         with Image.open(path) as im:
             im.draft("L" if channels == 1 else "RGB", (size, size))  # JPEG: decode smaller
             pixels = _resized(_converted(im, channels), size, crop)
-    except Exception as err:  # noqa: BLE001 - any failure of a third-party decoder is one bad file
+    except Exception as err:
         raise ImageError(_reason(err)) from err
     array = np.asarray(pixels, dtype=np.uint8)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
@@ -49,7 +49,7 @@ def is_gray(path: str) -> bool | None:
     try:
         with Image.open(path) as im:
             return im.mode in GRAY_MODES
-    except Exception:  # noqa: BLE001 - a file Pillow can't open is simply not gray
+    except Exception:
         return None
 
 

@@ -60,9 +60,7 @@ class Normaliser:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Normaliser:
-        return cls(
-            tuple(data["mean"]), tuple(data["std"]), float(data["scale"]), int(data["axis"])
-        )
+        return cls(tuple(data["mean"]), tuple(data["std"]), float(data["scale"]), int(data["axis"]))
 
 
 def stats_rows(train: np.ndarray, seed: int, limit: int = STATS_SAMPLES) -> np.ndarray:

@@ -26,7 +26,9 @@ def open_npy(path: Path) -> MappedRows:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as err:
-        raise UserError(f"{path} holds Python objects ({err}); dlrun reads numeric arrays only.") from err
+        raise UserError(
+            f"{path} holds Python objects ({err}); dlrun reads numeric arrays only."
+        ) from err
     except OSError as err:
         raise UserError(f"Cannot read {path} as a .npy array ({err}).") from err
     if not isinstance(array, np.memmap):  # a 0-byte array numpy can't map
@@ -77,7 +79,9 @@ def load_whole(path: Path, key: str | None = None) -> np.ndarray:
         with np.load(path, allow_pickle=False) as npz:
             return _loaded(npz, key, path)
     except ValueError as err:
-        raise UserError(f"{path} holds Python objects ({err}); dlrun reads numeric arrays only.") from err
+        raise UserError(
+            f"{path} holds Python objects ({err}); dlrun reads numeric arrays only."
+        ) from err
     except OSError as err:
         raise UserError(f"Cannot read {path} ({err}).") from err
 
@@ -86,7 +90,9 @@ def _loaded(npz: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
     try:
         array = npz[key]
     except ValueError as err:
-        raise UserError(f"{path}[{key}] holds Python objects; dlrun reads numeric arrays only.") from err
+        raise UserError(
+            f"{path}[{key}] holds Python objects; dlrun reads numeric arrays only."
+        ) from err
     _check_dtype(array.dtype, path, key)
     return array
 

@@ -63,9 +63,13 @@ def loader_settings(num_workers: int | str, prefetch_factor: int) -> LoaderSetti
         spare = (os.cpu_count() or 1) // max(world, 1) - 1
         num_workers = max(1, min(4, spare))
     if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
-        raise UserError(f"data.num_workers must be auto or a whole number >= 0 (got {num_workers!r}).")
+        raise UserError(
+            f"data.num_workers must be auto or a whole number >= 0 (got {num_workers!r})."
+        )
     if not isinstance(prefetch_factor, int) or prefetch_factor < 1:
-        raise UserError(f"data.prefetch_factor must be a whole number >= 1 (got {prefetch_factor!r}).")
+        raise UserError(
+            f"data.prefetch_factor must be a whole number >= 1 (got {prefetch_factor!r})."
+        )
     if multiprocessing.current_process().daemon:
         num_workers = 0  # a daemonic process (a pool worker) may not start children
     return LoaderSettings(num_workers, prefetch_factor)
