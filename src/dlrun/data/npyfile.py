@@ -9,8 +9,10 @@ cannot be mapped and is read into memory, which the loader notes. Object arrays
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +25,8 @@ _LOCAL_HEADER = 30  # bytes of a zip local file header before its name and extra
 
 def open_npy(path: Path) -> MappedRows:
     """A ``.npy`` file as memory-mapped rows."""
-    try:
+    with _read_errors(path, " as a .npy array"):
         array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as err:
-        raise UserError(
-            f"{path} holds Python objects ({err}); dlrun reads numeric arrays only."
-        ) from err
-    except OSError as err:
-        raise UserError(f"Cannot read {path} as a .npy array ({err}).") from err
     if not isinstance(array, np.memmap):  # a 0-byte array numpy can't map
         raise UserError(f"{path} holds no rows.")
     _check_dtype(array.dtype, path)
@@ -73,17 +69,24 @@ def open_npz_member(path: Path, key: str) -> tuple[MappedRows | np.ndarray, bool
 
 def load_whole(path: Path, key: str | None = None) -> np.ndarray:
     """A small array (the targets) read into memory: a ``.npy`` or an ``.npz`` member."""
-    try:
+    with _read_errors(path):
         if key is None:
             return np.asarray(np.load(path, allow_pickle=False))
         with np.load(path, allow_pickle=False) as npz:
             return _loaded(npz, key, path)
+
+
+@contextlib.contextmanager
+def _read_errors(path: Path, how: str = "") -> Iterator[None]:
+    """numpy's refusals of a file as one line: pickles (ValueError) or unreadable bytes."""
+    try:
+        yield
     except ValueError as err:
         raise UserError(
             f"{path} holds Python objects ({err}); dlrun reads numeric arrays only."
         ) from err
     except OSError as err:
-        raise UserError(f"Cannot read {path} ({err}).") from err
+        raise UserError(f"Cannot read {path}{how} ({err}).") from err
 
 
 def _loaded(npz: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
