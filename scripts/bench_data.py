@@ -14,8 +14,9 @@ peak memory figure is that measurement's own:
   ``lenet alone``, the model's own step rate on a batch already in memory.
 
 The pipeline figures are measured after the first batch (steady state) over
-``--batches`` batches. Peak memory is the largest resident set of the process or any
-of its finished worker processes (``ru_maxrss``). The OS file cache is warm: the folder
+``--batches`` batches. Peak memory is the measuring process's largest resident set
+(``VmHWM``) and, apart, the largest of its DataLoader workers' (forked: it includes the
+pages they share with it). The OS file cache is warm: the folder
 was just written (dropping it needs root).
 
     python scripts/bench_data.py [--sizes 1000 10000 100000] [--batches 40] [--batch 256]
@@ -63,11 +64,22 @@ def generate(root: Path, n: int, seed: int = 0) -> Path:
     return root
 
 
-def peak_mib() -> float:
-    """The largest resident set of this process or any finished child, in MiB."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, children) / 1024  # Linux reports KiB
+def peak_mib() -> tuple[float, float]:
+    """(this process's peak resident set, the largest finished worker's), in MiB.
+
+    The process's own is ``VmHWM``, which starts afresh at ``exec``: ``ru_maxrss`` would
+    carry over the resident set of the bench process that started this one. A worker is
+    forked, so its figure includes the pages it shares with this process.
+    """
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB; fallback off Linux
+    try:
+        status = Path("/proc/self/status").read_text()
+        own = int(
+            next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]
+        )
+    except (OSError, StopIteration, ValueError, IndexError):
+        pass
+    return own / 1024, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def load(root: Path, workers: int, cache_dir: Path | None) -> Any:
@@ -132,7 +144,8 @@ def child(kind: str, root: Path, cache_dir: Path, batch: int, batches: int) -> d
     step = lenet_step(bundle.spec) if kind == "train_cache" else None
     first, rate = pipeline(bundle.train, batch, batches, step)
     out = {"import_s": imported, "load_s": loaded, "first_s": loaded + first, "rate": rate}
-    return out | {"peak_mib": peak_mib()}
+    own, workers = peak_mib()
+    return out | {"peak_mib": own, "worker_peak_mib": workers}
 
 
 def model_alone(batch: int, batches: int) -> float:
@@ -180,8 +193,9 @@ def rows_for(n: int, results: dict[str, dict[str, Any]], alone: float) -> list[l
         r = results[kind]
         seconds = r["load_s"] if kind == "cache_build" else r["first_s"]
         rate, peak = f"{r['rate']:,.0f}", f"{r['peak_mib']:.0f}"
-        rows.append([f"{n:,}", labels[kind], f"{seconds:.2f}", rate, peak])
-    rows.append([f"{n:,}", "lenet alone (in memory)", "", f"{alone:,.0f}", ""])
+        workers = f"{r['worker_peak_mib']:.0f}" if r["worker_peak_mib"] else ""
+        rows.append([f"{n:,}", labels[kind], f"{seconds:.2f}", rate, peak, workers])
+    rows.append([f"{n:,}", "lenet alone (in memory)", "", f"{alone:,.0f}", "", ""])
     return rows
 
 
@@ -211,7 +225,7 @@ def report(base: Path, args: argparse.Namespace) -> None:
 
     console = Console()
     alone = model_alone(args.batch, args.batches)
-    table = Table("images", "measurement", "seconds", "images/s", "peak MiB")
+    table = Table("images", "measurement", "seconds", "images/s", "peak MiB", "worker MiB")
     everything: dict[str, Any] = {"lenet_alone": alone}
     for n in args.sizes:
         started = time.perf_counter()

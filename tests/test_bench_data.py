@@ -28,9 +28,9 @@ def test_each_measurement_runs_and_the_table_has_a_row_for_it(tmp_path: Path) ->
     results = {}
     for kind in ("stream0", "cache_build", "cache", "train_cache"):  # those without workers
         results[kind] = bench_data.child(kind, root, tmp_path / "cache", 8, 2)
-        assert results[kind]["rate"] > 0 and results[kind]["peak_mib"] > 0
+        assert results[kind]["rate"] > 0 and results[kind]["peak_mib"] > 100  # torch alone
     for kind in ("first", "stream1", "stream2"):  # in this process, as the script's child
         results[kind] = results["stream0"]
     assert len(list((tmp_path / "cache" / "images").glob("*.npy"))) == 1
     rows = bench_data.rows_for(40, results, 123.0)
-    assert len(rows) == len(bench_data.KINDS) + 1 and rows[-1][3] == "123"
+    assert len(rows) == len(bench_data.KINDS) + 1 and rows[-1][3] == "123" and len(rows[0]) == 6
