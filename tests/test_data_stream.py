@@ -204,6 +204,8 @@ def test_skipped_files_reach_the_log_report_and_metrics(tmp_path: Path) -> None:
     assert "002.png: unreadable image" in done.stdout
     metrics = json.loads((run / "metrics.json").read_text())
     report = (run / "report.md").read_text()
+    log = (run / "train.log").read_text()
+    assert "readme.md: not a supported file type" in log and "002.png: unreadable" in log
     assert metrics["data"]["n_skipped"] == 2
     for entry in metrics["data"]["skipped"]:
         assert Path(entry["path"]).name in report

@@ -168,15 +168,19 @@ def train_and_evaluate(
 
 
 def announce_data(bundle: DataBundle, run_dir: Path, console: Console, since: int = 0) -> int:
-    """The loader's notes and skipped files on the terminal (those found from ``since``
-    on, after training), and its preprocessing in ``preprocess.json`` (before)."""
+    """The loader's notes and skipped files on the terminal and in ``train.log`` (those
+    found from ``since`` on, after training), its preprocessing in ``preprocess.json``."""
     from dlrun.data import notes
 
     if since == 0:
         notes.write_preprocess(bundle.meta, run_dir)
-    return notes.announce(
-        bundle.meta, lambda line: console.print(line, highlight=False, markup=False), since
-    )
+    log = TrainLog(run_dir / "train.log")
+
+    def say(line: str) -> None:
+        console.print(line, highlight=False, markup=False)
+        log.write(line)
+
+    return notes.announce(bundle.meta, say, since)
 
 
 def make_trainer(
