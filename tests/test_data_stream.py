@@ -174,7 +174,7 @@ def test_resume_on_streamed_data_is_exact(
 def test_kfold_on_streamed_data_equals_kfold_in_memory(folder: Path, tmp_path: Path) -> None:
     from rich.console import Console
 
-    from dlrun.validation import cross_validate
+    from dlrun.crossval import cross_validate
     from tests.conftest import compose_cfg
 
     results = []

@@ -31,9 +31,8 @@ import torch
 from dlrun.data.folders import class_split, looked_in
 from dlrun.data.normalise import CHUNK_ROWS, Moments, Normaliser
 from dlrun.data.npyfile import load_whole, npz_keys, open_npy, open_npz_member
-from dlrun.data.sklearn_sets import _targets
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split, Task
-from dlrun.data.splits import SplitIndices
+from dlrun.data.splits import SplitIndices, encode_targets
 from dlrun.data.stream import decide_stream, loader_settings, streamed_splits
 from dlrun.errors import UserError
 
@@ -110,7 +109,7 @@ def load_array(
     shape = _layout_of(rows, kind)
     resolved, labels, class_names = _task(task, y_raw)
     idx = _split(resolved, labels, seed, val_fraction, test_fraction)
-    y, n_outputs, target_meta = _targets(labels, resolved, idx.train, len(class_names))
+    y, n_outputs, target_meta = encode_targets(labels, resolved, idx.train, len(class_names))
     source = ArrayRows(rows, shape.layout)
     normaliser = _fit(source, idx.train, shape.kind)
     held = "int64 token ids" if shape.kind is DataKind.TOKENS else "float32 tensors"
