@@ -143,7 +143,7 @@ def announce_data(bundle: DataBundle, run_dir: Path, console: Console, since: in
 
     if since == 0:
         notes.write_preprocess(bundle.meta, run_dir)
-    log = TrainLog(run_dir / "train.log")
+    log = TrainLog(run_dir)
 
     def say(line: str) -> None:
         console.print(line, highlight=False, markup=False)
@@ -386,7 +386,7 @@ def resume_state(
     if not cfg.resume:
         return None
     # Rank 0 reads the file and sends it: other nodes may not see this disk.
-    device = trainer.bundle.train.x.device
+    device = trainer.bundle.train.device
     where = device if distributed.world_size() == 1 else "cpu"
     last = run_dir / "checkpoints" / "last.pt"
     ckpt = load_checkpoint(last, where) if distributed.is_main() else None
