@@ -16,7 +16,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: FORCE help install run test test-distributed test-all lint format bench sweep smoke \
+.PHONY: FORCE help install run test test-distributed test-all lint format bench bench-data sweep smoke \
   mutation clean
 
 help: ## Show this help
@@ -60,6 +60,9 @@ format: $(STAMP) ## Format the code with ruff
 
 bench: $(STAMP) ## Time dlrun's trainer against a hand-written PyTorch loop
 	$(BIN)/python scripts/bench_overhead.py $(ARGS)
+
+bench-data: $(STAMP) ## Image-folder input pipeline at 1k/10k/100k images: first batch, images/s, cache, memory
+	$(BIN)/python scripts/bench_data.py $(ARGS)
 
 sweep: $(STAMP) ## A small sweep on digits (lr x batch size) that ends with a leaderboard
 	$(BIN)/dlrun -m model=lenet data=digits optimizer.lr=0.01,0.003,0.001 \

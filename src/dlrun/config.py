@@ -48,7 +48,16 @@ OPTIONAL_CHOICES: dict[str, tuple[str, str]] = {
 _DATA_COUNTS = (
     "size", "window", "horizon", "stride", "block_size", "limit",
     "n_samples", "n_points", "n_features", "n_labels", "max_categories",
+    "max_length", "max_vocab", "min_count", "prefetch_factor",
 )  # fmt: skip
+# Options of users' own data (image_folder, text_folder, array) with a fixed set of values.
+_DATA_CHOICES: dict[str, tuple[Any, ...]] = {
+    "stream": ("auto", True, False),
+    "cache": (True, False),
+    "channels": ("auto", 1, 3),
+    "tokens": ("word", "char"),
+    "kind": ("auto", "tabular", "image", "sequence", "tokens"),
+}
 _DATA_NULLABLE = ("limit", "stride")
 
 
@@ -331,6 +340,23 @@ def _data_problems(data: Mapping[str, Any]) -> list[str]:
         if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             rule = "a whole number >= 1" + (" or null" if key in _DATA_NULLABLE else "")
             out.append(f"data.{key}={value!r} is invalid: must be {rule}")
+    return out + _data_choice_problems(data)
+
+
+def _data_choice_problems(data: Mapping[str, Any]) -> list[str]:
+    """``data.stream``, ``data.num_workers``, ...: one of their values (``1`` is not
+    ``true``: YAML's types are compared too)."""
+    out = []
+    for key, allowed in _DATA_CHOICES.items():
+        value = data.get(key, allowed[0])
+        if not any(type(value) is type(a) and value == a for a in allowed):
+            names = ", ".join(str(a).lower() if isinstance(a, bool) else str(a) for a in allowed)
+            out.append(f"data.{key}={value!r} is invalid: use {names}")
+    workers = data.get("num_workers", "auto")
+    if workers != "auto" and not (
+        isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0
+    ):
+        out.append(f"data.num_workers={workers!r} is invalid: use auto or a whole number >= 0")
     return out
 
 

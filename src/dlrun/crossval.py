@@ -41,7 +41,7 @@ import torch
 from rich.console import Console
 
 from dlrun.config import RunConfig, RunContext
-from dlrun.data.spec import DataBundle, Split, Task
+from dlrun.data.spec import DataBundle, Task
 from dlrun.display import interval, make_console, number
 from dlrun.errors import UserError
 from dlrun.evaluation.files import write_json
@@ -124,7 +124,7 @@ def cross_validate(
             f"eval.protocol={evaluation.protocol} would shuffle time: {base.spec.name} "
             "is a series, which always uses its temporal holdout split"
         )
-    pool = _concat(base.train, base.val)
+    pool = base.train.concat(base.val)  # in memory or streamed alike
     share = len(base.val) / len(pool) if len(base.val) else DEFAULT_INNER_SHARE
     pairs = fold_indices(pool.y, task, evaluation.folds, repeats, cfg.seed)
     per_fold = []
@@ -330,13 +330,6 @@ def _cell(summary: dict[str, Any] | None) -> str:
     if not summary:
         return ""
     return f"{number(summary['mean'])} ± {number(summary['std'], 2)} {interval(summary['ci'])}"
-
-
-def _concat(a: Split, b: Split) -> Split:
-    lengths = None
-    if a.lengths is not None and b.lengths is not None:
-        lengths = torch.cat([a.lengths, b.lengths])
-    return Split(torch.cat([a.x, b.x]), torch.cat([a.y, b.y]), lengths)
 
 
 def _mean(values: list[Any]) -> float | None:

@@ -22,10 +22,10 @@ from rich.console import Console
 from dlrun import monitor as monitors
 from dlrun import tasks
 from dlrun.config import EarlyStoppingSettings, RunConfig, RunContext
-from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
+from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split, Task
 from dlrun.engine import distributed
 from dlrun.engine.augment import BatchAugment
-from dlrun.engine.callbacks import EarlyStopping, epochs
+from dlrun.engine.callbacks import EarlyStopping, TrainLog, epochs
 from dlrun.engine.checkpoint import load_checkpoint, load_model_weights
 from dlrun.engine.device import select_device
 from dlrun.engine.interrupts import graceful_interrupts
@@ -75,12 +75,14 @@ def train_and_evaluate(
     console = (console or Console(stderr=False)) if main else Console(quiet=True)
     setup = build(cfg, bundle, context.model_name)
     trainer = make_trainer(cfg, setup, run_dir, console, main, context)
+    known = announce_data(setup.bundle, run_dir, console) if main else 0
     state, seconds = fit(cfg, trainer, run_dir, console, context.continuing)
     if not main:  # rank 0 evaluates the unwrapped model and shares the results
         return distributed.broadcast_object(None)
     scored = setup.bundle if eval_bundle is None else eval_bundle.to(setup.device)
     monitor = trainer.monitor.name
     metrics = evaluate_best(cfg, setup, scored, run_dir, state, monitor, console, context.summary)
+    announce_data(scored, run_dir, console, since=known)
     metrics["train"] = train_summary(setup.model, state, monitor, seconds)
     report_training(cfg, console, metrics["train"], state)
     return distributed.broadcast_object(metrics)
@@ -130,8 +132,25 @@ def build(cfg: RunConfig, bundle: DataBundle | None = None, model_name: str = "m
         if cfg.trainer.channels_last and bundle.spec.kind is DataKind.IMAGE:
             model = model.to(memory_format=torch.channels_last)
             for split in (bundle.train, bundle.val, bundle.test):
-                split.x = split.x.contiguous(memory_format=torch.channels_last)
+                if isinstance(split, Split):  # streamed batches arrive NCHW; convs cope
+                    split.x = split.x.contiguous(memory_format=torch.channels_last)
     return Setup(bundle, model, device)
+
+
+def announce_data(bundle: DataBundle, run_dir: Path, console: Console, since: int = 0) -> int:
+    """The loader's notes and skipped files on the terminal and in ``train.log`` (those
+    found from ``since`` on, after training), its preprocessing in ``preprocess.json``."""
+    from dlrun.data import notes
+
+    if since == 0:
+        notes.write_preprocess(bundle.meta, run_dir)
+    log = TrainLog(run_dir)
+
+    def say(line: str) -> None:
+        console.print(line, highlight=False, markup=False)
+        log.write(line)
+
+    return notes.announce(bundle.meta, say, since)
 
 
 def make_trainer(
@@ -365,7 +384,7 @@ def resume_state(
     if not cfg.resume:
         return None
     # Rank 0 reads the file and sends it: other nodes may not see this disk.
-    device = trainer.bundle.train.x.device
+    device = trainer.bundle.train.device
     where = device if distributed.world_size() == 1 else "cpu"
     last = run_dir / "checkpoints" / "last.pt"
     ckpt = load_checkpoint(last, where) if distributed.is_main() else None

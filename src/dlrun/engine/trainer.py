@@ -169,9 +169,9 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(seed)
         self._penalised = [p for p in model.parameters() if p.dim() > 1]
         self._l1_groups = _l1_groups(optimizer, self._penalised) if l1 else []
-        self.device_type = bundle.train.x.device.type
+        self.device_type = bundle.train.device.type
         std = tasks.target_std(bundle.meta, self.task)
-        device = bundle.train.x.device
+        device = bundle.train.device
         self.target_std = None if std is None else torch.tensor(std, device=device)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.precision)
         if settings.precision == "fp16" and self.device_type != "cuda":
@@ -261,8 +261,8 @@ class Trainer:
             cb.on_epoch_start(self, state, count)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss_sum = torch.zeros((), device=split.x.device)
-        metric_sum = torch.zeros((), device=split.x.device)
+        loss_sum = torch.zeros((), device=split.device)
+        metric_sum = torch.zeros((), device=split.device)
         seen = 0
         batches = iterate(
             split,

@@ -96,7 +96,7 @@ def baseline(
     kind = kind or kinds[0]
     if kind not in kinds:
         raise ValueError(f"no {kind!r} baseline for a {task} task; use {kinds}")
-    split = Split(split.x[:n].cpu(), split.y[:n].cpu())
+    split = split.head(n)  # on the CPU; a streamed split stays streamed (only y is read)
     if kind == "unigram":
         return _unigram(bundle, split)
     if kind in _VALUES:

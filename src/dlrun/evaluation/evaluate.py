@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from dlrun.data import notes as data_notes
 from dlrun.data.spec import DataBundle
 from dlrun.errors import UserError
 from dlrun.evaluation import plots
@@ -81,6 +82,9 @@ def evaluate_run(
     pictures = _draw(view, history, monitor)
     metrics["files"] = ["metrics.json", "predictions.csv", "report.md", *pictures]
     metrics["eval_seconds"] = round(time.perf_counter() - start, 3)
+    data = data_notes.summary(bundle.meta)  # own data: notes, files skipped (while streaming too)
+    if data is not None:
+        metrics["data"] = data
     metrics = clean(metrics)
     write_report(out / "report.md", metrics, pictures, run_summary)
     write_json(out / "metrics.json", metrics)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dlrun.data import notes as data_notes
 from dlrun.data.spec import Task
 from dlrun.display import interval, number
 from dlrun.monitor import lower_is_better as lower_is_better  # the one direction table
@@ -186,6 +187,7 @@ def write_report(
     if pictures:
         lines += ["", "## Pictures", ""]
         lines += [f"![{Path(p).stem.replace('_', ' ')}]({p})" for p in pictures]
+    lines += data_notes.markdown(metrics.get("data"))
     lines += ["", "## Notes", ""]
     lines.append(
         f"- `loss` is the task loss: {record.loss_units}; other errors are in the "
