@@ -33,6 +33,7 @@ from dlrun.document import (
 )
 
 ASSETS = Path(__file__).resolve().parent / "assets"
+_NUM = ' class="num"'
 _MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg"}
 
 
@@ -85,27 +86,43 @@ def _block(block: Block, base: Path) -> str:
 
 def _table(table: Table, base: Path) -> str:
     name = f' id="{html.escape(table.name)}"' if table.name else ""
+    numeric = [
+        any(_is_number(_sort_value(row[i])) for row in table.rows) for i in range(len(table.header))
+    ]
     head = "".join(
-        f'<th scope="col"><button type="button">{html.escape(h)}</button></th>'
-        for h in table.header
+        f'<th scope="col"{_NUM if num else ""}><button type="button">{html.escape(h)}</button></th>'
+        for h, num in zip(table.header, numeric, strict=True)
     )
-    rows = "\n".join("<tr>" + "".join(_cell(c, base) for c in row) + "</tr>" for row in table.rows)
+    rows = "\n".join(
+        "<tr>" + "".join(_cell(c, base, n) for c, n in zip(row, numeric, strict=True)) + "</tr>"
+        for row in table.rows
+    )
     return (
         f'<div class="table-wrap"><table class="sortable"{name}>\n<thead><tr>{head}</tr>'
         f"</thead>\n<tbody>\n{rows}\n</tbody></table></div>"
     )
 
 
-def _cell(cell: Cell | str, base: Path) -> str:
+def _cell(cell: Cell | str, base: Path, numeric: bool) -> str:
     if isinstance(cell, str):
         cell = Cell(cell)
     text = html.escape(cell.text)
     if cell.href:
         text = f'<a href="{html.escape(page_link(cell.href, base))}">{text}</a>'
+    align = _NUM if numeric else ""
     if cell.sort is None:
-        return f"<td>{text}</td>"
-    kind = "num" if isinstance(cell.sort, int | float) else "text"
-    return f'<td data-sort="{html.escape(str(cell.sort))}" data-kind="{kind}">{text}</td>'
+        return f"<td{align}>{text}</td>"
+    if _is_number(cell.sort):
+        return f'<td{align} data-sort="{cell.sort!r}" data-kind="num">{text}</td>'
+    return f'<td{align} data-sort="{html.escape(str(cell.sort))}" data-kind="text">{text}</td>'
+
+
+def _sort_value(cell: Cell | str) -> Any:
+    return cell.sort if isinstance(cell, Cell) else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def page_link(href: str, base: Path) -> str:

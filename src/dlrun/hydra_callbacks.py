@@ -37,8 +37,9 @@ class RunDirGuard(Callback):
 
 
 class Leaderboard(Callback):
-    """Before a sweep: refuse a config every job would reject. After it: write
-    leaderboard.csv/.md, print it, and exit non-zero if a job failed."""
+    """Before a sweep: refuse a config every job would reject, then open the trackers'
+    parent run. After it: write leaderboard.csv/.md/.html, print it, end the parent run
+    (with the leaderboard as its files), and exit non-zero if a job failed."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from dlrun.config import validate
@@ -48,10 +49,12 @@ class Leaderboard(Callback):
         main = {k: v for k, v in config.items() if k != "hydra"}
         try:
             check_sweep(config)  # every swept value composes; plugins installed
-            validate(OmegaConf.to_container(OmegaConf.create(main), resolve=True))
+            plain: Any = OmegaConf.to_container(OmegaConf.create(main), resolve=True)
+            validate(plain)
         except UserError as exc:
             print(f"dlrun: error: {exc} (the sweep was not started)", file=sys.stderr)
             sys.exit(2)
+        _trackers().sweep_started(Path(config.hydra.sweep.dir), plain.get("logger"), plain)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from dlrun import leaderboard
@@ -65,8 +68,24 @@ class Leaderboard(Callback):
         except Exception as exc:  # Hydra would demote it to a warning and exit 0
             print(f"dlrun: error: could not write the leaderboard: {exc!r}", file=sys.stderr)
             sys.exit(1)
-        print(f"leaderboard: {csv_path} {md_path}")
+        print(f"leaderboard: {csv_path} {md_path} {md_path.with_suffix('.html')}")
+        _trackers().sweep_ended(sweep_dir)
         failed = [j for j in jobs if j.status == "failed"]
         if failed:
             print(f"dlrun: {len(failed)} of {len(jobs)} jobs failed", file=sys.stderr)
             sys.exit(1)
+
+
+class Trackers(Callback):
+    """After every run or sweep job: the trackers (``logger=...``) get the run's final
+    metrics, tags and files, and its end state (:func:`dlrun.tracking.job_ended`)."""
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        logger = OmegaConf.to_container(config.logger, resolve=True) if "logger" in config else None
+        _trackers().job_ended(Path(config.hydra.runtime.output_dir), logger)
+
+
+def _trackers() -> Any:
+    from dlrun import tracking
+
+    return tracking

@@ -268,10 +268,10 @@ def make_callbacks(
         callbacks.append(
             OptunaPruning(trial["storage"], trial["study_name"], trial["number"], monitor)
         )
-    logger_cfg = dict(cfg.get("logger") or {"_target_": None})
-    if logger_cfg.get("_target_") is not None and main:
-        logger_cfg["log_dir"] = str(run_dir / logger_cfg.get("log_dir", "logs"))
-        callbacks.append(instantiate(logger_cfg))
+    if main:  # logger=mlflow|tensorboard|wandb (several: logger=[mlflow,tensorboard])
+        from dlrun.tracking import loggers
+
+        callbacks += loggers(cfg, run_dir)
     return callbacks
 
 

@@ -86,8 +86,9 @@
     return out;
   }
 
-  function linear(lo, hi, a, b) {
-    if (lo === hi) { lo -= 0.5; hi += 0.5; }
+  function linear(lo, hi, a, b, pad) {
+    if (lo === hi) { lo -= Math.abs(lo) * 0.1 || 0.5; hi += Math.abs(hi) * 0.1 || 0.5; }
+    if (pad) { var extra = (hi - lo) * pad; lo -= extra; hi += extra; }
     var f = function (v) { return a + (v - lo) / (hi - lo) * (b - a); };
     f.ticks = function (n) { return ticks(lo, hi, n); };
     f.label = fmt;
@@ -110,7 +111,9 @@
   }
 
   function frame(figure, title) {
-    var box = { w: 640, h: 320, left: 56, right: 12, top: 12, bottom: 40 };
+    /* as wide as the page allows (at most 640 units), so text stays legible on a phone */
+    var width = Math.round(Math.min(640, Math.max(300, figure.clientWidth || 640)));
+    var box = { w: width, h: Math.round(width * 0.52), left: 56, right: 12, top: 30, bottom: 40 };
     var svg = el("svg", { viewBox: "0 0 " + box.w + " " + box.h, role: "img",
       "aria-label": title });
     figure.appendChild(svg);
@@ -135,7 +138,7 @@
     el("line", { x1: b.left, x2: b.w - b.right, y1: b.h - b.bottom, y2: b.h - b.bottom }, axis);
     el("text", { x: (b.left + b.w - b.right) / 2, y: b.h - 4, "text-anchor": "middle" }, axis)
       .textContent = xLabel;
-    el("text", { x: 12, y: b.top + 4, "text-anchor": "start" }, axis).textContent = yLabel;
+    el("text", { x: 4, y: 14, "text-anchor": "start" }, axis).textContent = yLabel;
   }
 
   /* ---- learning curves: one button per quantity, train and val on the same axes ---- */
@@ -165,8 +168,8 @@
     var x = linear(Math.min.apply(null, epochs), Math.max.apply(null, epochs), b.left,
       b.w - b.right);
     var y = linear(Math.min.apply(null, values), Math.max.apply(null, values),
-      b.h - b.bottom, b.top);
-    var xTicks = x.ticks(8).filter(function (v) { return v === Math.round(v); })
+      b.h - b.bottom, b.top, 0.05);
+    var xTicks = x.ticks(Math.max(3, Math.floor(b.w / 80))).filter(function (v) { return v === Math.round(v); })
       .map(function (v) { return { v: v, label: String(v) }; });
     axes(chart, x, y, xTicks, "epoch", group.name);
     group.keys.forEach(function (k, i) {
@@ -174,8 +177,8 @@
         .map(function (r) { return x(r.epoch).toFixed(1) + "," + y(r[k]).toFixed(1); });
       el("polyline", { points: points.join(" "), "class": "series", stroke: COLOURS[i],
         "data-key": k }, chart.svg);
-      el("text", { x: b.w - b.right - 4, y: b.top + 14 + 14 * i, "text-anchor": "end",
-        fill: COLOURS[i] }, chart.svg).textContent = k;
+      el("text", { x: b.w - b.right - 4 - 120 * (group.keys.length - 1 - i), y: 14,
+        "text-anchor": "end", fill: COLOURS[i] }, chart.svg).textContent = "\u2014 " + k;
     });
     var best = bestEpoch(rows, data.monitor, data.mode);
     if (best !== null && group.keys.indexOf(data.monitor) >= 0) {
@@ -265,8 +268,8 @@
     var xs = axisFor(points.map(function (p) { return p.params[param]; }), b.left + 10,
       b.w - b.right - 10);
     var vals = points.map(function (p) { return p.value; });
-    var y = linear(Math.min.apply(null, vals), Math.max.apply(null, vals), b.h - b.bottom - 8,
-      b.top + 8);
+    var y = linear(Math.min.apply(null, vals), Math.max.apply(null, vals), b.h - b.bottom,
+      b.top, 0.08);
     axes(chart, xs.scale, y, xs.ticks, param, data.metric);
     points.forEach(function (p) {
       var parent = chart.svg;

@@ -216,27 +216,3 @@ class TrainLog(Callback):
 
     def on_fit_end(self, trainer: Trainer, state: FitState) -> None:
         self.write(state.stop_reason or f"finished after epoch {state.epoch}")
-
-
-class TensorBoardLogger(Callback):
-    """Writes every history value as a TensorBoard scalar (``logger=tensorboard``)."""
-
-    def __init__(self, log_dir: Path) -> None:
-        from dlrun.errors import UserError
-
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as exc:
-            raise UserError(
-                "logger=tensorboard needs the tensorboard package: pip install tensorboard"
-            ) from exc
-        self.writer = SummaryWriter(log_dir=str(log_dir))
-
-    def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
-        for key, value in row.items():
-            if key != "epoch":
-                self.writer.add_scalar(key, value, global_step=state.epoch)
-        self.writer.flush()
-
-    def on_fit_end(self, trainer: Trainer, state: FitState) -> None:
-        self.writer.close()
