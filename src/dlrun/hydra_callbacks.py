@@ -54,7 +54,9 @@ class Leaderboard(Callback):
         except UserError as exc:
             print(f"dlrun: error: {exc} (the sweep was not started)", file=sys.stderr)
             sys.exit(2)
-        _trackers().sweep_started(Path(config.hydra.sweep.dir), plain.get("logger"), plain)
+        overrides = list(config.hydra.overrides.task)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        _trackers().sweep_started(sweep_dir, plain.get("logger"), plain, overrides)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from dlrun import leaderboard

@@ -60,7 +60,9 @@ def job_ended(run_dir: Path, logger_node: Any = None) -> None:
     client.finish(run_dir, reopen)
 
 
-def sweep_started(sweep_dir: Path, logger_node: Any, config: dict[str, Any]) -> None:
+def sweep_started(
+    sweep_dir: Path, logger_node: Any, config: dict[str, Any], overrides: list[str]
+) -> None:
     """Open the sweep's parent run and wait until its record is on disk for the jobs."""
     specs = logger_specs(logger_node)
     if not specs:
@@ -75,6 +77,7 @@ def sweep_started(sweep_dir: Path, logger_node: Any, config: dict[str, Any]) -> 
         "config": config,
         "loggers": specs,
         "tags": {"sweep_id": sweep_dir.name},
+        "overrides": overrides,
     }
     client.open_run(msg, wait=True)
 

@@ -94,13 +94,14 @@ def warn_once(tracker: Tracker, what: str, exc: BaseException, run_dir: Path) ->
     if key in _warned:
         return
     _warned.add(key)
-    detail = " ".join(str(exc).split())[:300] or "no message"
-    where = f" ({tracker.where()})" if tracker.where() else ""
+    detail = " ".join(str(exc).split()) or "no message"
+    detail = detail if len(detail) <= 160 else detail[:159] + "…"
+    where = f" at {tracker.where()}" if tracker.where() else ""
     print(
-        f"dlrun: warning: logger {tracker.name}{where} failed to {what} for {run_dir} "
-        f"({type(exc).__name__}: {detail}); not logged to {tracker.name}: {what} and "
-        "everything after it for this run (further failures of this kind are not "
-        "repeated). The run goes on; its files are complete.",
+        f"dlrun: warning: logger {tracker.name}{where} could not {what} "
+        f"({type(exc).__name__}: {detail}); from there on nothing of {run_dir} is logged "
+        f"to {tracker.name} (a failure of this kind is reported once). The run goes on "
+        "and its files are complete.",
         file=sys.stderr,
         flush=True,
     )

@@ -74,7 +74,8 @@ class Session:
         self.runs[run_dir] = run
         previous = read_records(run_dir)
         parent_records = self._records(parent_dir) if parent_dir else {}
-        params = content.params(msg.get("config") or {}, content.read_overrides(run_dir))
+        overrides = msg.get("overrides") or content.read_overrides(run_dir)
+        params = content.params(msg.get("config") or {}, overrides)
         tags = {k: str(v) for k, v in (msg.get("tags") or {}).items() if v not in (None, "")}
         commit = self.git_commit()
         if commit:
@@ -157,6 +158,9 @@ class Session:
         metrics = content.read_json(run.dir / "metrics.json") if run.kind != "sweep" else {}
         values = content.final_metrics(metrics)
         tags = content.final_tags(metrics, state)
+        if run.kind == "sweep":
+            values, best = content.sweep_summary(run.dir)
+            tags.update(best)
         files = content.run_files(run.dir, run.kind, checkpoints=True)
         step = (metrics.get("train") or {}).get("epochs")
         for tracker in run.trackers:
