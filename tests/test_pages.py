@@ -76,10 +76,9 @@ def test_links_to_markdown_pages_follow_their_html_twin(tmp_path: Path) -> None:
 
 
 def test_run_writes_report_html_with_the_numbers_of_report_md(tmp_path: Path) -> None:
-    from tests.test_evaluation_run import make_bundle, make_model
-
     from dlrun.data.spec import Task
     from dlrun.evaluation import evaluate_run
+    from tests.test_evaluation_run import make_bundle, make_model
 
     bundle = make_bundle(Task.MULTICLASS)
     history = [{"epoch": e, "loss": 1.0 / e, "val_loss": 1.2 / e, "lr": 0.01} for e in (1, 2)]
