@@ -131,8 +131,8 @@ def test_mlflow_server_gets_kfold_folds_nested_and_checkpoints_on_request(
 
     run_dir = workdir / "kfold"
     result = run_cli(*IRIS, "eval.protocol=kfold", "eval.folds=2", "logger=mlflow",
-                     f"logger.mlflow.tracking_uri={mlflow_server}", "logger.mlflow.log_checkpoints=true",
-                     "logger.mlflow.experiment_name=dlrun", f"hydra.run.dir={run_dir}",
+                     f"logger.mlflow.tracking_uri={mlflow_server}",
+                     "logger.mlflow.log_checkpoints=true", f"hydra.run.dir={run_dir}",
                      cwd=workdir)  # fmt: skip
     assert result.returncode == 0, result.stderr
     runs = mlflow_runs(mlflow_server)
