@@ -364,7 +364,8 @@ def _display_cells(header: list[str], rows: list[list[Any]]) -> tuple[list[str],
                 out.append(Cell(f"{verdict} {cell}" if verdict else "", row[i]))
             else:
                 value = row[i]
-                out.append(Cell(_fmt(value), value if _is_number(value) else None))
+                sort = _param_value(value) if isinstance(value, str) else value
+                out.append(Cell(_fmt(value), sort if _is_number(sort) else None))
     return shown_header, shown
 
 

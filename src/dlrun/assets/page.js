@@ -37,7 +37,9 @@
       return isNaN(n) ? null : n;
     }
     var text = raw !== null ? raw : cell.textContent.trim();
-    return text === "" || text === "n/a" ? null : text;
+    if (text === "" || text === "n/a") { return null; }
+    var number = Number(text);  /* "0.1" and "0.003" are numbers, not words */
+    return isFinite(number) ? number : text;
   }
 
   function compare(a, b) {
