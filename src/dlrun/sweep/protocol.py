@@ -26,6 +26,10 @@ INTERRUPTED_ATTR = "dlrun_interrupted"  # set by the sweeper for trials a Ctrl-C
 RETRY_OF_ATTR = "dlrun_retry_of"  # on a queued re-run: the interrupted trial's number
 FAIL_REASON_ATTR = "dlrun_fail_reason"
 JOB_DIR_ATTR = "dlrun_job_dir"
+# Several sweepers may drive one study (a shared database, several machines):
+OWNER_ATTR = "dlrun_owner"  # {"host", "pid"} of the sweeper that runs the trial
+HEARTBEAT_ATTR = "dlrun_heartbeat"  # that sweeper's last sign of life (time.time())
+NOT_RUN_ATTR = "dlrun_not_run"  # asked for but not run: over n_trials, or a duplicate
 
 
 class TrialPrunedByOptuna(UserError):
@@ -107,7 +111,12 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
     Connecting checks the database schema (~0.3 s); under Hydra's basic launcher every
     job runs in the sweeper's process, so they share the sweeper's connection instead.
+    Any SQLAlchemy URL Optuna supports works (``postgresql://user@host/db`` needs a
+    driver: ``pip install 'dlrun[postgres]'``); a SQLite file shared by several
+    sweepers waits up to two minutes for its write lock instead of SQLite's five seconds.
     """
     import optuna
 
+    if url.startswith("sqlite"):  # several sweepers on one file: wait for its lock
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
     return optuna.storages.RDBStorage(url)
