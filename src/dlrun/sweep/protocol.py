@@ -8,7 +8,9 @@ can catch :class:`TrialPrunedByOptuna` before torch is loaded.
 from __future__ import annotations
 
 import functools
+import random
 import re
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +107,9 @@ def build_pruner(name: str, args: dict[str, Any] | None = None) -> optuna.pruner
         ) from None
 
 
+CONNECT_TRIES = 5
+
+
 @functools.cache
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """One storage object per URL and process.
@@ -114,9 +119,45 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     Any SQLAlchemy URL Optuna supports works (``postgresql://user@host/db`` needs a
     driver: ``pip install 'dlrun[postgres]'``); a SQLite file shared by several
     sweepers waits up to two minutes for its write lock instead of SQLite's five seconds.
+    Sweepers started together on a new database race to create Optuna's tables; the
+    one that loses tries again once the other has made them.
     """
     import optuna
+    from sqlalchemy.exc import DBAPIError
 
+    kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):  # several sweepers on one file: wait for its lock
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
-    return optuna.storages.RDBStorage(url)
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
+    for attempt in range(CONNECT_TRIES):
+        try:
+            storage = optuna.storages.RDBStorage(url, **kwargs)
+            if url.startswith("sqlite"):
+                _serialize_sqlite(storage.engine)
+            return storage
+        except DBAPIError:  # two sweepers created the tables at once: the loser retries
+            if attempt == CONNECT_TRIES - 1:
+                raise
+            time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
+
+
+def _serialize_sqlite(engine: Any) -> None:
+    """Make every SQLite transaction take the write lock when it begins.
+
+    Python's sqlite3 starts a transaction only at the first write, so Optuna's "read the
+    queued trial, then mark it RUNNING if it is still WAITING" is two separate steps on
+    SQLite and two sweepers could both take the same queued trial. ``BEGIN IMMEDIATE``
+    (SQLAlchemy's recipe for SQLite) makes the read and the write one step, as
+    ``SELECT ... FOR UPDATE`` does on PostgreSQL.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the listeners existed are dropped
