@@ -29,7 +29,7 @@ from dlrun.sweep.protocol import HEARTBEAT_ATTR, NOT_RUN_ATTR, OWNER_ATTR  # noq
 from dlrun.sweep.study import STALE_S, orphaned  # noqa: E402
 from tests.test_optuna_sweeper import HPARAMS, trial_records  # noqa: E402
 
-SLEEPY_APP = '''
+SLEEPY_APP = """
 import time
 import hydra
 
@@ -39,7 +39,7 @@ def main(cfg):
     return (cfg.y - 0.3) ** 2 + cfg.x / 10
 
 main()
-'''
+"""
 
 SLEEPY_CONFIG = """
 defaults:
@@ -63,8 +63,14 @@ hydra:
 def start_sweepers(*commands: list[str], cwd: Path, env: dict[str, str] | None = None):
     """Start every command at once; wait for all; return their CompletedProcess-likes."""
     procs = [
-        subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env={**os.environ, **(env or {})})  # fmt: skip
+        subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )  # fmt: skip
         for cmd in commands
     ]
     return [(p, *p.communicate(timeout=900)) for p in procs]
@@ -206,12 +212,12 @@ def test_two_dlrun_searches_share_a_postgresql_study(postgres_url: str, tmp_path
     search = [sys.executable, "-m", "dlrun.cli", "-m", f"{HPARAMS}=mlp_iris",
               "trainer.epochs=2", "trainer.limit_batches=2", "hydra.sweeper.n_trials=6",
               "hydra.sweeper.pruner=none", f"hydra.sweeper.storage={postgres_url}",
-              "hydra.sweeper.study_name=shared"]  # fmt: skip
+              "hydra.sweeper.study_name=dlrun_iris"]  # fmt: skip
     runs = start_sweepers([*search, "hydra.sweep.dir=a"], [*search, "hydra.sweep.dir=b"],
                           cwd=tmp_path)  # fmt: skip
     for proc, _, err in runs:
         assert proc.returncode == 0, err
-    ran = check_shared(optuna.load_study(study_name="shared", storage=postgres_url), 6, 2)
+    ran = check_shared(optuna.load_study(study_name="dlrun_iris", storage=postgres_url), 6, 2)
     jobs = {**trial_records(tmp_path / "a"), **trial_records(tmp_path / "b")}
     assert sorted(jobs) == sorted(t.number for t in ran)  # each trial ran in one place
     assert len(trial_records(tmp_path / "a")) + len(trial_records(tmp_path / "b")) == 6

@@ -126,6 +126,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     from sqlalchemy.exc import DBAPIError
 
     kwargs: dict[str, Any] = {}
+    url = with_driver(url)
     if url.startswith("sqlite"):  # several sweepers on one file: wait for its lock
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     for attempt in range(CONNECT_TRIES):
@@ -139,6 +140,27 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
                 raise
             time.sleep(0.2 + random.random())
     raise AssertionError("unreachable")
+
+
+def with_driver(url: str) -> str:
+    """``postgresql://`` with the PostgreSQL driver that is installed.
+
+    SQLAlchemy's default driver for a bare ``postgresql://`` is psycopg2 before 2.1 and
+    psycopg (3) from 2.1 on; ``dlrun[postgres]`` installs psycopg, so a bare URL is
+    pointed at whichever of the two is there. A URL that names its driver is kept.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        return url
+    import importlib.util
+
+    for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{driver}://{rest}"
+    raise UserError(
+        f"{url.split('@')[-1]} is a PostgreSQL database: its driver is not installed "
+        "(pip install 'dlrun[postgres]')"
+    )
 
 
 def _serialize_sqlite(engine: Any) -> None:

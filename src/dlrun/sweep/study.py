@@ -171,6 +171,8 @@ def open_study(
     pruner_obj = build_pruner(pruner, pruner_args)  # fail on bad args before creating
     try:
         backend = open_storage(storage)
+    except UserError:
+        raise
     except Exception as exc:  # SQLAlchemy: bad URL, missing driver, unreachable server
         raise UserError(
             f"hydra.sweeper.storage={storage}: cannot open it ({type(exc).__name__}: {exc})"
