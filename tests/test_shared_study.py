@@ -70,7 +70,7 @@ def start_sweepers(*commands: list[str], cwd: Path, env: dict[str, str] | None =
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, **(env or {})},
-        )  # fmt: skip
+        )
         for cmd in commands
     ]
     return [(p, *p.communicate(timeout=900)) for p in procs]
