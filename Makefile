@@ -16,8 +16,8 @@ TORCH_INDEX ?= https://download.pytorch.org/whl
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: FORCE help install run test test-distributed test-all lint format bench sweep smoke \
-  mutation clean
+.PHONY: FORCE help install run test test-distributed test-browser test-services test-all lint \
+  format bench sweep smoke mutation clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -41,11 +41,30 @@ install: $(STAMP) ## Create .venv with dlrun and its dev tools; TORCH_VARIANT=au
 run: $(STAMP) ## Train and evaluate the default experiment (LeNet-5 on digits)
 	$(BIN)/dlrun $(ARGS)
 
-test: $(STAMP) ## Run the fast test suite (no slow, gpu or distributed tests)
-	$(BIN)/python -m pytest -q -m "not slow and not gpu and not distributed" $(PYTEST_ARGS)
+test: $(STAMP) ## Run the fast test suite (no slow, gpu, distributed, browser or services tests)
+	$(BIN)/python -m pytest -q \
+	  -m "not slow and not gpu and not distributed and not browser and not services" $(PYTEST_ARGS)
 
 test-distributed: $(STAMP) ## Run the multi-process (torch.distributed) tests that aren't slow
 	$(BIN)/python -m pytest -q -m "distributed and not slow and not gpu" $(PYTEST_ARGS)
+
+# The extras a target needs are installed on first use (again when pyproject.toml changes);
+# Debian packages (Chromium, PostgreSQL) when missing, where this user may (root, apt-get).
+$(VENV)/.browser: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[browser]" "$(TORCH)"
+	touch $@
+
+$(VENV)/.services: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[tracking,wandb,postgres]" "$(TORCH)"
+	touch $@
+
+test-browser: $(VENV)/.browser ## Open report.html/leaderboard.html in headless Chromium (installs it)
+	@bash scripts/apt_install.sh chromedriver chromium chromium-driver
+	$(BIN)/python -m pytest -q -m "browser and not slow" $(PYTEST_ARGS)
+
+test-services: $(VENV)/.services ## MLflow server, W&B offline, PostgreSQL-shared Optuna (installs them)
+	@bash scripts/apt_install.sh pg_ctl postgresql
+	$(BIN)/python -m pytest -q -m "services and not slow" $(PYTEST_ARGS)
 
 test-all: $(STAMP) ## Run every test (GPU tests skip without CUDA)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
