@@ -19,6 +19,7 @@ from dlrun.engine.schedules import build_scheduler
 from dlrun.engine.trainer import Trainer, TrainerSettings, TrainingDiverged
 from dlrun.errors import UserError
 from dlrun.models.mlp import MLP
+from dlrun.rundir import run_status
 from tests.conftest import compose_cfg, group_options, run_cli, sigterm_after_first_epoch
 
 
@@ -184,6 +185,7 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(tmp_path: Path) -> Non
     )
     assert crashed.returncode == -signal.SIGKILL
     assert json.loads((killed / "status.json").read_text())["status"] == "running"
+    assert run_status(killed)["status"] == "interrupted"  # its process is gone
     resumed = run_cli(f"resume={killed}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout
@@ -270,4 +272,4 @@ def test_status_of_an_interrupted_run_says_how_far_it_got(tmp_path: Path) -> Non
     (tmp_path / "history.csv").write_text("epoch,loss\n1,0.5\n2,0.4\n")
     write_status(tmp_path, "interrupted", reason="SIGTERM")
     status = json.loads((tmp_path / "status.json").read_text())
-    assert status == {"status": "interrupted", "reason": "SIGTERM", "epoch": 2}
+    assert (status["status"], status["reason"], status["epoch"]) == ("interrupted", "SIGTERM", 2)

@@ -25,8 +25,9 @@ optuna = pytest.importorskip("optuna")
 
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
+from dlrun.rundir import STALE_AFTER_S  # noqa: E402
 from dlrun.sweep.protocol import HEARTBEAT_ATTR, NOT_RUN_ATTR, OWNER_ATTR  # noqa: E402
-from dlrun.sweep.study import STALE_S, orphaned  # noqa: E402
+from dlrun.sweep.study import orphaned  # noqa: E402
 from tests.test_optuna_sweeper import HPARAMS, trial_records  # noqa: E402
 
 SLEEPY_APP = """
@@ -117,11 +118,12 @@ def test_two_sweepers_share_a_sqlite_study(sleepy, tmp_path: Path, sampler: str)
 
 
 def frozen(owner: dict | None, heartbeat: float | None, started: float) -> FrozenTrial:
-    attrs = {}
+    attrs: dict = {}
     if owner is not None:
         attrs[OWNER_ATTR] = owner
     if heartbeat is not None:
-        attrs[HEARTBEAT_ATTR] = heartbeat
+        stamp = datetime.datetime.fromtimestamp(heartbeat).astimezone()
+        attrs[HEARTBEAT_ATTR] = stamp.isoformat(timespec="seconds")
     return FrozenTrial(
         number=0, state=TrialState.RUNNING, value=None, values=None,
         datetime_start=datetime.datetime.fromtimestamp(started), datetime_complete=None,
@@ -135,11 +137,12 @@ def test_only_a_gone_sweepers_running_trials_are_orphans() -> None:
     here = socket.gethostname()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
-    assert not orphaned(frozen({"host": here, "pid": os.getpid()}, now - 3600, now), now)
-    assert orphaned(frozen({"host": here, "pid": int(dead)}, now, now), now)
-    elsewhere = {"host": "another-machine", "pid": os.getpid()}
+    me = {"hostname": here, "pid": os.getpid()}
+    assert not orphaned(frozen(me, now - 3600, now), now)  # its process runs: alive
+    assert orphaned(frozen({"hostname": here, "pid": int(dead)}, now, now), now)
+    elsewhere = {"hostname": "another-machine", "pid": os.getpid()}
     assert not orphaned(frozen(elsewhere, now - 30, now - 3600), now)  # it beats: alive
-    assert orphaned(frozen(elsewhere, now - STALE_S - 1, now - 3600), now)
+    assert orphaned(frozen(elsewhere, now - STALE_AFTER_S - 5, now - 3600), now)
     assert not orphaned(frozen(None, None, now - 1), now)  # just asked, claim on its way
     assert orphaned(frozen(None, None, now - 3600), now)  # an older dlrun's, long gone
 

@@ -27,6 +27,7 @@ from dlrun.display import interval, number
 from dlrun.document import Cell, Document, Heading, Paragraph, Scatter, Table, to_markdown
 from dlrun.evaluation.significance import VERDICTS, t_interval
 from dlrun.html_page import write_page
+from dlrun.rundir import run_status
 
 # Test metrics shown when present, in this order (the headline of each task kind).
 TEST_COLUMNS = (
@@ -63,7 +64,7 @@ def read_job(job_dir: Path) -> Job | None:
     if not overrides_path.is_file():
         return None
     overrides = dict(_split_override(line) for line in _yaml_list(overrides_path))
-    status = _read_json(job_dir / "status.json")
+    status = run_status(job_dir) or {}  # "running" with its process gone: interrupted
     metrics = _read_json(job_dir / "metrics.json")
     trial = _read_json(job_dir / "trial.json")
     train = metrics.get("train", {})

@@ -34,6 +34,11 @@ from dlrun.engine.checkpoint import load_checkpoint, load_model_weights
 from dlrun.engine.device import select_device
 from dlrun.engine.interrupts import graceful_interrupts
 from dlrun.engine.launch import launched, spawn_run
+from dlrun.engine.runstate import (
+    StatusHeartbeat,
+    resume_early_stopping,
+    schedule_length_kept,
+)
 from dlrun.engine.schedules import build_scheduler
 from dlrun.engine.trainer import Trainer, TrainerSettings, near_zero_fraction
 from dlrun.errors import UserError
@@ -189,8 +194,13 @@ def train_and_evaluate(
             # Rank 0 reads the file and sends it: other nodes may not see this disk.
             where = exp.device if distributed.world_size() == 1 else "cpu"
             ckpt = load_checkpoint(last, where) if main else None
-            state = trainer.load_state_dict(distributed.broadcast_object(ckpt))
-            console.print(f"resuming {run_dir} after epoch {state.epoch}", highlight=False)
+            with schedule_length_kept(scheduler):  # more trainer.epochs may have been asked
+                state = trainer.load_state_dict(distributed.broadcast_object(ckpt))
+            note = resume_early_stopping(callbacks, state, bool(cfg.get("resume_completed")))
+            console.print(
+                f"resuming {run_dir} after epoch {state.epoch}" + (f"; {note}" if note else ""),
+                highlight=False,
+            )
         started = time.perf_counter()
         state = trainer.fit(state)
     train_seconds = time.perf_counter() - started
@@ -255,12 +265,15 @@ def make_callbacks(
             ProgressReporter(console, trainer_cfg["progress"]),
             TrainLog(run_dir / "train.log"),
             HistoryCSV(run_dir / "history.csv"),
-            Checkpointer(run_dir / "checkpoints"),
         ]
-    if stop["enabled"]:
+    if stop["enabled"]:  # before the checkpointer, so last.pt holds this epoch's counter
         callbacks.append(
             EarlyStopping(stop["monitor"], stop["mode"], stop["patience"], stop["min_delta"])
         )
+    if main:  # status.json follows last.pt: the heartbeat records only saved epochs
+        status = dict(cfg.get("run_status") or {})
+        status_dir = Path(status.pop("dir", run_dir))
+        callbacks += [Checkpointer(run_dir / "checkpoints"), StatusHeartbeat(status_dir, status)]
     trial = cfg.get("trial")
     if trial and main:  # a job of the Optuna sweeper: report each epoch, stop if pruned
         from dlrun.sweep.pruning import OptunaPruning

@@ -114,10 +114,12 @@ class EarlyStopping(Callback):
             return
         self.wait += 1
         if self.wait >= self.patience:  # Keras' meaning of patience
-            state.stop_reason = (
-                f"early stopping: {self.monitor} did not improve for {self.patience} epochs"
-            )
+            state.stop_reason = self.reason
             state.should_stop = True
+
+    @property
+    def reason(self) -> str:
+        return f"early stopping: {self.monitor} did not improve for {self.patience} epochs"
 
 
 class ProgressReporter(Callback):

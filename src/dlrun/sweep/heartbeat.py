@@ -4,19 +4,19 @@ When several sweepers share a study, one that starts finds trials RUNNING: are t
 another live sweeper's, or orphans of one that was killed? On the same machine the
 owner's process id answers it. Across machines only time can: every ``HEARTBEAT_S``
 this thread stamps the trials its sweeper runs, and a trial whose stamp is older than
-``STALE_S`` is taken for an orphan (:func:`dlrun.sweep.study.orphaned`).
+``dlrun.rundir.STALE_AFTER_S`` is taken for an orphan (:func:`dlrun.sweep.study.
+orphaned`), as a run's status.json heartbeat is.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from dlrun.rundir import HEARTBEAT_S, now_iso
 from dlrun.sweep.protocol import HEARTBEAT_ATTR
-from dlrun.sweep.study import HEARTBEAT_S
 
 if TYPE_CHECKING:
     import optuna
@@ -61,6 +61,6 @@ class Heartbeat:
                 ids = list(self.trials.values())
             for trial_id in ids:
                 try:
-                    self.study._storage.set_trial_user_attr(trial_id, HEARTBEAT_ATTR, time.time())
+                    self.study._storage.set_trial_user_attr(trial_id, HEARTBEAT_ATTR, now_iso())
                 except Exception as exc:  # finished meanwhile, or the database blinked
                     log.debug("heartbeat of trial %d skipped: %s", trial_id, exc)

@@ -29,8 +29,8 @@ RETRY_OF_ATTR = "dlrun_retry_of"  # on a queued re-run: the interrupted trial's 
 FAIL_REASON_ATTR = "dlrun_fail_reason"
 JOB_DIR_ATTR = "dlrun_job_dir"
 # Several sweepers may drive one study (a shared database, several machines):
-OWNER_ATTR = "dlrun_owner"  # {"host", "pid"} of the sweeper that runs the trial
-HEARTBEAT_ATTR = "dlrun_heartbeat"  # that sweeper's last sign of life (time.time())
+OWNER_ATTR = "dlrun_owner"  # {"pid", "hostname", "started_at"} of the sweeper running it
+HEARTBEAT_ATTR = "dlrun_heartbeat"  # that sweeper's last sign of life (ISO time)
 NOT_RUN_ATTR = "dlrun_not_run"  # asked for but not run: over n_trials, or a duplicate
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dlrun.config import metric_mode
 from dlrun.errors import UserError
+from dlrun.rundir import now_iso, process_alive, process_identity
 from dlrun.sweep.protocol import (
     HEARTBEAT_ATTR,
     INTERRUPTED_ATTR,
@@ -228,8 +227,7 @@ def recover_interrupted(study: optuna.Study) -> int:
     """Close trials a killed sweeper left RUNNING and queue their params to run again.
 
     Several sweepers may share the study, so a RUNNING trial is only taken for an
-    orphan when its sweeper is known to be gone: on this machine, its process has
-    ended; elsewhere, its heartbeat is older than ``STALE_S`` (see :func:`orphaned`).
+    orphan when its sweeper is known to be gone (see :func:`orphaned`).
     """
     orphans = [
         t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if orphaned(t)
@@ -240,38 +238,22 @@ def recover_interrupted(study: optuna.Study) -> int:
     return len(orphans)
 
 
-HEARTBEAT_S = 30.0  # how often a sweeper marks its running trials as alive
-STALE_S = 600.0  # a running trial of another machine silent this long is an orphan
 CLAIM_S = 60.0  # a running trial nobody claimed (a sweeper ends up in :func:`claim` in ms)
 
 
-def owner() -> dict[str, Any]:
-    """This sweeper process, as recorded on the trials it runs."""
-    return {"host": socket.gethostname(), "pid": os.getpid()}
-
-
 def orphaned(trial: FrozenTrial, now: float | None = None) -> bool:
-    """Whether a RUNNING trial's sweeper is gone (so nobody will ever tell its result)."""
-    now = time.time() if now is None else now
+    """Whether a RUNNING trial's sweeper is gone (so nobody will ever tell its result).
+
+    The sweeper's identity and heartbeat are judged as a run's status.json is
+    (:func:`dlrun.rundir.process_alive`): on this machine by its process, elsewhere by a
+    heartbeat younger than ``dlrun.rundir.STALE_AFTER_S``.
+    """
     who = trial.user_attrs.get(OWNER_ATTR)
     if not isinstance(who, dict):  # an older dlrun, or killed between ask and claim
+        now = time.time() if now is None else now
         started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
         return now - started > CLAIM_S
-    if who.get("host") == socket.gethostname():
-        return not _alive(int(who.get("pid", -1)))
-    return now - float(trial.user_attrs.get(HEARTBEAT_ATTR, 0.0)) > STALE_S
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: it exists
-        return True
-    return True
+    return not process_alive({**who, "heartbeat": trial.user_attrs.get(HEARTBEAT_ATTR)})
 
 
 def counts(trial: FrozenTrial) -> bool:
@@ -303,8 +285,8 @@ def claim(study: optuna.Study, trial: optuna.trial.Trial, n_trials: int) -> str 
     last one), or one whose parameters an earlier trial already has (two sweepers
     queued the same grid point), is closed as FAIL with ``dlrun_not_run`` and not run.
     """
-    trial.set_user_attr(OWNER_ATTR, owner())
-    trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+    trial.set_user_attr(OWNER_ATTR, process_identity())
+    trial.set_user_attr(HEARTBEAT_ATTR, now_iso())
     mine = params_of(study._storage.get_trial(trial._trial_id))
     earlier = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number and counts(t)]
     reason = None

@@ -181,12 +181,16 @@ def run_status(run_dir: Path, kind: str) -> str:
     summary, else it shares its k-fold run's state. A sweep completed unless a job failed.
     """
     if kind == "sweep":
+        if not run_dir.is_dir():  # every job was refused: the sweep removed its dir
+            return "failed"
         jobs = [read_json(p) for p in run_dir.glob("*/status.json")]
         return "failed" if any(j.get("status") == "failed" for j in jobs) else "completed"
     if kind == "fold" and "train" in read_json(run_dir / "metrics.json"):
         return "completed"
+    from dlrun.rundir import run_status as read_run_status  # "running", process gone: interrupted
+
     folder = run_dir.parent if kind == "fold" else run_dir
-    return str(read_json(folder / "status.json").get("status") or "running")
+    return str((read_run_status(folder) or {}).get("status") or "running")
 
 
 def git_commit(cwd: Path) -> str | None:
