@@ -173,6 +173,13 @@ def test_sweep_jobs_are_children_of_the_sweeps_run(workdir: Path) -> None:
     assert records[-1] == {"op": "finish", "dir": str(sweep), "state": "completed"}
     summary = by_op(records, "log_metrics", sweep)[0]["values"]
     assert summary["jobs"] == 2 and "best_val_accuracy" in summary
+    again = run_cli("-m", *IRIS, "optimizer.lr=0.1,0.01", *fake(log), f"hydra.sweep.dir={sweep}",
+                    cwd=workdir, env=ENV)  # fmt: skip
+    assert again.returncode == 0 and "warning" not in again.stderr, again.stderr
+    resumed = calls(log)[len(records) :]
+    assert [(r["op"], r.get("kind")) for r in by_op(resumed, "start")] == [("start", "sweep")]
+    assert by_op(resumed, "start")[0]["previous"] == {"id": "sweep:sweep", "dir": str(sweep)}
+    assert {r["dir"] for r in resumed} == {str(sweep)}  # the skipped jobs are left alone
 
 
 def test_kfold_folds_are_children_of_the_kfold_run(workdir: Path) -> None:

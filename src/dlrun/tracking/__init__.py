@@ -56,7 +56,8 @@ def job_ended(run_dir: Path, logger_node: Any = None) -> None:
     from dlrun.tracking.feed import reopen_message
 
     specs = logger_specs(logger_node)
-    reopen = reopen_message(run_dir, specs) if specs else None
+    started = (run_dir / "tracking.json").is_file()  # not a job a resumed sweep skipped
+    reopen = reopen_message(run_dir, specs) if specs and started else None
     client.finish(run_dir, reopen)
 
 

@@ -143,7 +143,7 @@ class Session:
 
     def finish(self, msg: dict[str, Any]) -> None:
         run_dir = Path(msg["dir"])
-        if run_dir not in self.runs and msg.get("reopen"):
+        if run_dir not in self.runs and msg.get("reopen") and (run_dir / RECORD).is_file():
             self.open({**msg["reopen"], "dir": msg["dir"]})
         run = self.runs.get(run_dir)
         if run is None:
