@@ -12,6 +12,7 @@ after their first run).
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import subprocess
 import sys
@@ -20,7 +21,9 @@ import time
 from pathlib import Path
 
 
-def run(logger: str, workdir: Path, extra: list[str]) -> float:
+def run(logger: str, workdir: Path, extra: list[str]) -> tuple[float, float]:
+    """Wall seconds, and CPU seconds of the run and its tracking worker together."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "dlrun.cli", f"logger={logger}", "trainer.progress=none", *extra],
@@ -29,9 +32,11 @@ def run(logger: str, workdir: Path, extra: list[str]) -> float:
         text=True,
     )
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"logger={logger} failed:\n{done.stderr[-2000:]}")
-    return elapsed
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
 
 
 def main() -> None:
@@ -44,18 +49,25 @@ def main() -> None:
         for logger in args.loggers:  # warm-up: caches, and MLflow's store created once
             run(logger, workdir, [*extra, "trainer.epochs=1", "trainer.limit_batches=1"])
         times: dict[str, list[float]] = {name: [] for name in args.loggers}
+        cpus: dict[str, list[float]] = {name: [] for name in args.loggers}
         for i in range(args.repeats):
             for logger in args.loggers:
-                times[logger].append(run(logger, workdir, extra))
-                print(f"repeat {i + 1}: logger={logger} {times[logger][-1]:.2f} s", flush=True)
+                wall, cpu = run(logger, workdir, extra)
+                times[logger].append(wall)
+                cpus[logger].append(cpu)
+                print(f"repeat {i + 1}: logger={logger} {wall:.2f} s ({cpu:.1f} s CPU)", flush=True)
     base = statistics.median(times[args.loggers[0]])
-    print(f"\n| logger | median wall s | overhead vs {args.loggers[0]} | runs |")
-    print("| --- | --- | --- | --- |")
+    base_cpu = statistics.median(cpus[args.loggers[0]])
+    print(
+        f"\n| logger | median wall s | vs {args.loggers[0]} | median CPU s | vs "
+        f"{args.loggers[0]} | wall of each run |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
     for logger, values in times.items():
-        median = statistics.median(values)
+        median, cpu = statistics.median(values), statistics.median(cpus[logger])
         print(
-            f"| {logger} | {median:.2f} | {100 * (median - base) / base:+.1f}% | "
-            f"{', '.join(f'{v:.1f}' for v in values)} |"
+            f"| {logger} | {median:.2f} | {100 * (median - base) / base:+.1f}% | {cpu:.1f} | "
+            f"{cpu - base_cpu:+.1f} s | {', '.join(f'{v:.1f}' for v in values)} |"
         )
 
 

@@ -142,63 +142,16 @@ class DlrunOptunaSweeper(Sweeper):
         self, study: optuna.Study, space: SearchSpace, direction: str, storage: str
     ) -> list[Sequence[JobReturn]]:
         from dlrun.sweep.heartbeat import Heartbeat
-        from dlrun.sweep.protocol import TrialIdentity
-        from dlrun.sweep.study import (
-            close_interrupted,
-            finished_trials,
-            grid_points_left,
-            waiting_trials,
-        )
 
         assert self.config is not None
-        grid = self.sampler == "grid"
-        done = len(finished_trials(study))
-        remaining = max(0, self.n_trials - done)
-        if grid:  # a grid ends when every point was tried once
-            remaining = min(remaining, len(grid_points_left(study, space)) + waiting_trials(study))
-        target = done + remaining
+        target = self._start(study, space, direction, storage)
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        log.info(
-            "Optuna study %s (%s, %s sampler, %s pruner): %d of %d trials done, %d to run; "
-            "resume with hydra.sweeper.storage=%s hydra.sweeper.study_name=%s",
-            study.study_name,
-            direction,
-            self.sampler,
-            self.pruner,
-            target - remaining,
-            target,
-            remaining,
-            storage,
-            study.study_name,
-        )
         returns: list[Sequence[JobReturn]] = []
         failures_in_a_row, ran, failed = 0, 0, 0
         last_reason = ""
         with Heartbeat(study) as beat:
-            while True:
-                trials = self._ask(study, space, target, beat)
-                if not trials:
-                    break
-                batch = [
-                    [
-                        *space.overrides_for(t.params),
-                        *TrialIdentity(storage, study.study_name, t.number).overrides(),
-                    ]
-                    for t in trials
-                ]
-                self._validate(study, trials, batch)
-                try:
-                    results = self._launch(batch, [t.number for t in trials])
-                except BaseException:  # Ctrl-C, SystemExit from a job: make them resumable
-                    for trial in trials:
-                        close_interrupted(study, trial.number, trial.params)
-                    log.warning(
-                        "sweep interrupted; trials %s will run again when it is resumed",
-                        [t.number for t in trials],
-                    )
-                    raise
+            while trials := self._ask(study, space, target, beat):
+                results = self._launch_trials(study, space, storage, trials)
                 for trial, ret in zip(trials, results, strict=True):
                     state, reason = self._finish(study, trial, ret, direction)
                     beat.done(trial)
@@ -218,6 +171,63 @@ class DlrunOptunaSweeper(Sweeper):
         if ran and failed == ran:
             raise SweepError(f"dlrun: error: all {ran} trials failed; last: {last_reason}")
         return returns
+
+    def _start(self, study: optuna.Study, space: SearchSpace, direction: str, storage: str) -> int:
+        """Save multirun.yaml, say where the study stands; the number of trials to reach."""
+        from dlrun.sweep.study import finished_trials, grid_points_left, waiting_trials
+
+        assert self.config is not None
+        done = len(finished_trials(study))
+        remaining = max(0, self.n_trials - done)
+        if self.sampler == "grid":  # a grid ends when every point was tried once
+            remaining = min(remaining, len(grid_points_left(study, space)) + waiting_trials(study))
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        log.info(
+            "Optuna study %s (%s, %s sampler, %s pruner): %d of %d trials done, %d to run; "
+            "resume with hydra.sweeper.storage=%s hydra.sweeper.study_name=%s",
+            study.study_name,
+            direction,
+            self.sampler,
+            self.pruner,
+            done,
+            done + remaining,
+            remaining,
+            storage,
+            study.study_name,
+        )
+        return done + remaining
+
+    def _launch_trials(
+        self,
+        study: optuna.Study,
+        space: SearchSpace,
+        storage: str,
+        trials: list[optuna.trial.Trial],
+    ) -> list[JobReturn]:
+        """Run a batch of trials as jobs; cut short, they are queued to run again."""
+        from dlrun.sweep.protocol import TrialIdentity
+        from dlrun.sweep.study import close_interrupted
+
+        batch = [
+            [
+                *space.overrides_for(t.params),
+                *TrialIdentity(storage, study.study_name, t.number).overrides(),
+            ]
+            for t in trials
+        ]
+        self._validate(study, trials, batch)
+        try:
+            return self._launch(batch, [t.number for t in trials])
+        except BaseException:  # Ctrl-C, SystemExit from a job: make them resumable
+            for trial in trials:
+                close_interrupted(study, trial.number, trial.params)
+            log.warning(
+                "sweep interrupted; trials %s will run again when it is resumed",
+                [t.number for t in trials],
+            )
+            raise
 
     def _ask(
         self, study: optuna.Study, space: SearchSpace, target: int, beat: Heartbeat
