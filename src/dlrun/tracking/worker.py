@@ -48,6 +48,8 @@ def handle(session: Session, msg: dict[str, Any]) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):  # training goes first; this catches up when it idles
+        os.nice(10)
     warm_up(sys.argv[1:])
     session = Session()
     for line in sys.stdin:
