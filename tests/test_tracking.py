@@ -272,3 +272,20 @@ def test_tensorboard_gets_every_epoch_and_the_test_metrics(workdir: Path) -> Non
     assert [step for step, _ in values("val_loss")] == [1, 2] == list(range(1, len(rows) + 1))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert values("test_accuracy")[0][1] == pytest.approx(metrics["test"]["accuracy"], rel=1e-6)
+
+
+@pytest.mark.distributed
+def test_a_multi_process_run_is_finished_by_its_parent(workdir: Path) -> None:
+    """trainer.devices=2: rank 0 starts the tracker run and logs the epochs; the parent
+    process, which writes the final files, continues the same tracker run and ends it."""
+    log = workdir / "calls.jsonl"
+    run_dir = workdir / "run"
+    result = run_cli(*IRIS, "trainer.devices=2", *fake(log), f"hydra.run.dir={run_dir}",
+                     cwd=workdir, env=ENV)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    records = calls(log)
+    starts = by_op(records, "start")
+    assert len(starts) == 2 and starts[1]["previous"] == {"id": "run:run", "dir": str(run_dir)}
+    assert [e["step"] for e in by_op(records, "log_metrics")][:2] == [1, 2]
+    assert "test_accuracy" in by_op(records, "log_metrics")[-1]["values"]
+    assert records[-1]["op"] == "finish" and records[-1]["state"] == "completed"
