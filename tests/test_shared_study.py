@@ -171,7 +171,10 @@ def _as_postgres_user() -> list[str]:
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL server on 127.0.0.1 (initdb into a temp dir, a free port)."""
-    pytest.importorskip("psycopg2", reason="make test-services installs dlrun[postgres]")
+    import importlib.util
+
+    if not any(importlib.util.find_spec(m) for m in ("psycopg", "psycopg2")):
+        pytest.skip("no PostgreSQL driver: make test-services installs dlrun[postgres]")
     bin_dir = _pg_bin()
     if bin_dir is None:
         pytest.skip("no PostgreSQL server: make test-services installs it (apt-get postgresql)")
