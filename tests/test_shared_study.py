@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from dlrun.rundir import STALE_AFTER_S  # noqa: E402
 from dlrun.sweep.protocol import HEARTBEAT_ATTR, NOT_RUN_ATTR, OWNER_ATTR  # noqa: E402
-from dlrun.sweep.study import orphaned  # noqa: E402
+from dlrun.sweep.study import claim, orphaned, trials_left  # noqa: E402
 from tests.test_optuna_sweeper import HPARAMS, trial_records  # noqa: E402
 
 SLEEPY_APP = """
@@ -115,6 +115,25 @@ def test_two_sweepers_share_a_sqlite_study(sleepy, tmp_path: Path, sampler: str)
         assert sorted(t.params["x"] for t in ran) == [0, 1, 2, 3, 4, 5]
     records = trial_records(tmp_path / "sweep")  # both wrote into one sweep dir
     assert sorted(records) == sorted(t.number for t in ran)
+
+
+def test_a_trial_beyond_n_trials_or_a_duplicate_is_not_run() -> None:
+    """Two sweepers asking at once: the storage's trial order decides who runs what."""
+    study = optuna.create_study()
+    x = optuna.distributions.IntDistribution(0, 9)
+    first, second = study.ask({"x": x}), study.ask({"x": x})  # two sweepers, same moment
+    assert trials_left(study, 2) == 0
+    assert claim(study, first, 2) is None and claim(study, second, 2) is None
+    third = study.ask({"x": x})  # asked by a third before it saw the first two running
+    assert claim(study, third, 2) == "the study already has its n_trials=2 trials"
+    study.enqueue_trial({"x": 7})
+    study.enqueue_trial({"x": 7})  # the same grid point, queued by two sweepers
+    queued = [study.ask({"x": x}), study.ask({"x": x})]
+    assert claim(study, queued[0], 10) is None
+    assert claim(study, queued[1], 10) == "an earlier trial has the same parameters {'x': 7}"
+    skipped = [t for t in study.trials if NOT_RUN_ATTR in t.user_attrs]
+    assert [(t.number, t.state) for t in skipped] == [(2, TrialState.FAIL), (4, TrialState.FAIL)]
+    assert trials_left(study, 4) == 1  # skipped trials don't count: 0, 1 and 3 run
 
 
 def frozen(owner: dict | None, heartbeat: float | None, started: float) -> FrozenTrial:
