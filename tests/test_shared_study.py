@@ -136,6 +136,24 @@ def test_a_trial_beyond_n_trials_or_a_duplicate_is_not_run() -> None:
     assert trials_left(study, 4) == 1  # skipped trials don't count: 0, 1 and 3 run
 
 
+def test_a_sqlite_transaction_holds_the_write_lock_from_its_start(tmp_path: Path) -> None:
+    """So Optuna's read-then-mark of a queued trial is one step: only one sweeper gets it."""
+    import sqlite3
+
+    from sqlalchemy import text
+
+    from dlrun.sweep.protocol import open_storage
+
+    db = tmp_path / "lock.db"
+    engine = open_storage(f"sqlite:///{db}").engine
+    with engine.connect() as first, first.begin():
+        first.execute(text("SELECT 1"))  # a read opens the transaction...
+        other = sqlite3.connect(db, timeout=0.05, isolation_level=None)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")  # ...and another writer must wait for it
+        other.close()
+
+
 def frozen(owner: dict | None, heartbeat: float | None, started: float) -> FrozenTrial:
     attrs: dict = {}
     if owner is not None:
