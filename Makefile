@@ -15,6 +15,9 @@ TORCH_VARIANT ?= auto
 TORCH_INDEX ?= https://download.pytorch.org/whl
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Optional extras installed with the dev tools, e.g. make install EXTRAS=tracking (MLflow)
+EXTRAS ?=
+comma := ,
 
 .PHONY: FORCE help install run test test-distributed test-browser test-services test-all lint \
   format bench sweep smoke mutation clean
@@ -28,15 +31,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python scripts/install_torch.py --variant "$(TORCH_VARIANT)" --pin "$(TORCH)" \
 	  --index "$(TORCH_INDEX)"
-	$(BIN)/python -m pip install -q -e ".[dev]" "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev$(if $(EXTRAS),$(comma)$(EXTRAS))]" "$(TORCH)"
 	touch $(STAMP)
 
-# A build or pin named on the command line is installed even into a .venv already set up.
-ifneq ($(filter command line,$(origin TORCH_VARIANT) $(origin TORCH)),)
+# A build, pin or extra named on the command line is installed even into a .venv set up.
+ifneq ($(filter command line,$(origin TORCH_VARIANT) $(origin TORCH) $(origin EXTRAS)),)
 $(STAMP): FORCE
 endif
 
-install: $(STAMP) ## Create .venv with dlrun and its dev tools; TORCH_VARIANT=auto|cpu|cuda|cu126
+install: $(STAMP) ## Create .venv with dlrun and its dev tools; TORCH_VARIANT=auto|cpu|cuda|cu126, EXTRAS=tracking
 
 run: $(STAMP) ## Train and evaluate the default experiment (LeNet-5 on digits)
 	$(BIN)/dlrun $(ARGS)
