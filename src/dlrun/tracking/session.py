@@ -73,7 +73,7 @@ class Session:
         run = OpenRun(run_dir, msg["kind"], parent_dir)
         self.runs[run_dir] = run
         previous = read_records(run_dir)
-        parent_records = self._records(parent_dir) if parent_dir else {}
+        parent_records = read_records(parent_dir) if parent_dir else {}
         overrides = msg.get("overrides") or content.read_overrides(run_dir)
         params = content.params(msg.get("config") or {}, overrides)
         tags = {k: str(v) for k, v in (msg.get("tags") or {}).items() if v not in (None, "")}
@@ -128,9 +128,6 @@ class Session:
                 file=sys.stderr,
                 flush=True,
             )
-
-    def _records(self, run_dir: Path) -> dict[str, Any]:
-        return read_records(run_dir)
 
     def log(self, msg: dict[str, Any]) -> None:
         run = self.runs.get(Path(msg["dir"]))
