@@ -193,12 +193,22 @@ def _refuse_if_all_jobs_were_refused(sweep_dir: Path) -> None:
 
 
 class Trackers(Callback):
-    """After every run or sweep job: the trackers (``logger=...``) get the run's final
-    metrics, tags and files, and its end state (:func:`dlrun.tracking.job_ended`)."""
+    """Around every run or sweep job, for the trackers (``logger=...``): the tracking
+    worker starts with the job; after it the trackers get the run's final metrics, tags
+    and files, and its end state (:func:`dlrun.tracking.job_ended`)."""
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _trackers().job_started(_logger_node(config))
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        logger = OmegaConf.to_container(config.logger, resolve=True) if "logger" in config else None
-        _trackers().job_ended(Path(config.hydra.runtime.output_dir), logger)
+        _trackers().job_ended(Path(config.hydra.runtime.output_dir), _logger_node(config))
+
+
+def _logger_node(config: DictConfig) -> Any:
+    """The job's ``logger`` config as plain data (None when the config has none)."""
+    if "logger" not in config:
+        return None
+    return OmegaConf.to_container(config.logger, resolve=True)
 
 
 def _trackers() -> Any:

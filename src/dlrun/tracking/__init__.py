@@ -5,6 +5,8 @@ The ``logger`` config group is a dict of trackers, as in the Lightning-Hydra tem
 each option file puts its settings under its own name (``logger.mlflow.tracking_uri``),
 so options combine. The hooks into the rest of dlrun are few and small:
 
+* :func:`job_started` (a Hydra callback, as a run or sweep job starts) starts the
+  tracking worker early, so its imports overlap the run's own;
 * :func:`loggers` (from the runner's callbacks) feeds each epoch to the trackers;
 * :func:`job_ended` (a Hydra callback, after every run or sweep job) logs the final
   metrics, tags and files from the run dir and ends the tracker runs;
@@ -44,6 +46,19 @@ def loggers(cfg: dict[str, Any], run_dir: Path) -> list[Callback]:
     from dlrun.tracking.feed import TrackerFeed
 
     return [TrackerFeed(cfg, run_dir.resolve(), specs)]
+
+
+def job_started(logger_node: Any) -> None:
+    """Start the tracking worker as a run starts, before the run imports torch.
+
+    The worker's own imports (MLflow's take seconds) then use the core that the run's
+    single-threaded imports leave idle, instead of competing with training later.
+    """
+    specs = logger_specs(logger_node)
+    if specs:
+        from dlrun.tracking import client
+
+        client.worker(sorted(specs))
 
 
 def job_ended(run_dir: Path, logger_node: Any = None) -> None:

@@ -40,6 +40,7 @@ class Worker:
         self.acks: dict[int, threading.Event] = {}
         self.ids = itertools.count()
         self.broken = False
+        self.used = False
         threading.Thread(target=self._write, daemon=True, name="dlrun-tracking-w").start()
         threading.Thread(target=self._read, daemon=True, name="dlrun-tracking-r").start()
 
@@ -84,6 +85,7 @@ class Worker:
 
     def send(self, msg: dict[str, Any]) -> None:
         if not self.broken:
+            self.used = self.used or msg.get("op") != "close"
             self.outbox.put(msg)
 
     def request(self, msg: dict[str, Any], what: str) -> None:
@@ -105,6 +107,11 @@ class Worker:
             )
 
     def close(self) -> None:
+        if not self.used:  # started for a run that never began (refused): nothing to log
+            self.broken = True
+            self.proc.kill()
+            self.proc.wait()
+            return
         self.send({"op": "close"})
         self.outbox.put(None)
         deadline = time.monotonic() + FINISH_WAIT_S
