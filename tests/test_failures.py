@@ -280,7 +280,7 @@ def test_the_heartbeat_beats_every_epoch_and_between_epochs(
     beat.on_batch_end(None, state, 1, None)  # type: ignore[arg-type]
     assert rundir.read_status(tmp_path)["epoch"] == 0
     state.epoch = 1
-    beat.on_epoch_end(None, state, {})  # type: ignore[arg-type]
+    beat.on_checkpoint(None, state, {})  # type: ignore[arg-type]
     assert rundir.read_status(tmp_path)["epoch"] == 1
 
 

@@ -21,12 +21,12 @@ IRIS = ["model=mlp", "data=iris", "trainer.progress=none"]
 KILL_SEED_1_AFTER_EPOCH_1 = """
 import os, signal, sys
 from dlrun.engine import callbacks
-original = callbacks.Checkpointer.on_epoch_end
-def on_epoch_end(self, trainer, state, row):
+original = callbacks.Checkpointer.on_checkpoint
+def on_checkpoint(self, trainer, state, row):
     original(self, trainer, state, row)
     if trainer.settings.seed == 1 and state.epoch == 1:
         os.kill(os.getpid(), signal.SIGKILL)
-callbacks.Checkpointer.on_epoch_end = on_epoch_end
+callbacks.Checkpointer.on_checkpoint = on_checkpoint
 sys.argv = ["dlrun", *sys.argv[1:]]
 from dlrun.cli import main
 main()
@@ -109,7 +109,7 @@ def test_a_sweep_run_again_in_its_dir_skips_resumes_and_retries(workdir: Path) -
         "sweep resumed in sw: 1 completed job skipped, 1 resumed from its last.pt, 1 new"
         in again.stdout
     )
-    assert "0_mlp_iris: completed earlier, skipped (best val_accuracy" in again.stdout
+    assert "0_mlp_iris: completed earlier, skipped (best val_loss" in again.stdout
     assert f"resuming {interrupted.resolve()} after epoch 1" in again.stdout
     assert _untouched(done) == finished  # not one file of the finished job was written
     assert len((interrupted / "history.csv").read_text().splitlines()) == 3
@@ -234,11 +234,13 @@ def test_a_completed_run_trains_further_and_keeps_its_first_results(workdir: Pat
     assert read_status(run_dir)["status"] == "completed" and read_status(run_dir)["epoch"] == 4
 
 
-def test_early_stopping_is_checkpointed_with_the_epoch_it_judged(tmp_path: Path) -> None:
-    """EarlyStopping runs before the checkpointer, the heartbeat after it."""
+def test_the_heartbeat_records_only_checkpointed_epochs(tmp_path: Path) -> None:
+    """Checkpointer, then StatusHeartbeat, in the checkpoint phase: status.json's epoch
+    is always one that last.pt holds (early stopping's place in the list no longer
+    matters: every on_epoch_end runs before any on_checkpoint)."""
     from rich.console import Console
 
-    from dlrun.engine.callbacks import Checkpointer, EarlyStopping
+    from dlrun.engine.callbacks import Checkpointer
     from dlrun.engine.runstate import StatusHeartbeat
     from dlrun.runner import make_callbacks
     from tests.conftest import compose_cfg
@@ -246,32 +248,58 @@ def test_early_stopping_is_checkpointed_with_the_epoch_it_judged(tmp_path: Path)
     cfg = compose_cfg("regularization=early_stopping")
     callbacks = make_callbacks(cfg, tmp_path, Console(quiet=True), "val_loss", main=True)
     kinds = [type(cb) for cb in callbacks]
-    assert kinds.index(EarlyStopping) < kinds.index(Checkpointer) < kinds.index(StatusHeartbeat)
+    assert kinds.index(Checkpointer) < kinds.index(StatusHeartbeat)
+    assert "on_checkpoint" in vars(StatusHeartbeat) and "on_epoch_end" not in vars(StatusHeartbeat)
 
 
 def test_an_early_stop_survives_a_resume_and_more_epochs_reopen_it() -> None:
     from dlrun.engine.callbacks import EarlyStopping
     from dlrun.engine.runstate import resume_early_stopping
     from dlrun.engine.trainer import FitState
+    from dlrun.monitor import Monitor
 
-    def stopped() -> EarlyStopping:
-        stopper = EarlyStopping("val_loss", "min", patience=3)
-        stopper.load_state_dict({"best": 0.25, "wait": 3})  # as last.pt holds it
-        return stopper
+    reason = "early stopping: val_loss did not improve for 3 epochs"
 
-    state = FitState(epoch=7)
-    assert resume_early_stopping([stopped()], state, continuing=False) == ""
-    assert state.should_stop and "did not improve for 3 epochs" in state.stop_reason
+    def stopped_state() -> FitState:  # as last.pt holds it
+        return FitState(
+            epoch=7, best_value=0.25, best_epoch=4, should_stop=True, stop_reason=reason
+        )
 
-    stopper, state = stopped(), FitState(epoch=7)
-    note = resume_early_stopping([stopper], state, continuing=True)
-    assert not state.should_stop and stopper.wait == 0 and stopper.best == 0.25
+    state = stopped_state()
+    assert resume_early_stopping([EarlyStopping(None, patience=3)], state, continuing=False) == ""
+    assert state.should_stop and state.stop_reason == reason
+
+    follower, state = EarlyStopping(None, patience=3), stopped_state()
+    note = resume_early_stopping([follower], state, continuing=True)
+    assert not state.should_stop and state.stop_reason == "" and follower.since == 7
     assert note == (
         "early stopping had stopped this run after epoch 7; it trains on with a fresh "
-        "patience of 3 epochs (best val_loss so far 0.25)"
+        "patience of 3 epochs (best so far 0.25)"
     )
-    running = EarlyStopping("val_loss", "min", patience=3)
-    assert resume_early_stopping([running], FitState(epoch=2), continuing=True) == ""
+    own = EarlyStopping(Monitor("val_loss"), patience=3)
+    own.load_state_dict({"best": {"val_loss": 0.25}, "wait": 3})
+    resume_early_stopping([own], stopped_state(), continuing=True)
+    assert own.wait == 0 and own.best == {"val_loss": 0.25}
+    running = FitState(epoch=2)
+    assert resume_early_stopping([EarlyStopping(None, patience=3)], running, True) == ""
+
+
+def test_a_restarted_follower_counts_patience_from_the_resumed_epoch() -> None:
+    from types import SimpleNamespace
+
+    from dlrun.engine.callbacks import EarlyStopping
+    from dlrun.engine.trainer import FitState
+
+    stopper = EarlyStopping(None, patience=2)
+    stopper.restart(7)
+    trainer = SimpleNamespace(monitor=SimpleNamespace(name="val_loss"))
+    state = FitState(epoch=8, best_epoch=4)
+    stopper.on_epoch_end(trainer, state, {})  # type: ignore[arg-type]
+    assert not state.should_stop and stopper.wait == 1
+    state.epoch = 9
+    stopper.on_epoch_end(trainer, state, {})  # type: ignore[arg-type]
+    assert state.should_stop and stopper.wait == 2
+    assert stopper.state_dict() == {"since": 7}
 
 
 def test_more_epochs_lengthen_a_one_cycle_schedule_on_resume() -> None:

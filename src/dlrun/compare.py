@@ -121,9 +121,9 @@ def metric_rows(runs: list[Run]) -> list[tuple[str, list[float | None], str]]:
 
 
 def _better(metric: str) -> str:
-    from dlrun.evaluation.report import lower_is_better
+    from dlrun.monitor import metric_mode
 
-    return "min" if lower_is_better(metric) else "max"
+    return metric_mode(metric)
 
 
 def best_index(values: list[float | None], better: str) -> int | None:

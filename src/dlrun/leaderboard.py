@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlrun.config import metric_mode
 from dlrun.display import interval, number
 from dlrun.document import Cell, Document, Heading, Paragraph, Scatter, Table, to_markdown
 from dlrun.evaluation.significance import VERDICTS, t_interval
 from dlrun.html_page import write_page
+from dlrun.monitor import metric_mode
 from dlrun.rundir import run_status
 
 # Test metrics shown when present, in this order (the headline of each task kind).

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlrun.engine.callbacks import Callback, EarlyStopping
+from dlrun.engine.callbacks import Callback, EarlyStopping, epochs
 from dlrun.rundir import HEARTBEAT_S, process_identity, write_status
 
 if TYPE_CHECKING:
@@ -54,30 +54,28 @@ class StatusHeartbeat(Callback):
         if time.monotonic() >= self._next:
             self.beat(state.epoch)
 
-    def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
-        self.beat(state.epoch)
+    def on_checkpoint(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
+        self.beat(state.epoch)  # listed after the Checkpointer: last.pt holds this epoch
 
 
 def resume_early_stopping(callbacks: Sequence[Callback], state: FitState, continuing: bool) -> str:
     """Carry an early stop over a resume; returns what the user should be told.
 
-    ``last.pt`` holds early stopping's counter but not the decision it took. A run that
-    had stopped and is only resumed (interrupted while evaluating) stays stopped. A
-    completed run that is given more epochs (``continuing``) trains on with a fresh
-    patience, as Keras' ``fit(initial_epoch=...)`` does, but keeps the best value so
-    far, so "improved" still means better than anything it has seen.
+    ``last.pt`` holds the stop decision (``state.should_stop``), so a run that had stopped
+    and is only resumed (interrupted while evaluating) stays stopped. A completed run that
+    is given more epochs (``continuing``) trains on with a fresh patience, as Keras'
+    ``fit(initial_epoch=...)`` does, but keeps the best value so far, so "improved" still
+    means better than anything it has seen.
     """
     stopper = next((cb for cb in callbacks if isinstance(cb, EarlyStopping)), None)
-    if stopper is None or stopper.wait < stopper.patience:
+    if stopper is None or not continuing or not state.should_stop:
         return ""
-    if not continuing:
-        state.should_stop, state.stop_reason = True, stopper.reason
-        return ""
-    stopper.wait = 0
+    state.should_stop, state.stop_reason = False, ""
+    stopper.restart(state.epoch)
+    best = "" if state.best_value is None else f" (best so far {state.best_value:.4g})"
     return (
         f"early stopping had stopped this run after epoch {state.epoch}; it trains on with "
-        f"a fresh patience of {stopper.patience} epochs (best {stopper.monitor} so far "
-        f"{stopper.best:.4g})"
+        f"a fresh patience of {epochs(stopper.patience)}{best}"
     )
 
 

@@ -27,6 +27,7 @@ from dlrun.document import (
     Pictures,
     Table,
 )
+from dlrun.monitor import lower_is_better as lower_is_better  # the one direction table
 
 if TYPE_CHECKING:
     from rich.table import Table as RichTable
@@ -79,9 +80,6 @@ PRIMARY: dict[Task, str] = {
     Task.LANGUAGE_MODEL: "loss",
 }
 
-LOWER_IS_BETTER = frozenset(
-    {"loss", "rmse", "mse", "mae", "mape", "hamming_loss", "perplexity", "bits_per_token"}
-)
 
 LOSS_UNITS: dict[Task, str] = {
     Task.MULTICLASS: "cross entropy in nats per sample",
@@ -102,11 +100,6 @@ class Row:
     baseline: float | None
     val: float | None
     versus: str  # better, worse, equal, n/a; the primary metric: the interval verdict
-
-
-def lower_is_better(key: str) -> bool:
-    """Whether a smaller value of metric ``key`` (``val_`` prefix allowed) is better."""
-    return key.removeprefix("val_") in LOWER_IS_BETTER
 
 
 def versus(key: str, model: float | None, baseline: float | None) -> str:
@@ -282,7 +275,7 @@ def report_document(
     if model.get("most_confused"):
         doc.add(*_confused_blocks(model["most_confused"]))
     if history:
-        from dlrun.config import metric_mode
+        from dlrun.monitor import metric_mode
 
         mode = metric_mode(monitor) if monitor else "min"
         doc.add(Curves(history, monitor, mode))
