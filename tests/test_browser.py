@@ -10,6 +10,7 @@ packages and Selenium from PyPI, then runs these (``pytest -m browser``).
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,7 +162,10 @@ def test_learning_curves_switch_quantity_and_read_out_an_epoch(browser, pages) -
     open_page(browser, pages["report"])
     buttons = browser.find_elements("css selector", "figure.curves .controls button")
     assert [b.text for b in buttons] == ["loss", "accuracy", "lr"]
-    assert buttons[1].get_attribute("aria-pressed") == "true"  # the monitored quantity first
+    monitor = json.loads((pages["report"].parent / "metrics.json").read_text())["train"]
+    pressed = [b.text for b in buttons if b.get_attribute("aria-pressed") == "true"]
+    assert pressed == [monitor["monitor"].removeprefix("val_")]  # the monitored one first
+    buttons[2].click()
     buttons[0].click()
     keys = browser.execute_script(
         "return Array.from(document.querySelectorAll('figure.curves polyline'))"
