@@ -1,4 +1,4 @@
-"""report.html and leaderboard.html in a real headless Chromium, opened from disk.
+"""report.html, leaderboard.html and dlrun-compare's page in a real headless Chromium, opened from disk.
 
 What a person does with them: the pages load without a console error, every picture
 shows, a click on a column header sorts the table (a second click reverses it), every
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -52,7 +54,7 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A 2-job sweep and a 2-fold k-fold run, written by the real CLI."""
+    """A 2-job sweep, a 2-fold k-fold run and dlrun-compare's page of the sweep's jobs."""
     root = tmp_path_factory.mktemp("pages")
     sweep, kfold = root / "sweep", root / "kfold"
     done = run_cli("-m", *IRIS, "optimizer.lr=0.1,0.003", f"hydra.sweep.dir={sweep}", cwd=root)
@@ -60,7 +62,11 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     done = run_cli(*IRIS, "eval.protocol=kfold", "eval.folds=2", f"hydra.run.dir={kfold}",
                    cwd=root)  # fmt: skip
     assert done.returncode == 0, done.stderr
+    compare = [sys.executable, "-m", "dlrun.compare", str(sweep), "html=compare.html"]
+    done = subprocess.run(compare, cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
     return {
+        "compare": root / "compare.html",
         "report": sweep / "0_mlp_iris" / "report.html",
         "leaderboard": sweep / "leaderboard.html",
         "kfold": kfold / "report.html",
@@ -89,7 +95,7 @@ def as_number(text: str) -> float:
     return float("inf") if text in ("", "n/a") else float(text)
 
 
-@pytest.mark.parametrize("page", ["report", "leaderboard", "kfold", "fold"])
+@pytest.mark.parametrize("page", ["report", "leaderboard", "kfold", "fold", "compare"])
 def test_page_loads_without_console_errors_and_every_image_shows(browser, pages, page) -> None:
     messages = open_page(browser, pages[page])
     assert [m for m in messages if m["level"] in ("SEVERE", "WARNING")] == []
@@ -137,7 +143,7 @@ def test_leaderboard_sorts_by_a_metric_and_links_to_every_report(browser, pages)
         "0_mlp_iris", "1_mlp_iris"]  # fmt: skip
 
 
-@pytest.mark.parametrize("page", ["report", "leaderboard", "kfold"])
+@pytest.mark.parametrize("page", ["report", "leaderboard", "kfold", "compare"])
 def test_every_link_resolves(browser, pages, page) -> None:
     open_page(browser, pages[page])
     hrefs = browser.execute_script(
@@ -152,8 +158,12 @@ def test_every_link_resolves(browser, pages, page) -> None:
         messages = open_page(browser, target)
         assert not [m for m in messages if m["level"] == "SEVERE"], href
         open_page(browser, pages[page])
-    if page in ("leaderboard", "kfold"):
+    if page in ("leaderboard", "kfold", "compare"):
         assert len(hrefs) >= 2
+    if page == "compare":  # a reader stays in the browser: each run links its report.html
+        assert sorted(Path(unquote(urlparse(h).path)).relative_to(pages[page].parent).as_posix()
+                      for h in hrefs) == ["sweep/0_mlp_iris/report.html",
+                                          "sweep/1_mlp_iris/report.html"]  # fmt: skip
 
 
 def test_learning_curves_switch_quantity_and_read_out_an_epoch(browser, pages) -> None:
@@ -190,7 +200,7 @@ def test_scatter_draws_every_job_and_links_it(browser, pages) -> None:
     assert all((root / href).is_file() for _, href in points)
 
 
-@pytest.mark.parametrize("page", ["report", "leaderboard"])
+@pytest.mark.parametrize("page", ["report", "leaderboard", "compare"])
 def test_a_phone_sized_screen_does_not_scroll_sideways(browser, pages, page) -> None:
     browser.set_window_size(390, 844)
     try:

@@ -22,6 +22,7 @@ from tests.conftest import run_cli, sigterm_after_first_epoch
 
 pytestmark = pytest.mark.services
 
+NO_MLFLOW = "no mlflow: make test-services installs dlrun[tracking]"
 IRIS = ["model=mlp", "data=iris", "trainer.epochs=2", "trainer.progress=none"]
 
 
@@ -43,7 +44,7 @@ def mlflow_runs(uri: str) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``mlflow server`` (SQLite store, proxied artifacts) on a free local port."""
-    pytest.importorskip("mlflow")
+    pytest.importorskip("mlflow", reason=NO_MLFLOW)
     root = tmp_path_factory.mktemp("mlflow_server")
     port = free_port()
     log = (root / "server.log").open("w")
@@ -64,6 +65,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                         break
             except OSError:
                 time.sleep(0.5)
+        else:
+            pytest.fail(f"mlflow server never answered: {(root / 'server.log').read_text()[-2000:]}")
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -72,7 +75,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_mlflow_default_local_store_out_of_the_box(workdir: Path) -> None:
-    pytest.importorskip("mlflow")
+    pytest.importorskip("mlflow", reason=NO_MLFLOW)
     run_dir = workdir / "run"
     result = run_cli(
         *IRIS,
@@ -170,7 +173,7 @@ def test_a_resumed_run_continues_its_mlflow_run(mlflow_server: str, workdir: Pat
 
 
 def test_a_tracker_that_is_down_never_loses_the_run(workdir: Path) -> None:
-    pytest.importorskip("mlflow")
+    pytest.importorskip("mlflow", reason=NO_MLFLOW)
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     run_dir = workdir / "run"
     result = run_cli(*IRIS, "logger=[mlflow,tensorboard]", f"logger.mlflow.tracking_uri={closed}",
@@ -189,7 +192,7 @@ def test_a_tracker_that_is_down_never_loses_the_run(workdir: Path) -> None:
 
 
 def test_wandb_logs_offline(workdir: Path) -> None:
-    pytest.importorskip("wandb")
+    pytest.importorskip("wandb", reason="no wandb: make test-services installs dlrun[wandb]")
     run_dir = workdir / "run"
     result = run_cli(*IRIS, "logger=[wandb,tensorboard]", f"hydra.run.dir={run_dir}",
                      cwd=workdir)  # fmt: skip
