@@ -169,6 +169,28 @@ def frozen(owner: dict | None, heartbeat: float | None, started: float) -> Froze
     )  # fmt: skip
 
 
+def test_a_storage_that_cannot_be_opened_is_one_line_without_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A driver's multi-line message on one line; the password of a shared study hidden."""
+    from optuna.samplers import RandomSampler
+
+    from dlrun.errors import UserError
+    from dlrun.sweep import protocol
+    from dlrun.sweep.study import open_study
+
+    monkeypatch.setattr(protocol, "CONNECT_TRIES", 1)
+    url = "postgresql://dlrun:pa%24%24word@127.0.0.1:1/dlrun"  # nothing listens on port 1
+    found = protocol.storage_problem(OSError(f"no server at {url}\n\tpa$$word?"), url)
+    assert found == "OSError: no server at postgresql://dlrun:***@127.0.0.1:1/dlrun ***?"
+    with pytest.raises(UserError) as raised:
+        open_study(storage=url, study_name="s", direction="minimize", sampler=RandomSampler(),
+                   pruner="none", pruner_args={}, space=None)  # type: ignore[arg-type]  # fmt: skip
+    message = str(raised.value)
+    assert message.startswith("hydra.sweeper.storage=postgresql://dlrun:***@127.0.0.1:1/dlrun: ")
+    assert "\n" not in message and "pa%24%24word" not in message and "pa$$word" not in message
+
+
 def test_only_a_gone_sweepers_running_trials_are_orphans() -> None:
     now = time.time()
     here = socket.gethostname()

@@ -111,6 +111,34 @@ CONNECT_TRIES = 5
 
 
 @functools.cache
+def shown_storage(url: str) -> str:
+    """The storage URL as messages show it: a database password is replaced by ``***``.
+
+    Error lines end up in terminals, CI logs and bug reports; the password of a shared
+    PostgreSQL study should not.
+    """
+    written = _passwords(url)[:1]
+    return url.replace(f":{written[0]}@", ":***@", 1) if written else url
+
+
+def storage_problem(exc: BaseException, url: str) -> str:
+    """``Type: message`` of a storage error on one line, without the URL's password."""
+    detail = " ".join(str(exc).split())  # drivers write several lines
+    for password in _passwords(url):
+        detail = detail.replace(password, "***")
+    return f"{type(exc).__name__}: {detail}"
+
+
+def _passwords(url: str) -> list[str]:
+    """The password in ``scheme://user:password@host/...`` as written and %-decoded."""
+    from urllib.parse import unquote
+
+    netloc = url.partition("://")[2].split("/", 1)[0]
+    userinfo = netloc.rpartition("@")[0]
+    password = userinfo.partition(":")[2]
+    return [p for p in dict.fromkeys((password, unquote(password))) if p]
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """One storage object per URL and process.
 

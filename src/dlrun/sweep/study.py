@@ -34,6 +34,8 @@ from dlrun.sweep.protocol import (
     RETRY_OF_ATTR,
     build_pruner,
     open_storage,
+    shown_storage,
+    storage_problem,
 )
 from dlrun.sweep.space import SearchSpace
 
@@ -160,13 +162,14 @@ def open_study(
 ) -> optuna.Study:
     """Create the study, or load it to resume; refuse a resume that flips the direction."""
     pruner_obj = build_pruner(pruner, pruner_args)  # fail on bad args before creating
+    shown = shown_storage(storage)
     try:
         backend = open_storage(storage)
     except UserError:
         raise
     except Exception as exc:  # SQLAlchemy: bad URL, missing driver, unreachable server
         raise UserError(
-            f"hydra.sweeper.storage={storage}: cannot open it ({type(exc).__name__}: {exc})"
+            f"hydra.sweeper.storage={shown}: cannot open it ({storage_problem(exc, storage)})"
         ) from None
     try:
         study = optuna.create_study(
@@ -178,10 +181,10 @@ def open_study(
             load_if_exists=True,
         )
     except ValueError as exc:  # e.g. an existing multi-objective study of that name
-        raise UserError(f"study {study_name} in {storage}: {exc}") from None
+        raise UserError(f"study {study_name} in {shown}: {exc}") from None
     if study.direction.name.lower() != direction:
         raise UserError(
-            f"study {study_name} in {storage} was created to {study.direction.name.lower()}, "
+            f"study {study_name} in {shown} was created to {study.direction.name.lower()}, "
             f"not {direction}; use another hydra.sweeper.study_name or storage"
         )
     _check_compatible(study, space)
