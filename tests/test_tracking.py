@@ -137,6 +137,21 @@ def check_tensorboard(run_dir: Path) -> None:
     assert [step for step, _ in values("val_loss")] == [1, 2]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert values("test_accuracy")[0][1] == pytest.approx(metrics["test"]["accuracy"], rel=1e-6)
+    check_tensorboard_hparams(events)
+
+
+def check_tensorboard_hparams(events) -> None:
+    """The config is on TensorBoard's HParams dashboard, numbers as numbers."""
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = HParamsPluginData.FromString(content).session_start_info.hparams
+    assert hparams["trainer.epochs"].number_value == 2
+    assert hparams["model._target_"].string_value == "dlrun.models.mlp.MLP"
+    assert hparams["model.batch_norm"].bool_value is False and hparams["model.batch_norm"].HasField(
+        "bool_value"
+    )
+    assert hparams["overrides"].string_value.startswith("model=mlp data=iris")
 
 
 def test_a_run_tells_its_tracker_everything_its_files_hold(workdir: Path) -> None:
