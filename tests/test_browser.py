@@ -1,4 +1,4 @@
-"""report.html, leaderboard.html and dlrun-compare's page in a real headless Chromium, opened from disk.
+"""report.html, leaderboard.html and dlrun-compare's page in a headless Chromium, from disk.
 
 What a person does with them: the pages load without a console error, every picture
 shows, a click on a column header sorts the table (a second click reverses it), every

@@ -66,7 +66,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             except OSError:
                 time.sleep(0.5)
         else:
-            pytest.fail(f"mlflow server never answered: {(root / 'server.log').read_text()[-2000:]}")
+            log_text = (root / "server.log").read_text()[-2000:]
+            pytest.fail(f"mlflow server never answered: {log_text}")
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
