@@ -123,7 +123,7 @@ def test_leaderboard_html_links_every_job_report_and_plots_the_swept_values(
 
 
 def test_kfold_report_html_links_each_fold(tmp_path: Path) -> None:
-    from dlrun.validation import _write_report
+    from dlrun.crossval import _write_report
 
     summary = {"mean": 0.9, "std": 0.01, "ci": [0.88, 0.92]}
     result = {

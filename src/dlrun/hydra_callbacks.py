@@ -143,7 +143,7 @@ class Leaderboard(Callback):
     behind."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from dlrun.config import validate
+        from dlrun.config import to_run_config, validate
         from dlrun.errors import UserError
         from dlrun.overrides import check_sweep
 
@@ -151,7 +151,7 @@ class Leaderboard(Callback):
         try:
             check_sweep(config)  # every swept value composes; plugins installed
             plain: Any = OmegaConf.to_container(OmegaConf.create(main), resolve=True)
-            validate(plain)
+            validate(to_run_config(OmegaConf.create(main)))
         except UserError as exc:
             _exit(2, f"{exc} (the sweep was not started)")
         overrides = list(config.hydra.overrides.task)
@@ -171,7 +171,7 @@ class Leaderboard(Callback):
         except Exception as exc:  # Hydra would demote it to a warning and exit 0
             _exit(1, f"could not write the leaderboard: {exc!r}")
         print(f"leaderboard: {csv_path} {md_path} {md_path.with_suffix('.html')}")
-        _trackers().sweep_ended(sweep_dir)
+        _trackers().sweep_ended(sweep_dir, leaderboard.tracker_summary(jobs))
         failed = [j for j in jobs if j.status == "failed"]
         if failed:
             print(f"dlrun: {len(failed)} of {len(jobs)} jobs failed", file=sys.stderr)

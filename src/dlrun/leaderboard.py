@@ -128,6 +128,24 @@ def rank(jobs: list[Job]) -> list[Job]:
     return sorted(jobs, key=key)
 
 
+def tracker_summary(jobs: list[Job]) -> dict[str, Any]:
+    """What a sweep's parent run in the trackers gets: how many jobs ended how, and the
+    leader's monitored value and test metrics (``logger=mlflow``, ...)."""
+    values = {
+        "jobs": float(len(jobs)),
+        "jobs_completed": float(sum(j.status == "completed" for j in jobs)),
+        "jobs_failed": float(sum(j.status == "failed" for j in jobs)),
+    }
+    tags: dict[str, str] = {}
+    leaders = [j for j in rank(jobs) if j.status == "completed" and _is_number(j.best_value)]
+    if leaders:
+        leader = leaders[0]
+        values[f"best_{leader.monitor or 'value'}"] = float(leader.best_value)  # type: ignore[arg-type]
+        values.update({f"best_job_test_{k}": float(v) for k, v in leader.test.items()})
+        tags["best_job"] = leader.name
+    return {"values": values, "tags": tags}
+
+
 def table_rows(jobs: list[Job]) -> tuple[list[str], list[list[Any]]]:
     """Header and rows, one per job, in rank order, as values (numbers stay numbers).
 

@@ -20,6 +20,7 @@ imports torch, Hydra or a tracker library.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,14 +39,19 @@ def logger_specs(node: Any) -> dict[str, dict[str, Any]]:
     }
 
 
-def loggers(cfg: dict[str, Any], run_dir: Path) -> list[Callback]:
-    """The callback that feeds this run's epochs to its trackers (none without a logger)."""
-    specs = logger_specs(cfg.get("logger"))
+def loggers(cfg: Any, run_dir: Path) -> list[Callback]:
+    """The callback that feeds this run's epochs to its trackers (none without a logger).
+
+    ``cfg``: the run's typed config (a ``RunConfig``) or the same as plain data; the
+    trackers get plain data (their params are its flattened keys).
+    """
+    plain = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
+    specs = logger_specs(plain.get("logger"))
     if not specs:
         return []
     from dlrun.tracking.feed import TrackerFeed
 
-    return [TrackerFeed(cfg, run_dir.resolve(), specs)]
+    return [TrackerFeed(plain, run_dir.resolve(), specs)]
 
 
 def job_started(logger_node: Any) -> None:
@@ -98,8 +104,11 @@ def sweep_started(
     client.open_run(msg, wait=True)
 
 
-def sweep_ended(sweep_dir: Path) -> None:
-    """Log the leaderboard to the sweep's parent run and end it."""
+def sweep_ended(sweep_dir: Path, summary: dict[str, Any] | None = None) -> None:
+    """Log the leaderboard to the sweep's parent run and end it.
+
+    ``summary``: ``{"values": {...}, "tags": {...}}`` of the whole sweep (its jobs, the
+    leader), from the leaderboard the sweep just wrote."""
     from dlrun.tracking import client
 
-    client.finish(sweep_dir)
+    client.finish(sweep_dir, summary=summary)

@@ -149,15 +149,19 @@ def log(run_dir: Path, step: int, row: dict[str, Any]) -> None:
         _worker.send({"op": "log", "dir": str(run_dir), "step": step, "row": row})
 
 
-def finish(run_dir: Path, reopen: dict[str, Any] | None = None) -> None:
-    """End ``run_dir``'s tracker runs (and its folds') from its files; wait for it."""
+def finish(
+    run_dir: Path, reopen: dict[str, Any] | None = None, summary: dict[str, Any] | None = None
+) -> None:
+    """End ``run_dir``'s tracker runs (and its folds') from its files; wait for it.
+
+    ``summary``: a sweep's numbers and tags, which its files hold only as tables."""
     run_dir = run_dir.resolve()
     opened = [d for d in _open if d == run_dir or run_dir in d.parents]
     if not opened and reopen is None:
         return
     for d in opened:
         del _open[d]
-    msg: dict[str, Any] = {"op": "finish", "dir": str(run_dir)}
+    msg: dict[str, Any] = {"op": "finish", "dir": str(run_dir), "summary": summary}
     if not opened:
         msg["reopen"] = reopen
     w = worker(sorted((reopen or {}).get("loggers") or []))

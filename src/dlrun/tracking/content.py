@@ -117,26 +117,6 @@ def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def sweep_summary(sweep_dir: Path) -> tuple[dict[str, float], dict[str, str]]:
-    """A sweep's numbers: the leader's monitored value, and how many jobs ended how."""
-    from dlrun.leaderboard import collect, rank
-
-    jobs = collect(sweep_dir)
-    values = {
-        "jobs": float(len(jobs)),
-        "jobs_completed": float(sum(j.status == "completed" for j in jobs)),
-        "jobs_failed": float(sum(j.status == "failed" for j in jobs)),
-    }
-    tags: dict[str, str] = {}
-    leaders = [j for j in rank(jobs) if j.status == "completed" and _number(j.best_value)]
-    if leaders:
-        leader = leaders[0]
-        values[f"best_{leader.monitor or 'value'}"] = float(leader.best_value)  # type: ignore[arg-type]
-        values.update({f"best_job_test_{k}": float(v) for k, v in leader.test.items()})
-        tags["best_job"] = leader.name
-    return values, tags
-
-
 def final_tags(metrics: dict[str, Any], status: str) -> dict[str, str]:
     """Tags known once the run is over: its state and its verdict against the baseline."""
     tags = {"status": status}

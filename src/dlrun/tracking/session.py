@@ -147,17 +147,18 @@ class Session:
             return
         for child in [r for r in self.runs.values() if r.parent == run_dir]:
             self.finish({"dir": str(child.dir)})
-        self._finish(run)
+        self._finish(run, msg.get("summary") or {})
 
-    def _finish(self, run: OpenRun) -> None:
-        """Final metrics, tags and files from the run dir, then the end state."""
+    def _finish(self, run: OpenRun, summary: dict[str, Any]) -> None:
+        """Final metrics, tags and files from the run dir (a sweep's numbers from
+        ``summary``), then the end state."""
         state = content.run_status(run.dir, run.kind)
         metrics = content.read_json(run.dir / "metrics.json") if run.kind != "sweep" else {}
         values = content.final_metrics(metrics)
         tags = content.final_tags(metrics, state)
         if run.kind == "sweep":
-            values, best = content.sweep_summary(run.dir)
-            tags.update(best)
+            values = dict(summary.get("values") or {})
+            tags.update(summary.get("tags") or {})
         files = content.run_files(run.dir, run.kind, checkpoints=True)
         step = (metrics.get("train") or {}).get("epochs")
         for tracker in run.trackers:
@@ -176,7 +177,7 @@ class Session:
         """
         for run in sorted(self.runs.values(), key=lambda r: len(r.dir.parts), reverse=True):
             if run.dir in self.runs and content.run_status(run.dir, run.kind) != "running":
-                self._finish(run)
+                self._finish(run, {})
 
 
 def _save_record(run_dir: Path, name: str, record: dict[str, Any]) -> None:
