@@ -41,12 +41,12 @@ def by_op(records: list[dict], op: str, run_dir: Path | None = None) -> list[dic
 
 
 def test_loggers_combine_into_a_dict_of_trackers() -> None:
-    both = compose_cfg("logger=[mlflow,tensorboard]")["logger"]
+    both = compose_cfg("logger=[mlflow,tensorboard]").logger
     assert list(both) == ["mlflow", "tensorboard"]
     assert both["mlflow"]["_target_"].endswith("MLflowTracker")
-    assert logger_specs(compose_cfg("logger=none")["logger"]) == {}
-    assert logger_specs(compose_cfg()["logger"]) == {}  # the default: no tracker
-    assert list(logger_specs(compose_cfg("logger=wandb")["logger"])) == ["wandb"]
+    assert logger_specs(compose_cfg("logger=none").logger) == {}
+    assert logger_specs(compose_cfg().logger) == {}  # the default: no tracker
+    assert list(logger_specs(compose_cfg("logger=wandb").logger)) == ["wandb"]
 
 
 def test_a_tracker_setting_is_found_under_its_tracker(workdir: Path) -> None:
