@@ -29,6 +29,7 @@ from typing import Any
 
 from dlrun.errors import UserError
 from dlrun.monitor import metric_mode as metric_mode  # re-exported; lives in dlrun.monitor
+from dlrun.tasks import monitor_problem
 
 # Choices that need an optional package: the module that must be importable and the
 # extra of pyproject.toml that installs it. Checked before anything runs, so a missing
@@ -51,7 +52,6 @@ _DATA_COUNTS = (
     "n_samples", "n_points", "n_features", "n_labels", "max_categories",
 )  # fmt: skip
 _DATA_NULLABLE = ("limit", "stride")
-_MONITORED = r"(val_)?(loss|accuracy|rmse)"
 
 
 @dataclass
@@ -217,18 +217,18 @@ def validate(cfg: RunConfig, choices: Mapping[str, Any] | None = None) -> None:
     need(cfg.seed >= 0, "seed", "must be >= 0")
     _check_trainer(cfg.trainer, need)
     _check_regularization(cfg.regularization, need)
-    watched = (cfg.scheduler or {}).get("monitor")
-    need(watched is None or re.fullmatch(_MONITORED, watched) is not None, "scheduler.monitor",
-         _FOLLOW_RULE)  # fmt: skip
+    _check_monitor(need, "scheduler.monitor", (cfg.scheduler or {}).get("monitor"))
     _check_eval(cfg.eval, need)
     _check_optimizer(cfg.optimizer or {}, need)
     if problems:
         raise UserError("invalid config: " + "; ".join(problems))
 
 
-_FOLLOW_RULE = (
-    "use null (follow trainer.monitor), loss, val_loss, accuracy, val_accuracy, rmse or val_rmse"
-)
+def _check_monitor(need: Check, key: str, watched: str | None) -> None:
+    """A name no task records is refused now (None: auto, or follow trainer.monitor);
+    whether the data's task records it is checked once the data is loaded."""
+    why = None if watched is None else monitor_problem(str(watched))
+    need(why is None, key, str(why))
 
 
 def _one_of(need: Check, value: Any, key: str, *choices: str) -> None:
@@ -251,12 +251,7 @@ def _check_trainer(trainer: TrainerSettings, need: Check) -> None:
         "trainer.device",
         "use auto, cpu, cuda or cuda:N",
     )
-    need(
-        re.fullmatch(f"auto|{_MONITORED}", trainer.monitor) is not None,
-        "trainer.monitor",
-        "use auto, loss, val_loss, accuracy/val_accuracy (classification) or "
-        "rmse/val_rmse (regression)",
-    )
+    _check_monitor(need, "trainer.monitor", None if trainer.monitor == "auto" else trainer.monitor)
     _one_of(need, trainer.progress, "trainer.progress", "auto", "bar", "lines", "none")
 
 
@@ -271,9 +266,7 @@ def _check_regularization(reg: RegularizationSettings, need: Check) -> None:
     need(0 <= aug.rotate_degrees <= 180, f"{key}.rotate_degrees", "must be in [0, 180]")
     need(0 <= aug.translate < 0.5, f"{key}.translate", "must be in [0, 0.5)")
     stop, key = reg.early_stopping, "regularization.early_stopping"
-    watched = stop.monitor
-    need(watched is None or re.fullmatch(_MONITORED, watched) is not None, f"{key}.monitor",
-         _FOLLOW_RULE)  # fmt: skip
+    _check_monitor(need, f"{key}.monitor", stop.monitor)
     need(stop.patience >= 0, f"{key}.patience", "must be >= 0")
     _one_of(need, stop.mode, f"{key}.mode", "auto", "min", "max")
 

@@ -49,6 +49,7 @@ from dlrun.evaluation.files import write_json
 from dlrun.evaluation.significance import decide, t_interval
 from dlrun.html_page import write_page
 from dlrun.runner import instantiate, train_and_evaluate
+from dlrun.tasks import info
 
 DEFAULT_INNER_SHARE = 0.15  # when the loader has no validation split to copy the share from
 
@@ -64,7 +65,7 @@ def fold_indices(
         StratifiedKFold,
     )
 
-    stratify = task in (Task.MULTICLASS, Task.BINARY)
+    stratify = info(task).single_label
     y = targets.cpu().numpy()
     n = len(y)
     if stratify:
@@ -101,7 +102,7 @@ def inner_split(
     size = max(1, round(share * len(index)))
     y = targets.cpu().numpy()
     try:
-        stratify = y if task in (Task.MULTICLASS, Task.BINARY) else None
+        stratify = y if info(task).single_label else None
         fit, val = train_test_split(index, test_size=size, random_state=seed, stratify=stratify)
     except ValueError:
         fit, val = train_test_split(index, test_size=size, random_state=seed)
@@ -120,7 +121,7 @@ def cross_validate(
     repeats = evaluation.repeats if evaluation.protocol == "iterated_kfold" else 1
     base: DataBundle = instantiate(cfg.data, seed=cfg.seed)
     task = base.spec.task
-    if task in (Task.FORECAST, Task.LANGUAGE_MODEL):
+    if info(task).temporal:
         raise UserError(
             f"eval.protocol={evaluation.protocol} would shuffle time: {base.spec.name} "
             "is a series, which always uses its temporal holdout split"

@@ -40,6 +40,7 @@ from dlrun.engine.trainer import (
     sparsity,
 )
 from dlrun.errors import UserError
+from dlrun.evaluation.epoch import epoch_metrics
 from dlrun.models import build_model
 
 
@@ -157,9 +158,12 @@ def make_trainer(
     model = distributed.wrap(setup.model, setup.device)
     model = torch.compile(model) if cfg.trainer.compile else model
     loss = tasks.loss_fn(spec.task, reg.label_smoothing)
+    watched = (monitor.name, schedule.monitor, reg.early_stopping.monitor)
+    val_metrics = epoch_metrics(setup.bundle, cfg.eval.threshold, watched)
     return Trainer(
         model, setup.bundle, optimizer, loss, cfg.trainer, schedule, callbacks,
         monitor=monitor, l1=reg.l1, l2=reg.l2, seed=cfg.seed, augment=make_augment(cfg, spec),
+        val_metrics=val_metrics,
     )  # fmt: skip
 
 
@@ -183,13 +187,7 @@ def _describe(console: Console, setup: Setup, label_smoothing: float, model_name
 
 def check_monitor(name: str, task: Task, key: str) -> str:
     """``name`` if the epoch rows of a ``task`` run record it, else a :class:`UserError`."""
-    metric, _ = tasks.TRAIN_METRIC[task]
-    allowed = ["loss", metric, "val_loss", f"val_{metric}"]
-    if name not in allowed:
-        raise UserError(
-            f"{key}={name} is not recorded for a {task} task; use one of {', '.join(allowed)}"
-        )
-    return name
+    return tasks.check_monitor(name, task, key)
 
 
 def make_monitor(cfg: RunConfig, task: Task) -> monitors.Monitor:

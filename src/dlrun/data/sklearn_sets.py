@@ -13,6 +13,7 @@ import torch
 
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
 from dlrun.data.splits import Standardizer, cut_bundle, encode_targets, stratified_split
+from dlrun.tasks import info
 
 
 def load_digits_images(
@@ -129,7 +130,7 @@ def tabular_bundle(
     """A bundle of a feature table: split (stratified for single-label classes), features
     standardised with training statistics, targets encoded for the task's loss."""
     # multilabel rows have several labels at once, so there is no single class to stratify by
-    stratify = task in (Task.MULTICLASS, Task.BINARY)
+    stratify = info(task).single_label
     idx = stratified_split(target, seed, val_fraction, test_fraction, stratify=stratify)
     x = torch.from_numpy(Standardizer.fit(features[idx.train]).transform(features))
     y, n_outputs, meta = encode_targets(target, task, idx.train, len(class_names))

@@ -47,10 +47,6 @@ class DataSpec:
     vocab_size: int = 0  # TOKENS only
     vocab: tuple[str, ...] = ()  # TOKENS only: id -> token text (characters for char-level)
 
-    @property
-    def is_classification(self) -> bool:
-        return self.task in (Task.MULTICLASS, Task.BINARY, Task.MULTILABEL)
-
 
 @dataclass
 class Split:

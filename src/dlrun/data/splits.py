@@ -13,6 +13,7 @@ import torch
 
 from dlrun.data.spec import DataBundle, DataSpec, Split, Task
 from dlrun.errors import UserError
+from dlrun.tasks import Targets, info
 
 
 @dataclass(frozen=True)
@@ -90,14 +91,15 @@ def encode_targets(
     Regression targets are standardised with training-split statistics only; the scaler
     goes to ``meta["target_scaler"]`` so errors can be reported in the data's own units.
     """
-    if task in (Task.REGRESSION, Task.FORECAST):
+    targets = info(task).targets
+    if targets is Targets.VALUES:
         column = target.reshape(len(target), -1).astype(np.float64)
         scaler = Standardizer.fit(column[train])
         meta = {"target_scaler": {"mean": scaler.mean.tolist(), "std": scaler.std.tolist()}}
         return torch.from_numpy(scaler.transform(column)), column.shape[1], meta
-    if task is Task.BINARY:
+    if targets is Targets.BINARY:
         return torch.from_numpy(target.astype(np.float32)), 1, {}
-    if task is Task.MULTILABEL:
+    if targets is Targets.LABELS:
         return torch.from_numpy(target.astype(np.float32)), target.shape[1], {}
     return torch.from_numpy(target.astype(np.int64)), n_classes, {}
 

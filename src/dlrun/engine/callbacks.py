@@ -50,7 +50,9 @@ class HistoryCSV(Callback):
         rows = state.history
         tmp = self.path.with_suffix(".csv.tmp")
         with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            # every column any epoch has (a resumed run may record a new val_<metric>)
+            columns = list(dict.fromkeys([*rows[-1], *(key for row in rows for key in row)]))
+            writer = csv.DictWriter(fh, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)
         tmp.replace(self.path)

@@ -28,67 +28,10 @@ from dlrun.document import (
     Table,
 )
 from dlrun.monitor import lower_is_better as lower_is_better  # the one direction table
+from dlrun.tasks import info
 
 if TYPE_CHECKING:
     from rich.table import Table as RichTable
-
-# The few numbers a user reads first, per task, in display order.
-HEADLINE: dict[Task, tuple[str, ...]] = {
-    Task.MULTICLASS: (
-        "accuracy",
-        "top5_accuracy",
-        "f1_macro",
-        "precision_macro",
-        "recall_macro",
-        "roc_auc",
-        "pr_auc",
-        "loss",
-    ),
-    Task.BINARY: (
-        "accuracy",
-        "f1",
-        "precision",
-        "recall",
-        "f1_macro",
-        "roc_auc",
-        "pr_auc",
-        "loss",
-    ),
-    Task.MULTILABEL: (
-        "f1_micro",
-        "f1_macro",
-        "subset_accuracy",
-        "hamming_loss",
-        "roc_auc",
-        "pr_auc",
-        "loss",
-    ),
-    Task.REGRESSION: ("rmse", "mae", "r2", "mape", "loss"),
-    Task.FORECAST: ("rmse", "mae", "r2", "loss"),
-    Task.LANGUAGE_MODEL: ("loss", "perplexity", "bits_per_token", "accuracy"),
-}
-
-# The metric that decides "beats the baseline". Macro F1 rather than accuracy for
-# classification: the majority-class baseline can have high accuracy on imbalanced data
-# (seed 001: accuracy only when the classes are balanced), but its macro F1 is low.
-PRIMARY: dict[Task, str] = {
-    Task.MULTICLASS: "f1_macro",
-    Task.BINARY: "f1_macro",
-    Task.MULTILABEL: "f1_macro",
-    Task.REGRESSION: "rmse",
-    Task.FORECAST: "rmse",
-    Task.LANGUAGE_MODEL: "loss",
-}
-
-
-LOSS_UNITS: dict[Task, str] = {
-    Task.MULTICLASS: "cross entropy in nats per sample",
-    Task.BINARY: "binary cross entropy in nats per sample",
-    Task.MULTILABEL: "binary cross entropy in nats per label",
-    Task.REGRESSION: "MSE on the standardised targets the model was trained on",
-    Task.FORECAST: "MSE on the (standardised) targets the model was trained on",
-    Task.LANGUAGE_MODEL: "cross entropy in nats per token",
-}
 
 
 @dataclass(frozen=True)
@@ -123,8 +66,9 @@ def compare(
     ``mcnemar``); without it nothing is known about chance and the verdict stays
     ``indistinguishable``. ``better_on`` / ``worse_on`` compare point values only.
     """
-    key = PRIMARY[task]
-    keys = [k for k in HEADLINE[task] if k in model]
+    record = info(task)
+    key = record.primary
+    keys = [k for k in record.headline if k in model]
     test = test or {}
     value, base = model.get(key), baseline.get(key)
     defined = _defined(value) and _defined(base)
@@ -154,13 +98,13 @@ def headline_rows(metrics: dict[str, Any]) -> list[Row]:
     The primary metric's row carries the interval verdict; the others compare point
     values (no interval), as ``better``/``worse``/``equal``.
     """
-    task = Task(metrics["task"])
+    record = info(metrics["task"])
     main = metrics["splits"][0]
     model, base = metrics[main], metrics["baseline"]
     val = metrics.get("val") if main != "val" else None
     comparison = metrics.get("comparison", {})
     rows = []
-    for key in HEADLINE[task]:
+    for key in record.headline:
         if key not in model:
             continue
         outcome = versus(key, model[key], base.get(key))
@@ -257,7 +201,8 @@ def report_document(
     monitor: str | None = None,
 ) -> Document:
     """The report: config, verdict, headline vs baseline, per-class, errors, pictures."""
-    task = Task(metrics["task"])
+    record = info(metrics["task"])
+    task = record.task
     main = metrics["splits"][0]
     model = metrics[main]
     doc = Document(f"Evaluation: {metrics.get('dataset', '')} ({task})")
@@ -271,7 +216,7 @@ def report_document(
     if "operating_point" in model:
         doc.add(*_operating_blocks(model, metrics["class_names"]))
     if "per_class" in model:
-        doc.add(*_per_class_blocks(model["per_class"], task))
+        doc.add(*_per_class_blocks(model["per_class"], record.item))
     if model.get("most_confused"):
         doc.add(*_confused_blocks(model["most_confused"]))
     if history:
@@ -282,7 +227,7 @@ def report_document(
     if pictures:
         doc.add(Heading("Pictures"), Pictures(list(pictures)))
     notes = [
-        f"`loss` is the task loss: {LOSS_UNITS[task]}; other errors are in the "
+        f"`loss` is the task loss: {record.loss_units}; other errors are in the "
         "data's original units.",
         *model.get("notes", []),
         "Undefined values are shown as n/a and written as null in metrics.json.",
@@ -377,8 +322,7 @@ def _operating_blocks(model: dict[str, Any], names: list[str]) -> list[Block]:
     ]
 
 
-def _per_class_blocks(table: dict[str, dict[str, Any]], task: Task) -> list[Block]:
-    word = "label" if task is Task.MULTILABEL else "class"
+def _per_class_blocks(table: dict[str, dict[str, Any]], word: str) -> list[Block]:
     keys = ("precision", "recall", "specificity", "f1")
     rows = [
         [Cell(name), *(_num(row[key]) for key in keys), Cell(str(row["support"]), row["support"])]
