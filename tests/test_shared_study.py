@@ -121,6 +121,8 @@ def test_a_trial_beyond_n_trials_or_a_duplicate_is_not_run() -> None:
     """Two sweepers asking at once: the storage's trial order decides who runs what."""
     study = optuna.create_study()
     x = optuna.distributions.IntDistribution(0, 9)
+    for value in (0, 1, 2):  # fixed draws: a random one could collide with the 7 below
+        study.enqueue_trial({"x": value})
     first, second = study.ask({"x": x}), study.ask({"x": x})  # two sweepers, same moment
     assert trials_left(study, 2) == 0
     assert claim(study, first, 2) is None and claim(study, second, 2) is None
