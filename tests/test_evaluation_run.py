@@ -139,7 +139,8 @@ def test_evaluate_run_writes_every_file(task: Task, tmp_path: Path) -> None:
     assert result["baseline_kind"] in info(task).baselines
     assert result["baseline_selection"]["split"] == "val"  # never the compared split
     pictures = PICTURES[task] | {"learning_curves.png"}
-    assert set(result["files"]) == {"metrics.json", "predictions.csv", "report.md"} | pictures
+    pages = {"report.md", "report.html"}
+    assert set(result["files"]) == {"metrics.json", "predictions.csv", *pages} | pictures
     for name in pictures:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (out / name).stat().st_size > 1000

@@ -39,12 +39,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("dlrun.data",)),
     ("models", ("dlrun.nn", "dlrun.models")),
     ("engine/evaluation", ("dlrun.engine", "dlrun.evaluation")),
-    ("runner", ("dlrun.runner", "dlrun.crossval", "dlrun.sweep")),
+    ("runner", ("dlrun.runner", "dlrun.crossval", "dlrun.sweep", "dlrun.tracking")),
     (
         "cli",  # entry points, Hydra's callbacks and plugins, reading saved runs
         (
             "dlrun.cli",
             "dlrun.cli_args",
+            "dlrun.compare",
             "dlrun.eval_cli",
             "dlrun.generate_cli",
             "dlrun.hydra_callbacks",

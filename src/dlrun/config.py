@@ -36,6 +36,8 @@ from dlrun.tasks import monitor_problem
 # package is named with its install command instead of failing mid-run.
 OPTIONAL_CHOICES: dict[str, tuple[str, str]] = {
     "logger=tensorboard": ("tensorboard", "tensorboard"),
+    "logger=mlflow": ("mlflow", "tracking"),
+    "logger=wandb": ("wandb", "wandb"),
     "data=sunspots": ("statsmodels", "series"),
     "hydra/launcher=joblib": ("hydra_plugins.hydra_joblib_launcher", "parallel"),
     "hydra/launcher=submitit_local": ("hydra_plugins.hydra_submitit_launcher", "parallel"),
@@ -209,8 +211,13 @@ def validate(cfg: RunConfig, choices: Mapping[str, Any] | None = None) -> None:
     before a sweep starts, since a single run doesn't use them.
     """
     problems: list[str] = _data_problems(cfg.data or {})
-    run_choices = {k: v for k, v in (choices or {}).items() if not k.startswith("hydra/")}
+    run_choices = {
+        k: v for k, v in (choices or {}).items() if not k.startswith("hydra/") and k != "logger"
+    }
     problems += missing_packages(run_choices)
+    # logger=[mlflow,tensorboard] is not in Hydra's choices: the composed node names them
+    logger = cfg.logger
+    problems += missing_packages({"logger": list(logger)} if isinstance(logger, dict) else {})
 
     def need(ok: bool, key: str, rule: str) -> None:
         if not ok:
@@ -293,10 +300,12 @@ def _check_optimizer(opt: Mapping[str, Any], need: Check) -> None:
 def missing_packages(choices: Mapping[str, Any]) -> list[str]:
     """One message per chosen option whose optional package is not installed."""
     out = []
-    for group, option in choices.items():
-        need = OPTIONAL_CHOICES.get(f"{group}={option}")
-        if need is not None and not _installed(need[0]):
-            out.append(install_hint(f"{group}={option}"))
+    for group, selected in choices.items():
+        options = [selected] if selected is None or isinstance(selected, str) else list(selected)
+        for option in options:  # a group can select several (logger=[mlflow,tensorboard])
+            need = OPTIONAL_CHOICES.get(f"{group}={option}")
+            if need is not None and not _installed(need[0]):
+                out.append(install_hint(f"{group}={option}"))
     return out
 
 

@@ -43,9 +43,11 @@ from rich.console import Console
 from dlrun.config import RunConfig, RunContext
 from dlrun.data.spec import DataBundle, Task
 from dlrun.display import interval, make_console, number
+from dlrun.document import Cell, Document, Heading, Paragraph, Table, to_markdown
 from dlrun.errors import UserError
 from dlrun.evaluation.files import write_json
 from dlrun.evaluation.significance import decide, t_interval
+from dlrun.html_page import write_page
 from dlrun.runner import instantiate, train_and_evaluate
 from dlrun.tasks import info
 
@@ -306,24 +308,45 @@ def _comparison_sentence(result: dict[str, Any]) -> str:
 
 
 def _write_report(run_dir: Path, result: dict[str, Any]) -> None:
-    lines = [
-        f"# {result['protocol']}: {result['folds']} fold models ({result['task']})",
-        "",
-        "Each fold model was trained on the other folds, with its checkpoint chosen on an",
-        "inner validation split of them; its held-out fold (cv) was only scored. Every fold",
-        "model was also scored on the untouched test split. Mean ± std and 95% interval",
-        "over folds (cv: corrected resampled t, since folds share training data; test: t",
-        "over fold models, training variation only). Each fold's full report is in",
-        "`fold_<i>/report.md` (i from 1).",
-        "",
-        f"**{_comparison_sentence(result)}**",
-        "",
-        "| metric | cv (held-out folds) | test (fold models) |",
-        "| --- | --- | --- |",
+    """report.md and report.html of the k-fold run, from one document."""
+    doc = Document(f"{result['protocol']}: {result['folds']} fold models ({result['task']})")
+    doc.add(
+        Paragraph(
+            "Each fold model was trained on the other folds, with its checkpoint chosen on an "
+            "inner validation split of them; its held-out fold (cv) was only scored. Every fold "
+            "model was also scored on the untouched test split. Mean ± std and 95% interval "
+            "over folds (cv: corrected resampled t, since folds share training data; test: t "
+            "over fold models, training variation only). Each fold's full report is in "
+            "`fold_<i>/report.md` (i from 1)."
+        ),
+        Paragraph(_comparison_sentence(result), strong=True),
+    )
+    rows = [
+        [Cell(key), _summary_cell(cv), _summary_cell(result["test_summary"].get(key))]
+        for key, cv in result["cv"].items()
     ]
-    for key, cv in result["cv"].items():
-        lines.append(f"| {key} | {_cell(cv)} | {_cell(result['test_summary'].get(key))} |")
-    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+    doc.add(
+        Table(["metric", "cv (held-out folds)", "test (fold models)"], rows, name="folds-summary")
+    )
+    keys = list(result["cv"])[:4]
+    per_fold = [
+        [
+            Cell(f"fold {f['fold']}", f["fold"], href=f"{f['dir']}/report.md"),
+            *(Cell(number(f["val"].get(k)), f["val"].get(k)) for k in keys),
+            Cell(str(f.get("verdict") or "")),
+        ]
+        for f in result["per_fold"]
+    ]
+    doc.add(
+        Heading("Folds (held-out scores)"),
+        Table(["fold", *keys, "vs baseline"], per_fold, name="per-fold"),
+    )
+    (run_dir / "report.md").write_text(to_markdown(doc), encoding="utf-8")
+    write_page(doc, run_dir / "report.html")
+
+
+def _summary_cell(summary: dict[str, Any] | None) -> Cell:
+    return Cell(_cell(summary), summary["mean"] if summary else None)
 
 
 def _cell(summary: dict[str, Any] | None) -> str:

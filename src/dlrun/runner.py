@@ -352,12 +352,12 @@ def pruning(trial: Any, monitor: str) -> list[Callback]:
 
 
 def logger_callbacks(cfg: RunConfig, run_dir: Path) -> list[Callback]:
-    """The ``logger`` group's callback (none with ``logger=none``); rank 0 only."""
-    node = dict(cfg.logger or {"_target_": None})
-    if node.get("_target_") is None:
-        return []
-    node["log_dir"] = str(run_dir / node.get("log_dir", "logs"))
-    return [instantiate(node)]
+    """The ``logger`` group's trackers (none with ``logger=none``); rank 0 only.
+
+    mlflow, tensorboard, wandb, or several (``logger=[mlflow,tensorboard]``)."""
+    from dlrun.tracking import loggers
+
+    return loggers(cfg, run_dir)
 
 
 # -------------------------------------------------------------------------------- fit

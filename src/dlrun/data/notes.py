@@ -37,20 +37,6 @@ def summary(meta: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def markdown(section: dict[str, Any] | None) -> list[str]:
-    """report.md's "Data" section (every skipped file named)."""
-    if not section:
-        return []
-    lines = ["", "## Data", ""]
-    lines += [f"- {note}" for note in section.get("notes", [])]
-    skipped = section.get("skipped", [])
-    if skipped:
-        lines += ["", f"{len(skipped)} file(s) skipped or replaced:", ""]
-        lines += ["| file | reason |", "| --- | --- |"]
-        lines += [f"| `{s['path']}` | {_reason(s)} |" for s in skipped]
-    return lines
-
-
 def announce(meta: dict[str, Any], say: Callable[[str], None], since: int = 0) -> int:
     """Print the notes (when ``since`` is 0) and the skipped files from ``since`` on.
 
@@ -66,7 +52,7 @@ def announce(meta: dict[str, Any], say: Callable[[str], None], since: int = 0) -
         where = "while streaming " if since else ""
         say(f"data: {len(new)} file(s) skipped or replaced {where}(all listed in report.md):")
         for entry in new[:SHOWN]:
-            say(f"  {entry['path']}: {_reason(entry)}")
+            say(f"  {entry['path']}: {reason(entry)}")
         if len(new) > SHOWN:
             say(f"  ... and {len(new) - SHOWN} more")
     return len(skipped)
@@ -84,7 +70,8 @@ def write_preprocess(meta: dict[str, Any], run_dir: Path) -> Path | None:
     return path
 
 
-def _reason(entry: dict[str, str]) -> str:
+def reason(entry: dict[str, str]) -> str:
+    """Why a file was skipped, and what stood in for it when streaming."""
     found = entry.get("found")
     if found == "while streaming":
         return f"{entry['reason']}; replaced by another sample of its class while streaming"

@@ -2,7 +2,7 @@
 
 Separate from training on purpose (the evaluator never imports the trainer): it takes a
 model, the data and the task, and writes metrics.json, predictions.csv, the pictures and
-report.md. Metrics, pictures and files are produced for the first split in ``splits``
+report.md / report.html. Metrics, pictures and files are produced for the first split in ``splits``
 (the headline split, normally ``test``); further splits (``val``) add their metrics only.
 """
 
@@ -80,13 +80,13 @@ def evaluate_run(
     )
     view = _View(out, bundle, main, scored[main], base, names, metrics[main])
     pictures = _draw(view, history, monitor)
-    metrics["files"] = ["metrics.json", "predictions.csv", "report.md", *pictures]
+    metrics["files"] = ["metrics.json", "predictions.csv", "report.md", "report.html", *pictures]
     metrics["eval_seconds"] = round(time.perf_counter() - start, 3)
     data = data_notes.summary(bundle.meta)  # own data: notes, files skipped (while streaming too)
     if data is not None:
         metrics["data"] = data
     metrics = clean(metrics)
-    write_report(out / "report.md", metrics, pictures, run_summary)
+    write_report(out, metrics, pictures, run_summary, history, monitor)
     write_json(out / "metrics.json", metrics)
     return metrics
 
