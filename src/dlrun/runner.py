@@ -19,7 +19,7 @@ from rich.console import Console
 from dlrun import monitor as monitors
 from dlrun import tasks
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
-from dlrun.engine import distributed
+from dlrun.engine import distributed, eager
 from dlrun.engine.augment import AugmentSettings, BatchAugment
 from dlrun.engine.callbacks import (
     Callback,
@@ -170,6 +170,7 @@ def make_trainer(
     """Optimizer, schedule, callbacks, augmentation and loss around the built model."""
     spec, trainer_cfg, reg = exp.bundle.spec, cfg["trainer"], cfg["regularization"]
     settings = make_settings(cfg, spec.task)
+    eager.install()  # before the optimizer exists: no torch._dynamo import (~1 s) for it
     optimizer = instantiate(cfg["optimizer"])(exp.model.parameters())
     scheduler, interval = build_scheduler(
         cfg["scheduler"],
