@@ -15,6 +15,9 @@ TORCH_VARIANT ?= auto
 TORCH_INDEX ?= https://download.pytorch.org/whl
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The fast suite runs in parallel (pytest-xdist), one worker per core; tests use their own
+# tmp dirs and cwd, so any split is safe. make test PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= auto
 
 .PHONY: FORCE help install run test test-distributed test-all lint format bench sweep smoke \
   mutation clean
@@ -42,7 +45,8 @@ run: $(STAMP) ## Train and evaluate the default experiment (LeNet-5 on digits)
 	$(BIN)/dlrun $(ARGS)
 
 test: $(STAMP) ## Run the fast test suite (no slow, gpu or distributed tests)
-	$(BIN)/python -m pytest -q -m "not slow and not gpu and not distributed" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not slow and not gpu and not distributed" \
+	  $(PYTEST_ARGS)
 
 test-distributed: $(STAMP) ## Run the multi-process (torch.distributed) tests that aren't slow
 	$(BIN)/python -m pytest -q -m "distributed and not slow and not gpu" $(PYTEST_ARGS)
