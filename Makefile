@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 # tmp dirs and cwd, so any split is safe. make test PYTEST_WORKERS=0 runs it in one process.
 PYTEST_WORKERS ?= auto
 
-.PHONY: FORCE help install run test test-distributed test-all lint format bench sweep smoke \
+.PHONY: FORCE help install run test test-distributed test-all lint format bench bench-startup sweep smoke \
   mutation clean
 
 help: ## Show this help
@@ -62,8 +62,12 @@ format: $(STAMP) ## Format the code with ruff
 	$(BIN)/ruff check --fix src tests scripts
 	$(BIN)/ruff format src tests scripts
 
-bench: $(STAMP) ## Time dlrun's trainer against a hand-written PyTorch loop
+bench: $(STAMP) ## Trainer vs a hand-written loop, then whole-process start-up vs a Lightning peer
 	$(BIN)/python scripts/bench_overhead.py $(ARGS)
+	$(MAKE) --no-print-directory bench-startup
+
+bench-startup: $(STAMP) ## Wall time of --help, a one-batch run, the default run vs Lightning
+	$(BIN)/python scripts/bench_startup.py $(STARTUP_ARGS)
 
 sweep: $(STAMP) ## A small sweep on digits (lr x batch size) that ends with a leaderboard
 	$(BIN)/dlrun -m model=lenet data=digits optimizer.lr=0.01,0.003,0.001 \
