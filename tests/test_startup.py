@@ -162,3 +162,23 @@ def test_help_text_is_the_same_with_one_repository(workdir: Path) -> None:
     )
     texts = [_python(probe.format(patched=p), workdir) for p in (True, False)]
     assert texts[0] == texts[1] and "model: " in texts[0]
+
+
+def test_prefetch_imports_in_the_background_and_ignores_failures(monkeypatch) -> None:
+    from dlrun.evaluation import prefetch
+
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    thread = prefetch.start(("dlrun.no_such_module", "colorsys"))
+    assert thread.daemon and thread.name == "dlrun-prefetch"
+    thread.join()
+    assert "colorsys" in sys.modules and "dlrun.no_such_module" not in sys.modules
+
+
+def test_the_prefetched_modules_are_the_evaluations() -> None:
+    """Each name imports (a renamed module would silently stop the prefetch)."""
+    import importlib
+
+    from dlrun.evaluation import prefetch
+
+    for name in prefetch.MODULES:
+        importlib.import_module(name)

@@ -44,6 +44,7 @@ from dlrun.engine.trainer import (
     sparsity,
 )
 from dlrun.errors import UserError
+from dlrun.evaluation import prefetch
 from dlrun.models import build_model
 
 
@@ -137,6 +138,9 @@ def train_and_evaluate(
     console = (console or Console(stderr=False)) if main else Console(quiet=True)
     exp = build(cfg, bundle)
     trainer = make_trainer(cfg, exp, run_dir, console, main)
+    # the evaluation's imports while training runs; not beside torch.compile, whose own
+    # imports (torch._dynamo, torch.export) torchmetrics' would race with
+    imports = prefetch.start() if main and not cfg["trainer"]["compile"] else None
     with graceful_interrupts() as stop_flag:
         trainer.stop_flag = stop_flag
         state = resume_state(cfg, trainer, run_dir, exp.device, main, console)
@@ -145,6 +149,8 @@ def train_and_evaluate(
     train_seconds = time.perf_counter() - started
     if not main:  # rank 0 evaluates the unwrapped model and shares the results
         return distributed.broadcast_object(None)
+    if imports is not None:
+        imports.join()
     scored = exp.bundle if eval_bundle is None else eval_bundle.to(exp.device)
     metrics = evaluate_best(cfg, exp, scored, run_dir, state, trainer.monitor.name, console)
     metrics["train"] = train_summary(cfg, exp.model, state, trainer.monitor.name, train_seconds)
