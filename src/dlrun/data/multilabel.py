@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlrun.data.cache import cached
-from dlrun.data.sklearn_sets import _tabular
+from dlrun.data.sklearn_sets import tabular_bundle
 from dlrun.data.spec import DataBundle, Task
 
 
@@ -48,4 +48,6 @@ def load_multilabel(
     made = cached("make_multilabel_classification", args, build, lambda a: set(a) == {"x", "y"})
     x, y = made["x"], made["y"]
     names = tuple(f"label_{i}" for i in range(n_labels))
-    return _tabular("multilabel", x, y, Task.MULTILABEL, names, seed, val_fraction, test_fraction)
+    return tabular_bundle(
+        "multilabel", x, y, Task.MULTILABEL, names, seed, val_fraction, test_fraction
+    )

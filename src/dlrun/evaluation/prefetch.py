@@ -26,7 +26,7 @@ MODULES = (
     "matplotlib.backends.backend_agg",
     "matplotlib.ticker",
     "rich.table",
-    "dlrun.evaluation.run",
+    "dlrun.evaluation.evaluate",
 )
 
 
