@@ -19,8 +19,12 @@ PYTEST_ARGS ?=
 EXTRAS ?=
 comma := ,
 
+# The fast suite runs in parallel (pytest-xdist), one worker per core; tests use their own
+# tmp dirs and cwd, so any split is safe. make test PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= auto
+
 .PHONY: FORCE help install run test test-distributed test-browser test-services test-all lint \
-  format bench bench-data sweep smoke mutation clean
+  format bench bench-startup bench-data sweep smoke mutation clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -45,7 +49,7 @@ run: $(STAMP) ## Train and evaluate the default experiment (LeNet-5 on digits)
 	$(BIN)/dlrun $(ARGS)
 
 test: $(STAMP) ## Run the fast test suite (no slow, gpu, distributed, browser or services tests)
-	$(BIN)/python -m pytest -q \
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) \
 	  -m "not slow and not gpu and not distributed and not browser and not services" $(PYTEST_ARGS)
 
 test-distributed: $(STAMP) ## Run the multi-process (torch.distributed) tests that aren't slow
@@ -80,8 +84,12 @@ format: $(STAMP) ## Format the code with ruff
 	$(BIN)/ruff check --fix src tests scripts
 	$(BIN)/ruff format src tests scripts
 
-bench: $(STAMP) ## Time dlrun's trainer against a hand-written PyTorch loop
+bench: $(STAMP) ## Trainer vs a hand-written loop, then whole-process start-up vs a Lightning peer
 	$(BIN)/python scripts/bench_overhead.py $(ARGS)
+	$(MAKE) --no-print-directory bench-startup
+
+bench-startup: $(STAMP) ## Wall time of --help, a one-batch run, the default run vs Lightning
+	$(BIN)/python scripts/bench_startup.py $(STARTUP_ARGS)
 
 bench-data: $(STAMP) ## Image-folder input pipeline at 1k/10k/100k images: first batch, images/s, cache, memory
 	$(BIN)/python scripts/bench_data.py $(ARGS)

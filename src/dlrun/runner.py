@@ -23,7 +23,7 @@ from dlrun import monitor as monitors
 from dlrun import tasks
 from dlrun.config import EarlyStoppingSettings, RunConfig, RunContext
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split, Task
-from dlrun.engine import distributed
+from dlrun.engine import distributed, eager
 from dlrun.engine.augment import BatchAugment
 from dlrun.engine.callbacks import EarlyStopping, TrainLog, epochs
 from dlrun.engine.checkpoint import load_checkpoint, load_model_weights
@@ -40,6 +40,7 @@ from dlrun.engine.trainer import (
     sparsity,
 )
 from dlrun.errors import UserError
+from dlrun.evaluation import prefetch
 from dlrun.evaluation.epoch import epoch_metrics
 from dlrun.models import build_model
 
@@ -75,10 +76,15 @@ def train_and_evaluate(
     console = (console or Console(stderr=False)) if main else Console(quiet=True)
     setup = build(cfg, bundle, context.model_name)
     trainer = make_trainer(cfg, setup, run_dir, console, main, context)
+    # the evaluation's imports load while the model trains (not beside torch.compile, whose
+    # imports of torch._dynamo and torch.export torchmetrics' could race with)
+    imports = prefetch.start() if main and not cfg.trainer.compile else None
     known = announce_data(setup.bundle, run_dir, console) if main else 0
     state, seconds = fit(cfg, trainer, run_dir, console, context.continuing)
     if not main:  # rank 0 evaluates the unwrapped model and shares the results
         return distributed.broadcast_object(None)
+    if imports is not None:
+        imports.join()
     scored = setup.bundle if eval_bundle is None else eval_bundle.to(setup.device)
     monitor = trainer.monitor.name
     metrics = evaluate_best(cfg, setup, scored, run_dir, state, monitor, console, context.summary)
@@ -164,6 +170,7 @@ def make_trainer(
     """Optimizer, schedule, callbacks, augmentation and loss around the built model."""
     spec, reg = setup.bundle.spec, cfg.regularization
     monitor = make_monitor(cfg, spec.task)
+    eager.install()  # before the optimizer exists: no torch._dynamo import (~1 s) for it
     optimizer = instantiate(cfg.optimizer)(setup.model.parameters())
     steps = optimizer_steps_per_epoch(
         len(setup.bundle.train), cfg.trainer, distributed.world_size()
