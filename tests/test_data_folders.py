@@ -287,3 +287,35 @@ def test_text_classifiers_train_on_a_text_folder(tmp_path: Path, model: list[str
     assert metrics["task"] == "multiclass" and metrics["n_test"] > 0
     saved = json.loads((tmp_path / "run" / "preprocess.json").read_text())
     assert saved["type"] == "text" and saved["vocab"][:2] == ["<pad>", "<unk>"]
+
+
+def test_a_run_on_a_relative_folder_is_evaluated_and_resumed_from_anywhere(
+    tmp_path: Path,
+) -> None:
+    """``data.root=reviews`` meant the folder the run started in: ``dlrun-eval`` and
+    ``resume=`` from another folder read the same files (via hydra.runtime.cwd)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import run_cli
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    write_texts(project / "reviews", per_class=12)
+    elsewhere.mkdir()
+    run_dir = tmp_path / "run"
+    common = ["model=cnn1d", "data.num_workers=0", "trainer.limit_batches=1"]
+    first = run_cli(
+        "data=text_folder", "data.root=reviews", *common, "trainer.epochs=1",
+        f"hydra.run.dir={run_dir}", "trainer.progress=none", cwd=project,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "dlrun.eval_cli", f"run={run_dir}", f"out={tmp_path / 'ev'}"],
+        cwd=elsewhere, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert (tmp_path / "ev" / "metrics.json").is_file()
+    more = run_cli(f"resume={run_dir}", "trainer.epochs=2", cwd=elsewhere)
+    assert more.returncode == 0, more.stderr
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert len(history) == 3  # header + epochs 1 and 2

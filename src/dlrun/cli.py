@@ -324,6 +324,22 @@ def _one_repository_for_help(argv: list[str]) -> Iterator[None]:
         ConfigLoaderImpl._parse_overrides_and_create_caching_repo = original  # type: ignore[method-assign]
 
 
+def _data_paths_from(run_dir: Path, overrides: list[str]) -> list[str]:
+    """Relative ``data.root=``/``data.path=``/... overrides made absolute against the
+    folder the run was started from, so ``resume=`` works from any folder."""
+    from dlrun.restore import DATA_PATH_KEYS, absolute_data_paths, launch_dir
+
+    base, out = launch_dir(run_dir), []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        name = key.lstrip("+").removeprefix("data.")
+        if key.lstrip("+") == f"data.{name}" and name in DATA_PATH_KEYS and "${" not in value:
+            value = absolute_data_paths({name: value}, base)[name]
+            override = f"{key}={value}"
+        out.append(override)
+    return out
+
+
 def resume_arguments(argv: list[str]) -> list[str]:
     """Rewrite ``resume=<run_dir> [overrides]`` into the run's own saved overrides.
 
@@ -347,6 +363,7 @@ def resume_arguments(argv: list[str]) -> list[str]:
         o for o in read_saved_overrides(saved) if not o.startswith(("resume=", "hydra.run.dir="))
     ]
     check_replayed_overrides(replay, saved)  # a copied run dir is untrusted input
+    replay = _data_paths_from(run_dir, replay)
     return [*replay, *rest, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
 
 
