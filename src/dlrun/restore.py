@@ -50,7 +50,38 @@ def read_run_config(run_dir: Path) -> RunConfig:
     if missing:
         raise UserError(f"{config_path} is not a dlrun run's config (no {', '.join(missing)})")
     check_saved_config(cfg, config_path)
-    return cfg
+    return replace(cfg, data=absolute_data_paths(cfg.data, launch_dir(run_dir)))
+
+
+DATA_PATH_KEYS = ("root", "path", "targets", "cache_dir")
+
+
+def launch_dir(run_dir: Path) -> Path | None:
+    """The folder the run was started from (``hydra.runtime.cwd``), or None if unknown.
+
+    Relative data paths (``data.root=photos/``) meant that folder; a saved run opened
+    from elsewhere (``dlrun-eval``, ``resume=``) must read the same files.
+    """
+    import yaml
+
+    try:
+        saved = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text())
+        cwd = saved["hydra"]["runtime"]["cwd"]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    return Path(cwd) if isinstance(cwd, str) and Path(cwd).is_absolute() else None
+
+
+def absolute_data_paths(data: dict[str, Any], base: Path | None) -> dict[str, Any]:
+    """``data`` with its relative file and folder paths made absolute against ``base``."""
+    if base is None:
+        return data
+    fixed = dict(data)
+    for key in DATA_PATH_KEYS:
+        value = fixed.get(key)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            fixed[key] = str(base / value)
+    return fixed
 
 
 def run_context(run_dir: Path) -> RunContext:
