@@ -55,11 +55,6 @@ def test_each_candidate_describes_itself() -> None:
     )
 
 
-def test_a_season_is_only_fit_on_a_forecast_task() -> None:
-    # not a forecast: no windows to fit a period on, the description says period 1
-    assert "the value 1 steps earlier" in describe(Task.MULTICLASS, "seasonal", _multiclass())
-
-
 def test_uniform_multiclass_is_seeded_random_with_log_k_loss() -> None:
     bundle = _multiclass()
     base = baseline(Task.MULTICLASS, bundle, bundle.test, 60, 0.5, None, seed=3, kind="uniform")
