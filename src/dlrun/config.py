@@ -101,6 +101,14 @@ class EvalSchema:
 
 
 @dataclass
+class DiagnosticsSchema:
+    enabled: bool = True
+    grad_every: int = 25
+    activations: bool = True
+    val_samples: int = 512
+
+
+@dataclass
 class PathsSchema:
     outputs: str = "outputs"
     data_dir: str = "data"
@@ -113,6 +121,7 @@ class RunSchema:
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
     regularization: RegularizationSchema = field(default_factory=RegularizationSchema)
     eval: EvalSchema = field(default_factory=EvalSchema)
+    diagnostics: DiagnosticsSchema = field(default_factory=DiagnosticsSchema)
     resume: str | None = None
     trial: Any = None  # set by the Optuna sweeper: {storage, study_name, number}
     model: Any = None
@@ -221,6 +230,9 @@ def validate(cfg: dict[str, Any], choices: Mapping[str, Any] | None = None) -> N
     need(evaluation["repeats"] >= 1, "eval.repeats", "must be >= 1")
     for split in cfg["eval"]["splits"]:
         need(split in ("val", "test"), "eval.splits", "list of val and/or test")
+    diagnostics = cfg.get("diagnostics") or {}
+    need(diagnostics.get("grad_every", 0) >= 0, "diagnostics.grad_every", "must be >= 0")
+    need(diagnostics.get("val_samples", 1) >= 1, "diagnostics.val_samples", "must be >= 1")
     lr = opt.get("lr")
     need(
         isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0,

@@ -20,6 +20,8 @@ from dlrun import monitor as monitors
 from dlrun import tasks
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
 from dlrun.engine import distributed
+from dlrun.diagnostics.recorders import diagnostics_callbacks
+from dlrun.diagnostics.summary import diagnose
 from dlrun.engine.augment import AugmentSettings, BatchAugment
 from dlrun.engine.callbacks import (
     Callback,
@@ -148,6 +150,7 @@ def train_and_evaluate(
     scored = exp.bundle if eval_bundle is None else eval_bundle.to(exp.device)
     metrics = evaluate_best(cfg, exp, scored, run_dir, state, trainer.monitor.name, console)
     metrics["train"] = train_summary(cfg, exp.model, state, trainer.monitor.name, train_seconds)
+    diagnose(cfg, state.history, metrics, trainer.callbacks, run_dir, console)
     t = metrics["train"]
     best = "n/a" if state.best_value is None else f"{state.best_value:.4g}"
     console.print(
@@ -347,6 +350,7 @@ def make_callbacks(
             Checkpointer(run_dir / "checkpoints"),
             # status.json follows last.pt: the heartbeat records only saved epochs
             StatusHeartbeat(Path(status.pop("dir", run_dir)), status),
+            *diagnostics_callbacks(cfg.get("diagnostics")),
         ]
     if stop["enabled"]:
         own = None  # None: read the trainer's best epoch

@@ -40,6 +40,15 @@ class Callback:
     ) -> None:
         return None
 
+    def on_before_optimizer_step(self, trainer: Trainer, state: FitState) -> None:
+        """After backward, before clipping and the optimizer step: ``p.grad`` holds this
+        step's gradients (unscaled under fp16), as Lightning's hook of the same name.
+
+        Runs on every optimizer step: keep it to a few operations queued on the device,
+        never a host sync (``.item()``, ``float()``), or the loop slows down.
+        """
+        return None
+
     def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
         return None
 

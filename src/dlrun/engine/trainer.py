@@ -297,6 +297,8 @@ class Trainer:
         s = self.settings
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # clip true gradients, not scaled ones
+        for cb in self.callbacks:
+            cb.on_before_optimizer_step(self, state)
         if s.grad_clip is not None:
             if s.grad_clip_mode == "value":
                 nn.utils.clip_grad_value_(self.model.parameters(), s.grad_clip)

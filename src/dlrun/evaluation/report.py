@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlrun.data.spec import Task
+from dlrun.diagnostics.report import markdown as diagnostics_markdown
+from dlrun.diagnostics.report import mistakes_markdown
 from dlrun.display import interval, number
 from dlrun.monitor import lower_is_better as lower_is_better  # the one direction table
 
@@ -238,6 +240,10 @@ def write_report(
         lines += _per_class_markdown(model["per_class"], task)
     if model.get("most_confused"):
         lines += _confused_markdown(model["most_confused"])
+    if metrics.get("mistakes"):
+        lines += mistakes_markdown(metrics["mistakes"])
+    if metrics.get("diagnostics"):
+        lines += diagnostics_markdown(metrics["diagnostics"])
     if pictures:
         lines += ["", "## Pictures", ""]
         lines += [f"![{Path(p).stem.replace('_', ' ')}]({p})" for p in pictures]

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from dlrun.data.spec import DataBundle, Task
+from dlrun.diagnostics import mistakes
 from dlrun.errors import UserError
 from dlrun.evaluation import plots
 from dlrun.evaluation.baseline import baseline, select
@@ -93,6 +94,9 @@ def evaluate_run(
         vocab=spec.vocab,
     )
     pictures = _draw(out, bundle, main, scored[main], base, names, metrics[main], history, monitor)
+    if spec.is_classification:  # error analysis: the most confident mistakes
+        metrics["mistakes"], gallery = mistakes.analyse(out, bundle, main, scored[main], names)
+        pictures += gallery
     metrics["files"] = ["metrics.json", "predictions.csv", "report.md", *pictures]
     metrics["eval_seconds"] = round(time.perf_counter() - start, 3)
     metrics = clean(metrics)
