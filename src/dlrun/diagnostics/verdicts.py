@@ -26,15 +26,18 @@ from dlrun.diagnostics.remedies import Facts
 
 MIN_EPOCHS = 3  # fewer epochs than this: the curves say nothing about the fit
 POOR_GAIN = 0.3  # closed < 30% of the gap from the baseline to a perfect score: poor
-STALL_EPOCHS = 2  # validation best at least this many epochs before the end ...
+STALL_EPOCHS = 3  # validation best at least this many epochs before the end ...
 STALL_SHARE = 0.15  # ... and at least this share of the epochs
 TRAIN_KEPT_IMPROVING = 0.10  # training loss fell >= 10% after the best validation epoch
 STILL_IMPROVING = 0.02  # validation loss fell >= 2% over the last epochs: not converged
 RISE = 0.05  # an epoch whose training loss rose > 5% over the one before
 RISES_SHARE = 0.25  # unstable: that many of the epoch-to-epoch changes are rises ...
 SPIKE = 2.0  # ... or one epoch's training loss is twice the lowest before it
+RISE_FLOOR = 0.02  # a rise counts only above 2% of the first epoch's loss ...
+SPIKE_FLOOR = 0.1  # ... and a spike only above 10% of it (0.002 -> 0.005 is no spike)
 VANISHING_RATIO = 1e-2  # first layer / last layer gradient norm (median over samples)
-EXPLODING_SPIKE = 10.0  # a sample's total gradient norm over the median of all samples
+EXPLODING_SPIKE = 10.0  # a sample's total gradient norm over the median of the ones before
+SPIKE_WINDOW = 4  # ... the samples before it
 EXPLODING_GROWTH = 100.0  # median norm of the last quarter over the first quarter
 DEAD_SHARE = 0.4  # a ReLU layer with this share of units never active is dying
 SATURATED_SHARE = 0.4  # a sigmoid/tanh layer with this share of units saturated
@@ -206,8 +209,17 @@ def _unstable(history: list[dict[str, float]], facts: Facts) -> dict[str, Any] |
     if any(v is None for v in losses):
         return None
     values = [float(v) for v in losses if v is not None]
-    rises = [i for i in range(1, len(values)) if values[i] > values[i - 1] * (1 + RISE)]
-    spikes = [i for i in range(2, len(values)) if values[i] > SPIKE * min(values[:i])]
+    scale = abs(values[0])  # changes far below the first epoch's loss are noise, not swings
+    rises = [
+        i
+        for i in range(1, len(values))
+        if values[i] > values[i - 1] * (1 + RISE) and values[i] - values[i - 1] > RISE_FLOOR * scale
+    ]
+    spikes = [
+        i
+        for i in range(2, len(values))
+        if values[i] > SPIKE * min(values[:i]) and values[i] - min(values[:i]) > SPIKE_FLOOR * scale
+    ]
     if len(rises) < max(2, RISES_SHARE * (len(values) - 1)) and not spikes:
         return None
     detail = f"the training loss rose in {len(rises)} of {len(values) - 1} epochs"
@@ -269,12 +281,15 @@ def _vanishing(layers: list[str], norms: list[list[float]], facts: Facts) -> dic
     if ratio >= VANISHING_RATIO:
         return None
     dead = [name for j, name in enumerate(layers) if all(r[j] == 0 for r in norms)]
-    what = (
-        f"no gradient reaches {', '.join(dead[:3])}"
-        if dead
-        else f"the first layer ({layers[0]}) gets {_times(ratio)} the last layer's "
-        f"({layers[-1]}) gradient norm, {math.log10(1 / ratio):.1f} orders of magnitude less"
-    )
+    if dead:
+        what = f"no gradient reaches {', '.join(dead[:3])}"
+    elif ratio == 0:
+        what = f"the first layer ({layers[0]}) gets no gradient in most samples"
+    else:
+        what = (
+            f"the first layer ({layers[0]}) gets {_times(ratio)} the last layer's "
+            f"({layers[-1]}) gradient norm, {math.log10(1 / ratio):.1f} orders of magnitude less"
+        )
     return {
         "verdict": "vanishing",
         "ratio": ratio,
@@ -284,26 +299,37 @@ def _vanishing(layers: list[str], norms: list[list[float]], facts: Facts) -> dic
 
 
 def _exploding(recorded: dict[str, Any], norms: list[list[float]], facts: Facts) -> dict | None:
+    """A total norm far above the samples just before it (a spike), a non-finite norm,
+    or norms growing by orders of magnitude. Gradients that shrink as the loss falls are
+    normal, so a spike is judged against the recent past, not the whole run."""
     totals = [math.sqrt(sum(v * v for v in row)) for row in norms]
     steps = recorded.get("steps") or list(range(len(norms)))
-    if any(not math.isfinite(t) for t in totals):
-        at = next(s for s, t in zip(steps, totals, strict=True) if not math.isfinite(t))
-        message = f"the gradient norm became infinite or NaN at step {at}"
+    bad = [s for s, t in zip(steps, totals, strict=True) if not math.isfinite(t)]
+    if bad:
+        message = f"the gradient norm became infinite or NaN at step {bad[0]}"
+        return {"verdict": "exploding", "message": message,
+                "remedies": remedies.for_exploding(facts)}  # fmt: skip
+    typical = statistics.median(totals)
+    spikes = [
+        (totals[i] / statistics.median(totals[i - SPIKE_WINDOW : i]), i)
+        for i in range(SPIKE_WINDOW, len(totals))
+        if totals[i] > 2 * typical
+    ]
+    spikes = [(ratio, i) for ratio, i in spikes if ratio >= EXPLODING_SPIKE]
+    quarter = max(1, len(totals) // 4)
+    first = max(statistics.median(totals[:quarter]), 1e-30)
+    growth = statistics.median(totals[-quarter:]) / first
+    if spikes:
+        ratio, i = max(spikes)
+        message = (
+            f"the gradient norm spiked to {totals[i]:.3g} at step {steps[i]}, {ratio:.0f}x "
+            f"the samples before it ({len(spikes)} spike(s); median of the run {typical:.3g})"
+        )
+    elif len(totals) >= 8 and growth >= EXPLODING_GROWTH:
+        message = f"the gradient norm grew {growth:.0f}x from the first quarter of training "
+        message += "to the last"
     else:
-        typical = statistics.median(totals)
-        peak = max(totals)
-        quarter = max(1, len(totals) // 4)
-        growth = statistics.median(totals[-quarter:]) / max(statistics.median(totals[:quarter]),
-                                                            1e-30)  # fmt: skip
-        if typical > 0 and peak / typical >= EXPLODING_SPIKE:
-            at = steps[totals.index(peak)]
-            message = f"the gradient norm spiked to {peak:.3g} at step {at}, "
-            message += f"{peak / typical:.0f}x its median {typical:.3g}"
-        elif len(totals) >= 8 and growth >= EXPLODING_GROWTH:
-            message = f"the gradient norm grew {growth:.0f}x from the first quarter of "
-            message += "training to the last"
-        else:
-            return None
+        return None
     return {"verdict": "exploding", "message": message, "remedies": remedies.for_exploding(facts)}
 
 
