@@ -19,9 +19,9 @@ from rich.console import Console
 from dlrun import monitor as monitors
 from dlrun import tasks
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
-from dlrun.engine import distributed
 from dlrun.diagnostics.recorders import diagnostics_callbacks
 from dlrun.diagnostics.summary import diagnose
+from dlrun.engine import distributed
 from dlrun.engine.augment import AugmentSettings, BatchAugment
 from dlrun.engine.callbacks import (
     Callback,

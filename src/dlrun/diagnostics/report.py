@@ -100,7 +100,9 @@ def _activations(acts: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for row in layers:
-        start = [f"{row[k]:.0%}" for k in ("never_active_at_start", "saturated_at_start") if k in row]
+        start = [
+            f"{row[k]:.0%}" for k in ("never_active_at_start", "saturated_at_start") if k in row
+        ]
         lines.append(
             f"| {row['layer']} | {row['kind']} | {row['units']} | {_share(row, 'never_active')} | "
             f"{_share(row, 'saturated')} | {' / '.join(start) or 'n/a'} |"
