@@ -54,7 +54,7 @@ def test_the_same_network_with_a_correct_op_passes():
     x, y = torch.randn(3, 5, dtype=torch.float64), torch.tensor([0, 1, 1])
     results = check_gradients(_net(lambda t: t * t), _loss_of(x, y))
     assert all(r.passed for r in results), format_results(results)
-    assert format_results(results).endswith("every relative error <= 1e-05")
+    assert format_results(results).endswith("every relative error <= 1e-04")
 
 
 def test_a_detached_layer_fails_instead_of_being_skipped():
@@ -72,18 +72,22 @@ def test_a_detached_layer_fails_instead_of_being_skipped():
     assert not all(r.passed for r in results if r.name.startswith("a."))
 
 
+SLOW = pytest.mark.slow  # a few seconds each alone, far more on a loaded machine
 FAMILIES = [
     ("model=mlp", "data=digits_flat"),
     ("model=lenet",),
-    ("model=alexnet", "model.channels=[4,4,4,4,4]", "model.fc=[8,8]"),
-    ("model=resnet", "model.width=4"),
-    ("model=googlenet",),
-    ("model=separable",),
-    ("model=cnn1d", "data=waveforms", "model.channels=[8,8]"),
     ("model=rnn", "data=sine"),
-    ("model=lstm", "data=sine"),
-    ("model=gru", "data=waveforms"),
-    ("model=gpt", "data=text", "model.n_layer=1", "model.n_embd=16", "model.n_head=2"),
+    pytest.param(("model=alexnet", "model.channels=[4,4,4,4,4]", "model.fc=[8,8]"), marks=SLOW),
+    pytest.param(("model=resnet", "model.width=4"), marks=SLOW),
+    pytest.param(("model=googlenet",), marks=SLOW),
+    pytest.param(("model=separable",), marks=SLOW),
+    pytest.param(("model=cnn1d", "data=waveforms", "model.channels=[8,8]"), marks=SLOW),
+    pytest.param(("model=lstm", "data=sine"), marks=SLOW),
+    pytest.param(("model=gru", "data=waveforms"), marks=SLOW),
+    pytest.param(
+        ("model=gpt", "data=text", "model.n_layer=1", "model.n_embd=16", "model.n_head=2"),
+        marks=SLOW,
+    ),
 ]
 
 

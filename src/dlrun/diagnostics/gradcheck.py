@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 USAGE = (__doc__ or "").strip()
 DEFAULTS: dict[str, Any] = {"samples": 4, "entries": 8, "eps": 1e-6, "seed": 0}
-TOLERANCE = 1e-5  # relative error; float64 central differences reach ~1e-8 on smooth code
+TOLERANCE = 1e-4  # relative error: float64 differences reach ~1e-8, a wrong backward ~1e-1
 
 
 @dataclass
@@ -46,9 +46,9 @@ class TensorCheck:
 
 
 def relative_error(analytic: float, numerical: float) -> float:
-    """``|a - n| / max(|a| + |n|, 1e-8)``: a near-zero gradient is judged absolutely,
-    so a kink hit exactly (a ReLU at 0) is not called a failure over 1e-12 vs 0."""
-    return abs(analytic - numerical) / max(abs(analytic) + abs(numerical), 1e-8)
+    """``|a - n| / max(|a| + |n|, 1e-6)``: a gradient near zero is judged absolutely,
+    since the round-off of a float64 difference (~1e-10) is then most of its value."""
+    return abs(analytic - numerical) / max(abs(analytic) + abs(numerical), 1e-6)
 
 
 def check_gradients(
@@ -126,7 +126,9 @@ def format_results(results: list[TensorCheck]) -> str:
     lines = [f"{'parameter':<{width}}  {'shape':<18} {'rel. error':>10}  result"]
     for r in results:
         shape = "x".join(map(str, r.shape)) or "scalar"
-        mark = "ok" if r.passed else f"FAIL (backprop {r.analytic:.6g}, numerical {r.numerical:.6g})"
+        mark = (
+            "ok" if r.passed else f"FAIL (backprop {r.analytic:.6g}, numerical {r.numerical:.6g})"
+        )
         lines.append(f"{r.name:<{width}}  {shape:<18} {r.max_error:>10.1e}  {mark}")
     failed = [r.name for r in results if not r.passed]
     if failed:
