@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from dlrun.diagnostics.command import compose_run_config
 from dlrun.diagnostics.gradcheck import check_gradients, format_results, gradcheck_run
-from tests.conftest import compose_cfg
 
 
 class _WrongBackward(torch.autograd.Function):
@@ -93,7 +93,6 @@ FAMILIES = [
 
 @pytest.mark.parametrize("overrides", FAMILIES, ids=lambda o: o[0])
 def test_every_model_family_passes(overrides):
-    cfg = compose_cfg(*overrides)
-    cfg["model_name"] = overrides[0].split("=")[1]
-    results = gradcheck_run(cfg, samples=2, entries=3, eps=1e-6, seed=0)
+    cfg, names = compose_run_config(list(overrides))
+    results = gradcheck_run(cfg, 2, 3, 1e-6, 0, names.model_name)
     assert results and all(r.passed for r in results), format_results(results)

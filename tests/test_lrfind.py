@@ -67,7 +67,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
 def test_the_tool_takes_the_same_overrides_as_dlrun():
     from dlrun.diagnostics.command import compose_run_config
 
-    cfg = compose_run_config(["model=mlp", "data=iris", "optimizer.lr=0.5"])
+    cfg, names = compose_run_config(["model=mlp", "data=iris", "optimizer.lr=0.5"])
     expected = compose_cfg("model=mlp", "data=iris", "optimizer.lr=0.5")
-    assert cfg["optimizer"] == expected["optimizer"] and cfg["model"] == expected["model"]
-    assert cfg["model_name"] == "mlp"
+    assert cfg == expected
+    assert (names.model_name, names.data_name) == ("mlp", "iris")

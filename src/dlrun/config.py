@@ -1,24 +1,31 @@
-"""Typed schema of a run's config, and the checks types alone can't express.
+"""The typed config of a run: the schema Hydra composes against, and what the code reads.
 
-The schema is registered in Hydra's ConfigStore as ``dlrun_schema`` and sits first in
-``train.yaml``'s defaults, so a wrong type (``trainer.epochs=abc``) fails while the config
-is composed, with Hydra's message naming the key. Ranges and cross-field rules live in
-:func:`validate`, which runs before anything heavy is imported or any file is written.
-Groups whose fields differ per choice (model, data, optimizer, ...) stay untyped here;
-their known keys are those of the chosen option's YAML (Hydra's struct mode rejects any
-other, and :mod:`dlrun.overrides` turns that into one line with the closest key).
+The dataclasses below are registered in Hydra's ConfigStore as ``dlrun_schema`` and sit
+first in ``train.yaml``'s defaults, so a wrong type (``trainer.epochs=abc``) fails while
+the config is composed, with Hydra's message naming the key. The CLI then turns the
+composed config into these very objects (:func:`to_run_config`, ``OmegaConf.to_object``):
+the code reads ``cfg.trainer.epochs``, never ``cfg["trainer"]["epochs"]``, so a key
+misspelt in the code is an attribute a type checker (and the first test) rejects, not a
+``KeyError`` in a user's run. :class:`TrainerSettings` *is* the ``trainer:`` node: the
+trainer takes it as it stands.
+
+Groups whose keys differ per option (model, data, activation, optimizer, scheduler,
+logger, callbacks) stay plain dicts with a ``_target_``, which is what Hydra's
+``instantiate`` takes; their known keys are those of the chosen option's YAML (Hydra's
+struct mode rejects any other, and :mod:`dlrun.overrides` turns that into one line with
+the closest key). Ranges and cross-field rules live in :func:`validate`, which runs
+before anything heavy is imported or any file is written. Nothing here imports torch,
+and Hydra only when a schema is registered or a config converted.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
-
-from hydra.core.config_store import ConfigStore
 
 from dlrun.errors import UserError
 from dlrun.monitor import metric_mode as metric_mode  # re-exported; lives in dlrun.monitor
@@ -42,28 +49,31 @@ _DATA_COUNTS = (
     "n_samples", "n_points", "n_features", "n_labels", "max_categories",
 )  # fmt: skip
 _DATA_NULLABLE = ("limit", "stride")
+_MONITORED = r"(val_)?(loss|accuracy|rmse)"
 
 
 @dataclass
-class TrainerSchema:
+class TrainerSettings:
+    """The ``trainer:`` node (configs/trainer/default.yaml), and the trainer's settings."""
+
     epochs: int = 10
     batch_size: int = 64
-    device: str = "auto"
-    devices: int = 1
-    limit_batches: int | None = None
-    monitor: str = "auto"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    devices: int = 1  # processes (DDP); batch_size is per process
+    limit_batches: int | None = None  # per epoch and per evaluation (None = all)
+    monitor: str = "auto"  # what picks best.pt (auto: val_loss, see dlrun.monitor.resolve)
     grad_clip: float | None = None
-    grad_clip_mode: str = "norm"
-    accumulate: int = 1
-    precision: str = "32"
+    grad_clip_mode: str = "norm"  # "norm" (clip the global norm) or "value" (each entry)
+    accumulate: int = 1  # optimizer step every `accumulate` batches
+    precision: str = "32"  # "32", "bf16" or "fp16" (autocast; fp16 adds a GradScaler)
     compile: bool = False
     channels_last: bool = True
     num_threads: int | None = None
-    progress: str = "auto"
+    progress: str = "auto"  # auto | bar | lines | none
 
 
 @dataclass
-class EarlyStoppingSchema:
+class EarlyStoppingSettings:
     enabled: bool = False
     monitor: str | None = None  # null: follow trainer.monitor
     mode: str = "auto"
@@ -73,7 +83,9 @@ class EarlyStoppingSchema:
 
 
 @dataclass
-class AugmentationSchema:
+class AugmentSettings:
+    """Random transforms of training images (:class:`dlrun.engine.augment.BatchAugment`)."""
+
     enabled: bool = False
     crop_padding: int = 0
     hflip: bool = False
@@ -82,17 +94,17 @@ class AugmentationSchema:
 
 
 @dataclass
-class RegularizationSchema:
+class RegularizationSettings:
     dropout: float = 0.0
     l1: float = 0.0
     l2: float = 0.0
     label_smoothing: float = 0.0
-    early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)
-    augmentation: AugmentationSchema = field(default_factory=AugmentationSchema)
+    early_stopping: EarlyStoppingSettings = field(default_factory=EarlyStoppingSettings)
+    augmentation: AugmentSettings = field(default_factory=AugmentSettings)
 
 
 @dataclass
-class EvalSchema:
+class EvalSettings:
     threshold: float = 0.5
     splits: list[str] = field(default_factory=lambda: ["test"])
     protocol: str = "holdout"
@@ -101,7 +113,9 @@ class EvalSchema:
 
 
 @dataclass
-class DiagnosticsSchema:
+class DiagnosticsSettings:
+    """The ``diagnostics:`` node: what every run records about its own health."""
+
     enabled: bool = True
     grad_every: int = 25
     activations: bool = True
@@ -109,19 +123,21 @@ class DiagnosticsSchema:
 
 
 @dataclass
-class PathsSchema:
+class PathSettings:
     outputs: str = "outputs"
     data_dir: str = "data"
 
 
 @dataclass
-class RunSchema:
+class RunConfig:
+    """The whole composed config of one run (``train.yaml`` and its groups)."""
+
     seed: int = 0
-    paths: PathsSchema = field(default_factory=PathsSchema)
-    trainer: TrainerSchema = field(default_factory=TrainerSchema)
-    regularization: RegularizationSchema = field(default_factory=RegularizationSchema)
-    eval: EvalSchema = field(default_factory=EvalSchema)
-    diagnostics: DiagnosticsSchema = field(default_factory=DiagnosticsSchema)
+    paths: PathSettings = field(default_factory=PathSettings)
+    trainer: TrainerSettings = field(default_factory=TrainerSettings)
+    regularization: RegularizationSettings = field(default_factory=RegularizationSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    diagnostics: DiagnosticsSettings = field(default_factory=DiagnosticsSettings)
     resume: str | None = None
     trial: Any = None  # set by the Optuna sweeper: {storage, study_name, number}
     model: Any = None
@@ -130,6 +146,24 @@ class RunSchema:
     activation: Any = None
     optimizer: Any = None
     scheduler: Any = None
+    callbacks: Any = None  # name -> {_target_: a Callback, ...} (configs/callbacks/)
+
+
+RunSchema = RunConfig  # the name Hydra's ConfigStore entry was known by
+
+
+@dataclass
+class RunContext:
+    """What the command line knows about a run that is not config: names for messages,
+    where ``status.json`` is kept and whose process it names. Travels beside the config
+    to spawned workers and folds (plain data: it pickles)."""
+
+    model_name: str = "model"
+    data_name: str = "data"
+    summary: str = ""  # the run's choices in one line (report.md)
+    status_dir: str | None = None  # the run dir the user started (None: the run dir)
+    identity: dict[str, Any] = field(default_factory=dict)  # pid, hostname, started_at
+    continuing: bool = False  # a completed run given more epochs (resume=, more epochs)
 
 
 def config_dir() -> str:
@@ -143,17 +177,40 @@ def config_dir() -> str:
 
 def register_schema() -> None:
     """Make ``dlrun_schema`` available to the defaults list (idempotent)."""
-    ConfigStore.instance().store(name="dlrun_schema", node=RunSchema)
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="dlrun_schema", node=RunConfig)
 
 
-def validate(cfg: dict[str, Any], choices: Mapping[str, Any] | None = None) -> None:
+def to_run_config(cfg: Any) -> RunConfig:
+    """The typed :class:`RunConfig` of a composed config (a DictConfig or a plain dict).
+
+    Interpolations are resolved; a config that is not typed yet (a saved
+    ``.hydra/config.yaml``, a sweep's base config) is merged onto the schema first, so
+    wrong types are refused and keys added since get their defaults.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, RunConfig):
+        return cfg
+    if not (isinstance(cfg, DictConfig) and OmegaConf.get_type(cfg) is RunConfig):
+        cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
+    typed = OmegaConf.to_object(cfg)
+    assert isinstance(typed, RunConfig)
+    return typed
+
+
+Check = Callable[[bool, str, str], None]
+
+
+def validate(cfg: RunConfig, choices: Mapping[str, Any] | None = None) -> None:
     """Check ranges and choices; raise one :class:`UserError` naming every bad key.
 
     ``choices`` (Hydra's ``runtime.choices``) also checks that the optional packages the
     chosen options need are installed; Hydra's own (``hydra/launcher``, ...) are checked
     before a sweep starts, since a single run doesn't use them.
     """
-    problems: list[str] = _data_problems(cfg.get("data") or {})
+    problems: list[str] = _data_problems(cfg.data or {})
     run_choices = {k: v for k, v in (choices or {}).items() if not k.startswith("hydra/")}
     problems += missing_packages(run_choices)
 
@@ -161,98 +218,87 @@ def validate(cfg: dict[str, Any], choices: Mapping[str, Any] | None = None) -> N
         if not ok:
             problems.append(f"{key}={_value(cfg, key)!r} is invalid: {rule}")
 
-    def one_of(key: str, *choices: str) -> None:
-        need(_value(cfg, key) in choices, key, "use " + ", ".join(choices))
+    need(cfg.seed >= 0, "seed", "must be >= 0")
+    _check_trainer(cfg.trainer, need)
+    _check_regularization(cfg.regularization, need)
+    watched = (cfg.scheduler or {}).get("monitor")
+    need(watched is None or re.fullmatch(_MONITORED, watched) is not None, "scheduler.monitor",
+         _FOLLOW_RULE)  # fmt: skip
+    _check_eval(cfg.eval, need)
+    _check_optimizer(cfg.optimizer or {}, need)
+    need(cfg.diagnostics.grad_every >= 0, "diagnostics.grad_every", "must be >= 0")
+    need(cfg.diagnostics.val_samples >= 1, "diagnostics.val_samples", "must be >= 1")
+    if problems:
+        raise UserError("invalid config: " + "; ".join(problems))
 
-    trainer, reg, opt = cfg["trainer"], cfg["regularization"], cfg["optimizer"]
-    need(cfg["seed"] >= 0, "seed", "must be >= 0")
-    need(trainer["epochs"] >= 1, "trainer.epochs", "must be >= 1")
-    need(trainer["batch_size"] >= 1, "trainer.batch_size", "must be >= 1")
-    need(trainer["devices"] >= 1, "trainer.devices", "must be >= 1")
-    limit = trainer["limit_batches"]
+
+_FOLLOW_RULE = (
+    "use null (follow trainer.monitor), loss, val_loss, accuracy, val_accuracy, rmse or val_rmse"
+)
+
+
+def _one_of(need: Check, value: Any, key: str, *choices: str) -> None:
+    need(value in choices, key, "use " + ", ".join(choices))
+
+
+def _check_trainer(trainer: TrainerSettings, need: Check) -> None:
+    need(trainer.epochs >= 1, "trainer.epochs", "must be >= 1")
+    need(trainer.batch_size >= 1, "trainer.batch_size", "must be >= 1")
+    need(trainer.devices >= 1, "trainer.devices", "must be >= 1")
+    limit, clip, threads = trainer.limit_batches, trainer.grad_clip, trainer.num_threads
     need(limit is None or limit >= 1, "trainer.limit_batches", "must be >= 1 or null")
-    clip = trainer["grad_clip"]
     need(clip is None or clip > 0, "trainer.grad_clip", "must be > 0 or null")
-    one_of("trainer.grad_clip_mode", "norm", "value")
-    need(trainer["accumulate"] >= 1, "trainer.accumulate", "must be >= 1")
-    one_of("trainer.precision", "32", "bf16", "fp16")
-    threads = trainer["num_threads"]
+    _one_of(need, trainer.grad_clip_mode, "trainer.grad_clip_mode", "norm", "value")
+    need(trainer.accumulate >= 1, "trainer.accumulate", "must be >= 1")
+    _one_of(need, trainer.precision, "trainer.precision", "32", "bf16", "fp16")
     need(threads is None or threads >= 1, "trainer.num_threads", "must be >= 1 or null")
     need(
-        re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", trainer["device"]) is not None,
+        re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", trainer.device) is not None,
         "trainer.device",
         "use auto, cpu, cuda or cuda:N",
     )
     need(
-        re.fullmatch(r"auto|(val_)?(loss|accuracy|rmse)", trainer["monitor"]) is not None,
+        re.fullmatch(f"auto|{_MONITORED}", trainer.monitor) is not None,
         "trainer.monitor",
         "use auto, loss, val_loss, accuracy/val_accuracy (classification) or "
         "rmse/val_rmse (regression)",
     )
-    one_of("trainer.progress", "auto", "bar", "lines", "none")
-    need(0.0 <= reg["dropout"] < 1.0, "regularization.dropout", "must be in [0, 1)")
-    need(reg["l1"] >= 0, "regularization.l1", "must be >= 0")
-    need(reg["l2"] >= 0, "regularization.l2", "must be >= 0")
-    need(
-        0.0 <= reg["label_smoothing"] < 1.0,
-        "regularization.label_smoothing",
-        "must be in [0, 1)",
-    )
-    aug = reg["augmentation"]
-    need(aug["crop_padding"] >= 0, "regularization.augmentation.crop_padding", "must be >= 0")
-    need(
-        0 <= aug["rotate_degrees"] <= 180,
-        "regularization.augmentation.rotate_degrees",
-        "must be in [0, 180]",
-    )
-    need(
-        0 <= aug["translate"] < 0.5,
-        "regularization.augmentation.translate",
-        "must be in [0, 0.5)",
-    )
-    stop = reg["early_stopping"]
-    for key, watched in [
-        ("regularization.early_stopping.monitor", stop["monitor"]),
-        ("scheduler.monitor", (cfg.get("scheduler") or {}).get("monitor")),
-    ]:
-        need(
-            watched is None or re.fullmatch(r"(val_)?(loss|accuracy|rmse)", watched) is not None,
-            key,
-            "use null (follow trainer.monitor), loss, val_loss, accuracy, val_accuracy, rmse "
-            "or val_rmse",
-        )
-    need(stop["patience"] >= 0, "regularization.early_stopping.patience", "must be >= 0")
-    one_of("regularization.early_stopping.mode", "auto", "min", "max")
-    need(0.0 < cfg["eval"]["threshold"] < 1.0, "eval.threshold", "must be in (0, 1)")
-    evaluation = cfg["eval"]
-    one_of("eval.protocol", "holdout", "kfold", "iterated_kfold")
-    need(evaluation["folds"] >= 2, "eval.folds", "must be >= 2")
-    need(evaluation["repeats"] >= 1, "eval.repeats", "must be >= 1")
-    for split in cfg["eval"]["splits"]:
+    _one_of(need, trainer.progress, "trainer.progress", "auto", "bar", "lines", "none")
+
+
+def _check_regularization(reg: RegularizationSettings, need: Check) -> None:
+    need(0.0 <= reg.dropout < 1.0, "regularization.dropout", "must be in [0, 1)")
+    need(reg.l1 >= 0, "regularization.l1", "must be >= 0")
+    need(reg.l2 >= 0, "regularization.l2", "must be >= 0")
+    smoothing = reg.label_smoothing
+    need(0.0 <= smoothing < 1.0, "regularization.label_smoothing", "must be in [0, 1)")
+    aug, key = reg.augmentation, "regularization.augmentation"
+    need(aug.crop_padding >= 0, f"{key}.crop_padding", "must be >= 0")
+    need(0 <= aug.rotate_degrees <= 180, f"{key}.rotate_degrees", "must be in [0, 180]")
+    need(0 <= aug.translate < 0.5, f"{key}.translate", "must be in [0, 0.5)")
+    stop, key = reg.early_stopping, "regularization.early_stopping"
+    watched = stop.monitor
+    need(watched is None or re.fullmatch(_MONITORED, watched) is not None, f"{key}.monitor",
+         _FOLLOW_RULE)  # fmt: skip
+    need(stop.patience >= 0, f"{key}.patience", "must be >= 0")
+    _one_of(need, stop.mode, f"{key}.mode", "auto", "min", "max")
+
+
+def _check_eval(evaluation: EvalSettings, need: Check) -> None:
+    need(0.0 < evaluation.threshold < 1.0, "eval.threshold", "must be in (0, 1)")
+    _one_of(need, evaluation.protocol, "eval.protocol", "holdout", "kfold", "iterated_kfold")
+    need(evaluation.folds >= 2, "eval.folds", "must be >= 2")
+    need(evaluation.repeats >= 1, "eval.repeats", "must be >= 1")
+    for split in evaluation.splits:
         need(split in ("val", "test"), "eval.splits", "list of val and/or test")
-    diagnostics = cfg.get("diagnostics") or {}
-    need(diagnostics.get("grad_every", 0) >= 0, "diagnostics.grad_every", "must be >= 0")
-    need(diagnostics.get("val_samples", 1) >= 1, "diagnostics.val_samples", "must be >= 1")
-    lr = opt.get("lr")
-    need(
-        isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0,
-        "optimizer.lr",
-        "must be a number > 0",
-    )
-    momentum = opt.get("momentum")
-    need(
-        momentum is None or (isinstance(momentum, int | float) and 0 <= momentum < 1),
-        "optimizer.momentum",
-        "must be in [0, 1)",
-    )
-    wd = opt.get("weight_decay")
-    need(
-        wd is None or (isinstance(wd, int | float) and wd >= 0),
-        "optimizer.weight_decay",
-        "must be >= 0",
-    )
-    if problems:
-        raise UserError("invalid config: " + "; ".join(problems))
+
+
+def _check_optimizer(opt: Mapping[str, Any], need: Check) -> None:
+    lr, momentum, wd = opt.get("lr"), opt.get("momentum"), opt.get("weight_decay")
+    need(_is_number(lr) and lr > 0, "optimizer.lr", "must be a number > 0")
+    need(momentum is None or (_is_number(momentum) and 0 <= momentum < 1),
+         "optimizer.momentum", "must be in [0, 1)")  # fmt: skip
+    need(wd is None or (_is_number(wd) and wd >= 0), "optimizer.weight_decay", "must be >= 0")
 
 
 def missing_packages(choices: Mapping[str, Any]) -> list[str]:
@@ -279,7 +325,7 @@ def _installed(module: str) -> bool:
         return False
 
 
-def _data_problems(data: dict[str, Any]) -> list[str]:
+def _data_problems(data: Mapping[str, Any]) -> list[str]:
     """The options loaders share, checked here so no loader fails after the run dir exists.
 
     Every loader holds out a validation split and (except the image sets, which have an
@@ -312,8 +358,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _value(cfg: dict[str, Any], dotted: str) -> Any:
+def _value(cfg: RunConfig, dotted: str) -> Any:
+    """The value at a dotted key, through typed nodes and plain dicts alike."""
     node: Any = cfg
     for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
+        if is_dataclass(node):
+            node = getattr(node, part, None)
+        else:
+            node = node.get(part) if isinstance(node, Mapping) else None
     return node

@@ -141,14 +141,14 @@ class Leaderboard(Callback):
     job was refused before training for the same reason leaves nothing behind."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from dlrun.config import validate
+        from dlrun.config import to_run_config, validate
         from dlrun.errors import UserError
         from dlrun.overrides import check_sweep
 
         main = {k: v for k, v in config.items() if k != "hydra"}
         try:
             check_sweep(config)  # every swept value composes; plugins installed
-            validate(OmegaConf.to_container(OmegaConf.create(main), resolve=True))
+            validate(to_run_config(OmegaConf.create(main)))
         except UserError as exc:
             _exit(2, f"{exc} (the sweep was not started)")
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Mapping
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +55,13 @@ def find_targets(node: Any, where: str = "") -> Iterator[tuple[str, Any]]:
             yield from find_targets(value, f"{where}[{i}]")
 
 
-def check_saved_config(cfg: Mapping[str, Any], source: Path | str) -> None:
-    """Refuse a saved config that names a target dlrun's configs don't (before building)."""
+def check_saved_config(cfg: Any, source: Path | str) -> None:
+    """Refuse a saved config that names a target dlrun's configs don't (before building).
+
+    ``cfg`` is a plain mapping or the typed :class:`~dlrun.config.RunConfig`."""
     allowed = allowed_targets()
-    for key, target in find_targets(cfg):
+    tree = asdict(cfg) if is_dataclass(cfg) and not isinstance(cfg, type) else cfg
+    for key, target in find_targets(tree):
         if target is not None and target not in allowed:
             raise UserError(
                 f"{source} names {key}={target!r}, which is not one of dlrun's own "

@@ -26,9 +26,8 @@ import numpy as np
 import torch
 
 from dlrun.data.download import RemoteFile, download
-from dlrun.data.sklearn_sets import _bundle
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
-from dlrun.data.splits import SplitIndices
+from dlrun.data.splits import SplitIndices, cut_bundle
 from dlrun.errors import UserError
 
 MNIST_MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -301,7 +300,7 @@ def _image_bundle(
     )
     meta = {"pixel_mean": mean, "pixel_std": std, "n_train_official": n}
     labels = torch.from_numpy(np.concatenate([train_y, test_y]))
-    return _bundle(spec, torch.from_numpy(x), labels, idx, meta)
+    return cut_bundle(spec, torch.from_numpy(x), labels, idx, meta)
 
 
 def _standardise_pixels(

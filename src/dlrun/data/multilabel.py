@@ -8,7 +8,7 @@ single class to stratify by) with features standardised on the training split.
 
 from __future__ import annotations
 
-from dlrun.data.sklearn_sets import _tabular
+from dlrun.data.sklearn_sets import tabular_bundle
 from dlrun.data.spec import DataBundle, Task
 
 
@@ -37,4 +37,6 @@ def load_multilabel(
         random_state=generator_seed,
     )
     names = tuple(f"label_{i}" for i in range(n_labels))
-    return _tabular("multilabel", x, y, Task.MULTILABEL, names, seed, val_fraction, test_fraction)
+    return tabular_bundle(
+        "multilabel", x, y, Task.MULTILABEL, names, seed, val_fraction, test_fraction
+    )

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split, Task
-from dlrun.data.splits import Standardizer, stratified_split
+from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
+from dlrun.data.splits import Standardizer, cut_bundle, encode_targets, stratified_split
 
 
 def load_digits_images(
@@ -37,7 +37,7 @@ def load_digits_images(
         n_outputs=10,
         class_names=tuple(str(d) for d in range(10)),
     )
-    return _bundle(spec, x, torch.from_numpy(y), idx)
+    return cut_bundle(spec, x, torch.from_numpy(y), idx)
 
 
 def load_digits_flat(
@@ -47,7 +47,7 @@ def load_digits_flat(
     from sklearn.datasets import load_digits
 
     raw = load_digits()
-    return _tabular(
+    return tabular_bundle(
         "digits_flat",
         raw.data,
         raw.target,
@@ -71,7 +71,7 @@ def load_breast_cancer(
 
     raw = load()
     y = (raw.target == 0).astype(np.int64)
-    return _tabular(
+    return tabular_bundle(
         "breast_cancer",
         raw.data,
         y,
@@ -98,7 +98,7 @@ def load_diabetes(seed: int, val_fraction: float = 0.15, test_fraction: float = 
     from sklearn.datasets import load_diabetes as load
 
     raw = load()
-    return _tabular(
+    return tabular_bundle(
         "diabetes", raw.data, raw.target, Task.REGRESSION, (), seed, val_fraction, test_fraction
     )
 
@@ -111,12 +111,12 @@ def _named_classification(
 
     raw = getattr(sklearn.datasets, loader)()
     classes = tuple(str(c) for c in raw.target_names)
-    return _tabular(
+    return tabular_bundle(
         name, raw.data, raw.target, Task.MULTICLASS, classes, seed, val_fraction, test_fraction
     )
 
 
-def _tabular(
+def tabular_bundle(
     name: str,
     features: np.ndarray,
     target: np.ndarray,
@@ -126,11 +126,13 @@ def _tabular(
     val_fraction: float,
     test_fraction: float,
 ) -> DataBundle:
+    """A bundle of a feature table: split (stratified for single-label classes), features
+    standardised with training statistics, targets encoded for the task's loss."""
     # multilabel rows have several labels at once, so there is no single class to stratify by
     stratify = task in (Task.MULTICLASS, Task.BINARY)
     idx = stratified_split(target, seed, val_fraction, test_fraction, stratify=stratify)
     x = torch.from_numpy(Standardizer.fit(features[idx.train]).transform(features))
-    y, n_outputs, meta = _targets(target, task, idx.train, len(class_names))
+    y, n_outputs, meta = encode_targets(target, task, idx.train, len(class_names))
     spec = DataSpec(
         name=name,
         task=task,
@@ -139,42 +141,4 @@ def _tabular(
         n_outputs=n_outputs,
         class_names=class_names,
     )
-    return _bundle(spec, x, y, idx, meta)
-
-
-def _targets(
-    target: np.ndarray, task: Task, train: np.ndarray, n_classes: int
-) -> tuple[torch.Tensor, int, dict]:
-    """Targets as the tensor type the task's loss wants, with ``n_outputs`` and ``meta``.
-
-    Regression targets are standardised with training-split statistics only; the scaler
-    goes to ``meta["target_scaler"]`` so errors can be reported in the data's own units.
-    """
-    if task in (Task.REGRESSION, Task.FORECAST):
-        column = target.reshape(len(target), -1).astype(np.float64)
-        scaler = Standardizer.fit(column[train])
-        meta = {"target_scaler": {"mean": scaler.mean.tolist(), "std": scaler.std.tolist()}}
-        return torch.from_numpy(scaler.transform(column)), column.shape[1], meta
-    if task is Task.BINARY:
-        return torch.from_numpy(target.astype(np.float32)), 1, {}
-    if task is Task.MULTILABEL:
-        return torch.from_numpy(target.astype(np.float32)), target.shape[1], {}
-    return torch.from_numpy(target.astype(np.int64)), n_classes, {}
-
-
-def _bundle(
-    spec: DataSpec,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    idx,
-    meta=None,
-    lengths: torch.Tensor | None = None,
-) -> DataBundle:
-    """Cut whole-dataset tensors into the three splits named by ``idx`` (SplitIndices)."""
-
-    def part(index: np.ndarray) -> Split:
-        t = torch.from_numpy(index)
-        part_lengths = None if lengths is None else lengths[t].contiguous()
-        return Split(x[t].contiguous(), y[t].contiguous(), part_lengths)
-
-    return DataBundle(spec, part(idx.train), part(idx.val), part(idx.test), meta or {})
+    return cut_bundle(spec, x, y, idx, meta)

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
+from dlrun.data.spec import DataBundle, DataSpec, Split, Task
 from dlrun.errors import UserError
 
 
@@ -78,3 +80,41 @@ class Standardizer:
 
     def inverse(self, x: np.ndarray) -> np.ndarray:
         return (x * self.std + self.mean).astype(np.float32)
+
+
+def encode_targets(
+    target: np.ndarray, task: Task, train: np.ndarray, n_classes: int
+) -> tuple[torch.Tensor, int, dict]:
+    """Targets as the tensor type the task's loss wants, with ``n_outputs`` and ``meta``.
+
+    Regression targets are standardised with training-split statistics only; the scaler
+    goes to ``meta["target_scaler"]`` so errors can be reported in the data's own units.
+    """
+    if task in (Task.REGRESSION, Task.FORECAST):
+        column = target.reshape(len(target), -1).astype(np.float64)
+        scaler = Standardizer.fit(column[train])
+        meta = {"target_scaler": {"mean": scaler.mean.tolist(), "std": scaler.std.tolist()}}
+        return torch.from_numpy(scaler.transform(column)), column.shape[1], meta
+    if task is Task.BINARY:
+        return torch.from_numpy(target.astype(np.float32)), 1, {}
+    if task is Task.MULTILABEL:
+        return torch.from_numpy(target.astype(np.float32)), target.shape[1], {}
+    return torch.from_numpy(target.astype(np.int64)), n_classes, {}
+
+
+def cut_bundle(
+    spec: DataSpec,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    idx,
+    meta=None,
+    lengths: torch.Tensor | None = None,
+) -> DataBundle:
+    """Cut whole-dataset tensors into the three splits named by ``idx`` (SplitIndices)."""
+
+    def part(index: np.ndarray) -> Split:
+        t = torch.from_numpy(index)
+        part_lengths = None if lengths is None else lengths[t].contiguous()
+        return Split(x[t].contiguous(), y[t].contiguous(), part_lengths)
+
+    return DataBundle(spec, part(idx.train), part(idx.val), part(idx.test), meta or {})

@@ -15,9 +15,8 @@ import math
 import numpy as np
 import torch
 
-from dlrun.data.sklearn_sets import _bundle
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
-from dlrun.data.splits import stratified_split
+from dlrun.data.splits import cut_bundle, stratified_split
 from dlrun.errors import UserError
 
 CLASSES = ("sine", "square", "triangle", "sawtooth")
@@ -69,7 +68,7 @@ def load_waveforms(
         class_names=CLASSES,
     )
     x = torch.from_numpy(scaled.astype(np.float32)).unsqueeze(-1)
-    return _bundle(
+    return cut_bundle(
         spec,
         x,
         torch.from_numpy(labels.astype(np.int64)),

@@ -12,9 +12,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlrun.cli_args import parse_key_values
+
+if TYPE_CHECKING:
+    from dlrun.config import RunConfig, RunContext
 
 
 def split_arguments(
@@ -30,30 +33,28 @@ def split_arguments(
     return parse_key_values(own, defaults, usage, prog=prog), rest
 
 
-def compose_run_config(overrides: list[str]) -> dict[str, Any]:
-    """The validated, resolved config ``dlrun <overrides>`` would run, with
-    ``model_name`` set as the runner expects. Raises Hydra's or dlrun's errors; call it
-    inside :func:`reported` to turn them into one line."""
-    from omegaconf import OmegaConf, open_dict
+def compose_run_config(overrides: list[str]) -> tuple[RunConfig, RunContext]:
+    """The validated, typed config ``dlrun <overrides>`` would run, and its names.
+    Raises Hydra's or dlrun's errors; call it inside :func:`reported` to turn them into
+    one line."""
+    from omegaconf import open_dict
 
-    from dlrun.config import validate
+    from dlrun.config import RunContext, to_run_config, validate
+    from dlrun.errors import UserError
     from dlrun.overrides import check_command_line, compose_here
 
-    if any(a.startswith("-") for a in overrides):
-        flag = next(a for a in overrides if a.startswith("-"))
-        from dlrun.errors import UserError
-
-        raise UserError(f"{flag} is a dlrun flag; this command takes one run's overrides")
+    flags = [a for a in overrides if a.startswith("-")]
+    if flags:
+        raise UserError(f"{flags[0]} is a dlrun flag; this command takes one run's overrides")
     check_command_line(overrides)
     cfg = compose_here(overrides)
-    choices = {k: v for k, v in cfg.hydra.runtime.choices.items()}
+    choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
-    container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    container["model_name"] = choices.get("model")
-    container["data_name"] = choices.get("data")
-    validate(container, choices=choices)
-    return container
+    typed = to_run_config(cfg)
+    validate(typed, choices=choices)
+    names = RunContext(str(choices.get("model") or "model"), str(choices.get("data") or "data"))
+    return typed, names
 
 
 @contextmanager
@@ -66,6 +67,6 @@ def reported(prog: str) -> Iterator[None]:
         yield
 
 
-def run_label(cfg: dict[str, Any]) -> str:
+def run_label(context: RunContext) -> str:
     """``<model>_<data>`` for output folder names."""
-    return f"{cfg.get('model_name') or 'model'}_{cfg.get('data_name') or 'data'}"
+    return f"{context.model_name}_{context.data_name}"

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from dlrun.config import RunConfig
+
 USAGE = (__doc__ or "").strip()
 DEFAULTS: dict[str, Any] = {"samples": 4, "entries": 8, "eps": 1e-6, "seed": 0}
 TOLERANCE = 1e-4  # relative error: float64 differences reach ~1e-8, a wrong backward ~1e-1
@@ -98,15 +100,19 @@ def _central_difference(
     return (plus - minus) / (2 * eps)
 
 
-def gradcheck_run(cfg: dict[str, Any], samples: int, entries: int, eps: float, seed: int) -> list:
+def gradcheck_run(
+    cfg: RunConfig, samples: int, entries: int, eps: float, seed: int, model_name: str = "model"
+) -> list[TensorCheck]:
     """Build the run's model and data as ``dlrun`` would (CPU, float64) and check it."""
+    from dataclasses import replace
+
     import torch
 
     from dlrun import tasks
     from dlrun.runner import build
 
-    cfg["trainer"]["device"] = "cpu"
-    exp = build(cfg)
+    cfg = replace(cfg, trainer=replace(cfg.trainer, device="cpu"))
+    exp = build(cfg, model_name=model_name)
     model = exp.model.double().eval()
     batch = exp.bundle.train.subset(torch.arange(min(samples, len(exp.bundle.train))))
     x = batch.x.double() if batch.x.is_floating_point() else batch.x
@@ -142,8 +148,9 @@ def main() -> None:
     prog = "dlrun-gradcheck"
     args, overrides = split_arguments(sys.argv[1:], DEFAULTS, USAGE, prog)
     with reported(prog):
-        cfg = compose_run_config(overrides)
-        results = gradcheck_run(cfg, args["samples"], args["entries"], args["eps"], args["seed"])
+        cfg, names = compose_run_config(overrides)
+        results = gradcheck_run(cfg, args["samples"], args["entries"], args["eps"], args["seed"],
+                                names.model_name)  # fmt: skip
         print(format_results(results))
     sys.exit(0 if all(r.passed for r in results) else 1)
 

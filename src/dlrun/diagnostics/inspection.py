@@ -168,11 +168,11 @@ def output_dir(run_dir: Path, out: str) -> Path:
 def inspect_run(args: dict[str, Any]) -> Path:
     """Load the run, pick the pictures for its kind of data, write them and inspect.md."""
     from dlrun.data.spec import DataKind
-    from dlrun.saved_run import load_run
+    from dlrun.restore import load_run, run_context
 
     captum_attr()  # before loading anything: a missing package is the first thing to say
     run_dir = Path(args["run"])
-    cfg, exp = load_run(run_dir, args["ckpt"], "cpu")
+    _, exp = load_run(run_dir, args["ckpt"], "cpu")
     kind = exp.bundle.spec.kind
     if kind is DataKind.IMAGE and exp.bundle.spec.task.value == "multiclass":
         make = inspect_images
@@ -186,7 +186,8 @@ def inspect_run(args: dict[str, Any]) -> Path:
     out = output_dir(run_dir, args["out"])
     out.mkdir(parents=True)
     lines = make(exp, out, args)
-    title = f"# Inside {cfg.get('model_name')} on {cfg.get('data_name')} ({run_dir.name})"
+    names = run_context(run_dir)
+    title = f"# Inside {names.model_name} on {names.data_name} ({run_dir.name})"
     (out / "inspect.md").write_text("\n".join([title, "", *lines, ""]))
     return out
 

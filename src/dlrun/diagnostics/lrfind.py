@@ -24,7 +24,8 @@ from dlrun.diagnostics.command import compose_run_config, reported, run_label, s
 from dlrun.errors import UserError
 
 if TYPE_CHECKING:
-    from dlrun.runner import Experiment
+    from dlrun.config import RunConfig, RunContext
+    from dlrun.runner import Setup
 
 USAGE = (__doc__ or "").strip()
 DEFAULTS: dict[str, Any] = {"start_lr": 1e-7, "end_lr": 10.0, "steps": 100, "out": ""}
@@ -42,7 +43,7 @@ def lr_schedule(start: float, end: float, steps: int) -> list[float]:
     return [start * ratio**i for i in range(steps)]
 
 
-def range_test(exp: Experiment, cfg: dict[str, Any], lrs: list[float]) -> dict[str, list]:
+def range_test(exp: Setup, cfg: RunConfig, lrs: list[float]) -> dict[str, list]:
     """Train a copy of ``exp.model`` one batch per lr; the smoothed loss per lr tried."""
     import copy
 
@@ -53,10 +54,10 @@ def range_test(exp: Experiment, cfg: dict[str, Any], lrs: list[float]) -> dict[s
     from dlrun.runner import instantiate
 
     model = copy.deepcopy(exp.model).train()
-    optimizer = instantiate(cfg["optimizer"])(model.parameters())
+    optimizer = instantiate(cfg.optimizer)(model.parameters())
     loss_fn = tasks.loss_fn(exp.bundle.spec.task)
-    generator = torch.Generator().manual_seed(cfg["seed"])
-    batches = _endless(exp.bundle.train, cfg["trainer"]["batch_size"], generator, iterate)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    batches = _endless(exp.bundle.train, cfg.trainer.batch_size, generator, iterate)
     tried, losses, raw, average = [], [], [], 0.0
     for i, lr in enumerate(lrs):
         for group in optimizer.param_groups:
@@ -115,7 +116,7 @@ def plot(path: Path, result: dict[str, Any]) -> None:
     fig.savefig(path)
 
 
-def output_dir(out: str, cfg: dict[str, Any]) -> Path:
+def output_dir(out: str, cfg: RunConfig, names: RunContext) -> Path:
     """``out`` if given (must not hold files already), else a new timestamped folder."""
     if out:
         path = Path(out)
@@ -123,7 +124,7 @@ def output_dir(out: str, cfg: dict[str, Any]) -> Path:
             raise UserError(f"out={out} already holds files; name a new or empty folder")
         return path
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    base = Path(cfg["paths"]["outputs"]) / "lrfind" / f"{stamp}_{run_label(cfg)}"
+    base = Path(cfg.paths.outputs) / "lrfind" / f"{stamp}_{run_label(names)}"
     path, n = base, 1
     while path.exists():
         n += 1
@@ -131,17 +132,19 @@ def output_dir(out: str, cfg: dict[str, Any]) -> Path:
     return path
 
 
-def find_lr(cfg: dict[str, Any], args: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+def find_lr(
+    cfg: RunConfig, names: RunContext, args: dict[str, Any]
+) -> tuple[dict[str, Any], Path]:
     """Run the test for ``cfg``; the result (also written as JSON) and the folder."""
     from dlrun.evaluation.files import write_json
     from dlrun.runner import build
 
     lrs = lr_schedule(args["start_lr"], args["end_lr"], args["steps"])
-    out = output_dir(args["out"], cfg)
-    exp = build(cfg)
+    out = output_dir(args["out"], cfg, names)
+    exp = build(cfg, model_name=names.model_name)
     result: dict[str, Any] = range_test(exp, cfg, lrs)
     result["suggested_lr"] = suggest(result["lr"], result["loss"])
-    result["optimizer"] = cfg["optimizer"]["_target_"]
+    result["optimizer"] = (cfg.optimizer or {}).get("_target_")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "lr_find.json", result)
     plot(out / "lr_find.png", result)
@@ -152,8 +155,8 @@ def main() -> None:
     prog = "dlrun-lrfind"
     args, overrides = split_arguments(sys.argv[1:], DEFAULTS, USAGE, prog)
     with reported(prog):
-        cfg = compose_run_config(overrides)
-        result, out = find_lr(cfg, args)
+        cfg, names = compose_run_config(overrides)
+        result, out = find_lr(cfg, names, args)
         lr = result["suggested_lr"]
         tried = f"{len(result['lr'])} steps, lr {result['lr'][0]:.1e} to {result['lr'][-1]:.1e}"
         if lr is None:

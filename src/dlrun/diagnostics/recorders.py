@@ -22,10 +22,11 @@ import torch
 from torch import nn
 
 from dlrun.data.batches import iterate
-from dlrun.engine.callbacks import Callback
+from dlrun.engine.trainer import Callback
 from dlrun.nn.activations import BinaryStep
 
 if TYPE_CHECKING:
+    from dlrun.config import DiagnosticsSettings
     from dlrun.data.spec import Split
     from dlrun.engine.trainer import FitState, Trainer
 
@@ -259,14 +260,13 @@ class ActivationHealth(Callback):
             self.after = self._measure(trainer)
 
 
-def diagnostics_callbacks(settings: dict[str, Any] | None) -> list[Callback]:
+def diagnostics_callbacks(settings: DiagnosticsSettings) -> list[Callback]:
     """The recorders a run gets from its ``diagnostics`` config (none when disabled)."""
-    settings = settings or {}
-    if not settings.get("enabled", True):
+    if not settings.enabled:
         return []
     callbacks: list[Callback] = []
-    if settings.get("grad_every", 25):
-        callbacks.append(GradientNorms(settings.get("grad_every", 25)))
-    if settings.get("activations", True):
-        callbacks.append(ActivationHealth(settings.get("val_samples", 512)))
+    if settings.grad_every:
+        callbacks.append(GradientNorms(settings.grad_every))
+    if settings.activations:
+        callbacks.append(ActivationHealth(settings.val_samples))
     return callbacks

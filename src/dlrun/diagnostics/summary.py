@@ -23,7 +23,8 @@ from dlrun.monitor import metric_mode
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from dlrun.engine.callbacks import Callback
+    from dlrun.config import RunConfig, RunContext
+    from dlrun.engine.trainer import Callback
 
 GRADIENT_PICTURE = "gradient_norms.png"
 GRADIENT_TABLE = "gradient_norms.csv"
@@ -32,7 +33,8 @@ _ACTIVATION_NAMES = {"leakyrelu": "leaky_relu", "binarystep": "step", "silu": "s
 
 
 def diagnose(
-    cfg: dict[str, Any],
+    cfg: RunConfig,
+    context: RunContext,
     history: list[dict[str, float]],
     metrics: dict[str, Any],
     callbacks: Sequence[Callback],
@@ -44,9 +46,9 @@ def diagnose(
     ``metrics`` is what the evaluation returned (its baseline and comparison are the
     yardstick of "poor"); report.md in ``run_dir`` is written again with the section.
     """
-    if not (cfg.get("diagnostics") or {}).get("enabled", True):
+    if not cfg.diagnostics.enabled:
         return None
-    facts = run_facts(cfg, run_dir)
+    facts = run_facts(config_dict(cfg, context), run_dir)
     metric = train_metric(history)
     out: dict[str, Any] = {}
     if metric:
@@ -62,11 +64,18 @@ def diagnose(
     metrics["diagnostics"] = out
     if out.get("gradients", {}).get("picture"):
         metrics["files"] = [*metrics.get("files", []), GRADIENT_PICTURE, GRADIENT_TABLE]
-    _rewrite_report(run_dir, metrics, cfg.get("summary", ""))
+    _rewrite_report(run_dir, metrics, context.summary)
     line = one_line(out)
     if console is not None and line:
         console.print(line, highlight=False, markup=False)
     return out
+
+
+def config_dict(cfg: RunConfig, context: RunContext) -> dict[str, Any]:
+    """The typed config as the plain dict :class:`Facts` reads, with the model's name."""
+    import dataclasses
+
+    return {**dataclasses.asdict(cfg), "model_name": context.model_name}
 
 
 def train_metric(history: list[dict[str, float]]) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from dlrun.engine.callbacks import Callback
+from dlrun.engine.trainer import Callback
 from dlrun.errors import UserError
 from dlrun.sweep.protocol import (
     PRUNED_AT_ATTR,
@@ -38,6 +38,8 @@ class OptunaPruning(Callback):
     can tell a pruned trial from a failed one whatever the job's return value is.
     A trial that is already finished (a pruned run resumed by hand) is left alone.
     """
+
+    main_process_only = True
 
     def __init__(self, storage: str, study_name: str, trial_number: int, monitor: str) -> None:
         self.storage = storage

@@ -136,12 +136,10 @@ class DlrunOptunaSweeper(Sweeper):
     def _run(
         self, study: optuna.Study, space: SearchSpace, direction: str, storage: str
     ) -> list[Sequence[JobReturn]]:
-        from dlrun.sweep.protocol import TrialIdentity
         from dlrun.sweep.study import (
             close_interrupted,
             finished_trials,
             grid_points_left,
-            queue_next_grid_point,
             waiting_trials,
         )
 
@@ -155,35 +153,12 @@ class DlrunOptunaSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        log.info(
-            "Optuna study %s (%s, %s sampler, %s pruner): %d of %d trials done, %d to run; "
-            "resume with hydra.sweeper.storage=%s hydra.sweeper.study_name=%s",
-            study.study_name,
-            direction,
-            self.sampler,
-            self.pruner,
-            target - remaining,
-            target,
-            remaining,
-            storage,
-            study.study_name,
-        )
+        self._log_plan(study, direction, storage, target - remaining, remaining)
         returns: list[Sequence[JobReturn]] = []
         failures_in_a_row, ran, failed = 0, 0, 0
         last_reason = ""
         while remaining > 0:
-            trials = []
-            for _ in range(min(self.n_jobs, remaining)):
-                if grid:
-                    queue_next_grid_point(study, space)
-                trials.append(study.ask(space.distributions))
-            batch = [
-                [
-                    *space.overrides_for(t.params),
-                    *TrialIdentity(storage, study.study_name, t.number).overrides(),
-                ]
-                for t in trials
-            ]
+            trials, batch = self._ask(study, space, storage, min(self.n_jobs, remaining))
             self._validate(study, trials, batch)
             try:
                 results = self._launch(batch, [t.number for t in trials])
@@ -213,6 +188,45 @@ class DlrunOptunaSweeper(Sweeper):
         if ran and failed == ran:
             raise SweepError(f"dlrun: error: all {ran} trials failed; last: {last_reason}")
         return returns
+
+    def _log_plan(
+        self, study: optuna.Study, direction: str, storage: str, done: int, remaining: int
+    ) -> None:
+        log.info(
+            "Optuna study %s (%s, %s sampler, %s pruner): %d of %d trials done, %d to run; "
+            "resume with hydra.sweeper.storage=%s hydra.sweeper.study_name=%s",
+            study.study_name,
+            direction,
+            self.sampler,
+            self.pruner,
+            done,
+            done + remaining,
+            remaining,
+            storage,
+            study.study_name,
+        )
+
+    def _ask(
+        self, study: optuna.Study, space: SearchSpace, storage: str, n: int
+    ) -> tuple[list[optuna.trial.Trial], list[list[str]]]:
+        """``n`` new trials (a grid queues its next point first) and each job's overrides:
+        the trial's parameters and its identity (how the job reports to its trial)."""
+        from dlrun.sweep.protocol import TrialIdentity
+        from dlrun.sweep.study import queue_next_grid_point
+
+        trials = []
+        for _ in range(n):
+            if self.sampler == "grid":
+                queue_next_grid_point(study, space)
+            trials.append(study.ask(space.distributions))
+        batch = [
+            [
+                *space.overrides_for(t.params),
+                *TrialIdentity(storage, study.study_name, t.number).overrides(),
+            ]
+            for t in trials
+        ]
+        return trials, batch
 
     def _validate(
         self, study: optuna.Study, trials: list[optuna.trial.Trial], batch: list[list[str]]

@@ -1,4 +1,4 @@
-"""k-fold and iterated k-fold cross-validation: k models, mean ± std and intervals.
+"""Cross-validation (k-fold and iterated k-fold): k models, mean ± std and intervals.
 
 The seeds' way to validate when data is scarce. The training and validation splits are
 pooled and cut into k folds (stratified for single-label classification). For each
@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from dlrun.config import RunConfig, RunContext
 from dlrun.data.spec import DataBundle, Split, Task
 from dlrun.display import interval, make_console, number
 from dlrun.errors import UserError
@@ -106,32 +107,35 @@ def inner_split(
 
 
 def cross_validate(
-    cfg: dict[str, Any], run_dir: Path, console: Console | None = None
+    cfg: RunConfig,
+    run_dir: Path,
+    console: Console | None = None,
+    context: RunContext | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one model per fold (skipping folds a resumed run finished)."""
     console = console or make_console()
-    evaluation = cfg["eval"]
-    repeats = evaluation["repeats"] if evaluation["protocol"] == "iterated_kfold" else 1
-    base: DataBundle = instantiate(cfg["data"], seed=cfg["seed"])
+    evaluation = cfg.eval
+    repeats = evaluation.repeats if evaluation.protocol == "iterated_kfold" else 1
+    base: DataBundle = instantiate(cfg.data, seed=cfg.seed)
     task = base.spec.task
     if task in (Task.FORECAST, Task.LANGUAGE_MODEL):
         raise UserError(
-            f"eval.protocol={evaluation['protocol']} would shuffle time: {base.spec.name} "
+            f"eval.protocol={evaluation.protocol} would shuffle time: {base.spec.name} "
             "is a series, which always uses its temporal holdout split"
         )
     pool = _concat(base.train, base.val)
     share = len(base.val) / len(pool) if len(base.val) else DEFAULT_INNER_SHARE
-    pairs = fold_indices(pool.y, task, evaluation["folds"], repeats, cfg["seed"])
+    pairs = fold_indices(pool.y, task, evaluation.folds, repeats, cfg.seed)
     per_fold = []
     for fold, (train_idx, held_idx) in enumerate(pairs, start=1):
         fold_dir = run_dir / f"fold_{fold}"
-        finished = _finished(fold_dir) if cfg.get("resume") else None
+        finished = _finished(fold_dir) if cfg.resume else None
         if finished is not None:
             console.print(f"fold {fold}/{len(pairs)} ({fold_dir.name}): done", highlight=False)
             per_fold.append(finished)
             continue
         console.print(f"fold {fold}/{len(pairs)} ({fold_dir.name})", highlight=False)
-        fit_idx, val_idx = inner_split(pool.y[train_idx], task, share, cfg["seed"] + fold)
+        fit_idx, val_idx = inner_split(pool.y[train_idx], task, share, cfg.seed + fold)
         training = pool.subset(torch.from_numpy(train_idx))
         fit = training.subset(torch.from_numpy(fit_idx))
         train_bundle = DataBundle(
@@ -139,27 +143,32 @@ def cross_validate(
         )
         held_out = pool.subset(torch.from_numpy(held_idx))
         eval_bundle = DataBundle(base.spec, fit, held_out, base.test, base.meta)
-        per_fold.append(_run_fold(cfg, fold_dir, console, train_bundle, eval_bundle, fold))
-    result = _aggregate(per_fold, evaluation["protocol"], run_dir)
+        bundles = (train_bundle, eval_bundle)
+        per_fold.append(_run_fold(cfg, fold_dir, console, bundles, fold, context))
+    result = _aggregate(per_fold, evaluation.protocol, run_dir)
     _print_summary(console, result)
     return result
 
 
 def _run_fold(
-    cfg: dict[str, Any],
+    cfg: RunConfig,
     fold_dir: Path,
     console: Console,
-    train_bundle: DataBundle,
-    eval_bundle: DataBundle,
+    bundles: tuple[DataBundle, DataBundle],
     fold: int,
+    context: RunContext | None,
 ) -> dict[str, Any]:
-    """Train one fold (continuing its ``last.pt`` when resuming); save its metrics."""
+    """Train one fold (continuing its ``last.pt`` when resuming); save its metrics.
+
+    ``bundles``: the data it trains on (with its inner validation split), and the data
+    it is scored on (the held-out fold as ``val``, and the test split)."""
+    train_bundle, eval_bundle = bundles
     fold_cfg = copy.deepcopy(cfg)
-    fold_cfg["eval"]["splits"] = ["val", "test"]  # val = the held-out fold, only scored
+    fold_cfg.eval.splits = ["val", "test"]  # val = the held-out fold, only scored
     last = fold_dir / "checkpoints" / "last.pt"
-    fold_cfg["resume"] = str(fold_dir) if cfg.get("resume") and last.is_file() else None
+    fold_cfg.resume = str(fold_dir) if cfg.resume and last.is_file() else None
     fold_dir.mkdir(parents=True, exist_ok=True)
-    metrics = train_and_evaluate(fold_cfg, fold_dir, console, train_bundle, eval_bundle)
+    metrics = train_and_evaluate(fold_cfg, fold_dir, console, train_bundle, eval_bundle, context)
     metrics["fold"] = fold
     metrics["sizes"] = {
         "fit": len(train_bundle.train),
