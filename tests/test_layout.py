@@ -37,7 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("data", ("dlrun.data",)),
     ("models", ("dlrun.nn", "dlrun.models")),
-    ("engine/evaluation", ("dlrun.engine", "dlrun.evaluation")),
+    ("engine/evaluation", ("dlrun.engine", "dlrun.evaluation", "dlrun.diagnostics")),
     ("runner", ("dlrun.runner", "dlrun.crossval", "dlrun.sweep")),
     (
         "cli",  # entry points, Hydra's callbacks and plugins, reading saved runs
@@ -46,6 +46,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "dlrun.cli_args",
             "dlrun.eval_cli",
             "dlrun.generate_cli",
+            "dlrun.diagnostics.command",  # dlrun-gradcheck, dlrun-lrfind, dlrun-inspect
+            "dlrun.diagnostics.gradcheck",
+            "dlrun.diagnostics.lrfind",
+            "dlrun.diagnostics.inspection",
+            "dlrun.diagnostics.inspect_plots",
             "dlrun.hydra_callbacks",
             "dlrun.overrides",
             "dlrun.trust",

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlrun.evaluation.plots import _figure
+from dlrun.evaluation.plots import new_figure
 
 
 def _show(image: torch.Tensor) -> np.ndarray:
@@ -33,7 +33,7 @@ def filters(path: Path, named_conv: tuple[str, nn.Conv2d]) -> None:
     name, conv = named_conv
     weight = conv.weight.detach()
     rows, cols = _grid(weight.shape[0], 8)
-    fig = _figure(1.2 * cols, 1.2 * rows + 0.5, left=0.1, bottom=0.1, top=0.5, hspace=0.1)
+    fig = new_figure(1.2 * cols, 1.2 * rows + 0.5, left=0.1, bottom=0.1, top=0.5, hspace=0.1)
     fig.suptitle(f"First-layer filters ({name}, {tuple(weight.shape[1:])})")
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes:
@@ -57,7 +57,7 @@ def feature_maps(
         for h in hooks:
             h.remove()
     rows = len(x) * len(convs)
-    fig = _figure(1.1 * (per + 1), 1.1 * rows + 0.5, left=0.1, bottom=0.1, top=0.5, hspace=0.3)
+    fig = new_figure(1.1 * (per + 1), 1.1 * rows + 0.5, left=0.1, bottom=0.1, top=0.5, hspace=0.3)
     fig.suptitle("Feature maps (first column: the input; rows: convolutions, early first)")
     axes = np.asarray(fig.subplots(rows, per + 1)).reshape(rows, per + 1)
     for ax in axes.ravel():
@@ -93,7 +93,7 @@ def grad_cam_grid(
     """One row of images per group (confidently right, confidently wrong), each with
     its Grad-CAM heat map laid over it and its predicted and true class."""
     cols = max((len(p) for _, p, _ in rows), default=1)
-    fig = _figure(1.9 * cols, 2.2 * max(len(rows), 1) + 0.4, left=0.1, bottom=0.1, top=0.5)
+    fig = new_figure(1.9 * cols, 2.2 * max(len(rows), 1) + 0.4, left=0.1, bottom=0.1, top=0.5)
     fig.suptitle("Grad-CAM: where the evidence for the predicted class lies")
     axes = np.asarray(fig.subplots(max(len(rows), 1), cols)).reshape(max(len(rows), 1), cols)
     for ax in axes.ravel():
@@ -112,7 +112,7 @@ def grad_cam_grid(
 def attribution_bars(path: Path, names: list[str], mean_abs: list[float], signed: list[float]):
     """Features by mean |attribution| (largest on top), coloured by the mean's sign."""
     order = np.argsort(mean_abs)[-25:]  # the 25 that matter most
-    fig = _figure(7, 0.3 * len(order) + 1.2, left=2.2, bottom=0.6)
+    fig = new_figure(7, 0.3 * len(order) + 1.2, left=2.2, bottom=0.6)
     ax = fig.subplots()
     colours = ["C3" if signed[i] < 0 else "C0" for i in order]
     ax.barh([names[i] for i in order], [mean_abs[i] for i in order], color=colours)

@@ -100,9 +100,9 @@ def suggest(lrs: list[float], losses: list[float]) -> float | None:
 
 def plot(path: Path, result: dict[str, Any]) -> None:
     """Loss against lr on a log axis, the suggestion marked."""
-    from dlrun.evaluation.plots import _figure
+    from dlrun.evaluation.plots import new_figure
 
-    fig = _figure(7, 4.5, left=0.9, bottom=0.8)
+    fig = new_figure(7, 4.5, left=0.9, bottom=0.8)
     ax = fig.subplots()
     ax.plot(result["lr"], result["raw_loss"], color="lightgrey", lw=0.8, label="loss per batch")
     ax.plot(result["lr"], result["loss"], color="C0", lw=1.8, label="smoothed loss")
@@ -132,9 +132,7 @@ def output_dir(out: str, cfg: RunConfig, names: RunContext) -> Path:
     return path
 
 
-def find_lr(
-    cfg: RunConfig, names: RunContext, args: dict[str, Any]
-) -> tuple[dict[str, Any], Path]:
+def find_lr(cfg: RunConfig, names: RunContext, args: dict[str, Any]) -> tuple[dict[str, Any], Path]:
     """Run the test for ``cfg``; the result (also written as JSON) and the folder."""
     from dlrun.evaluation.files import write_json
     from dlrun.runner import build

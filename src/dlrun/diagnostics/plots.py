@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from dlrun.evaluation.plots import LEGEND_UP_TO, _figure
+from dlrun.evaluation.plots import LEGEND_UP_TO, new_figure
 
 
 def gradient_norms(path: Path, recorded: dict[str, Any]) -> None:
@@ -20,7 +20,7 @@ def gradient_norms(path: Path, recorded: dict[str, Any]) -> None:
     norms = np.asarray(recorded["norms"], dtype=float)
     steps = np.asarray(recorded["steps"], dtype=float)
     floor = _floor(norms)
-    fig = _figure(12, 4.8, left=0.9, bottom=1.1, wspace=0.3)
+    fig = new_figure(12, 4.8, left=0.9, bottom=1.1, wspace=0.3)
     over_time, per_layer = fig.subplots(1, 2)
     colours = _colours(len(layers))
     named = set(np.linspace(0, len(layers) - 1, min(len(layers), LEGEND_UP_TO)).astype(int))
@@ -65,7 +65,7 @@ def image_grid(
     n = len(images)
     cols = min(n, 4)
     rows = -(-n // cols)
-    fig = _figure(3.0 * cols, 2.8 * rows + 0.4, left=0.1, right=0.1, bottom=0.1, top=0.6,
+    fig = new_figure(3.0 * cols, 2.8 * rows + 0.4, left=0.1, right=0.1, bottom=0.1, top=0.6,
                   wspace=0.15, hspace=0.35)  # fmt: skip
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax, image, title in zip(axes, images, titles, strict=False):
