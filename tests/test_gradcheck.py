@@ -54,7 +54,7 @@ def test_the_same_network_with_a_correct_op_passes():
     x, y = torch.randn(3, 5, dtype=torch.float64), torch.tensor([0, 1, 1])
     results = check_gradients(_net(lambda t: t * t), _loss_of(x, y))
     assert all(r.passed for r in results), format_results(results)
-    assert format_results(results).endswith("every relative error <= 1e-04")
+    assert format_results(results).endswith("every relative error <= 1e-03")
 
 
 def test_a_detached_layer_fails_instead_of_being_skipped():
