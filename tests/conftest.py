@@ -70,7 +70,7 @@ def run_cli(
 
 
 def sigterm_after_first_epoch(
-    *args: str, run_dir: Path, cwd: Path, timeout: float = 120
+    *args: str, run_dir: Path, cwd: Path, timeout: float = 120, env: dict[str, str] | None = None
 ) -> tuple[int, str]:
     """Start ``dlrun`` (a very long run), SIGTERM it once ``last.pt`` exists.
 
@@ -81,6 +81,7 @@ def sigterm_after_first_epoch(
         [sys.executable, "-m", "dlrun.cli", *args, "trainer.epochs=100000",
          f"hydra.run.dir={run_dir}"],
         cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **(env or {})},
     )  # fmt: skip
     try:
         deadline = time.monotonic() + timeout

@@ -266,20 +266,6 @@ def test_bad_resume_target_is_one_message(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_tensorboard_logger_writes_events(tmp_path: Path) -> None:
-    pytest.importorskip("tensorboard")
-    result = run_cli(
-        "model=mlp",
-        "data=iris",
-        "trainer.epochs=2",
-        "logger=tensorboard",
-        f"hydra.run.dir={tmp_path / 'run'}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr
-    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["32", "bf16", "fp16"])
 def test_cuda_training_with_mixed_precision(precision: str, tmp_path: Path) -> None:

@@ -142,7 +142,7 @@ def test_regularization_choices_no_longer_report_identical_numbers(tmp_path: Pat
 def test_monitor_settings_are_checked_before_anything_runs() -> None:
     config.validate(compose_cfg("scheduler=plateau"))  # null: follow trainer.monitor
     config.validate(compose_cfg("scheduler=plateau", "scheduler.monitor=val_accuracy"))
-    for bad in ["scheduler.monitor=val_f1", "regularization.early_stopping.monitor=f1"]:
+    for bad in ["scheduler.monitor=val_f3", "regularization.early_stopping.monitor=f1"]:
         cfg = compose_cfg("scheduler=plateau", bad)
         with pytest.raises(config.UserError, match=bad.split("=")[0]):
             config.validate(cfg)

@@ -29,12 +29,15 @@ from typing import Any
 
 from dlrun.errors import UserError
 from dlrun.monitor import metric_mode as metric_mode  # re-exported; lives in dlrun.monitor
+from dlrun.tasks import monitor_problem
 
 # Choices that need an optional package: the module that must be importable and the
 # extra of pyproject.toml that installs it. Checked before anything runs, so a missing
 # package is named with its install command instead of failing mid-run.
 OPTIONAL_CHOICES: dict[str, tuple[str, str]] = {
     "logger=tensorboard": ("tensorboard", "tensorboard"),
+    "logger=mlflow": ("mlflow", "tracking"),
+    "logger=wandb": ("wandb", "wandb"),
     "data=sunspots": ("statsmodels", "series"),
     "hydra/launcher=joblib": ("hydra_plugins.hydra_joblib_launcher", "parallel"),
     "hydra/launcher=submitit_local": ("hydra_plugins.hydra_submitit_launcher", "parallel"),
@@ -47,9 +50,17 @@ OPTIONAL_CHOICES: dict[str, tuple[str, str]] = {
 _DATA_COUNTS = (
     "size", "window", "horizon", "stride", "block_size", "limit",
     "n_samples", "n_points", "n_features", "n_labels", "max_categories",
+    "max_length", "max_vocab", "min_count", "prefetch_factor",
 )  # fmt: skip
+# Options of users' own data (image_folder, text_folder, array) with a fixed set of values.
+_DATA_CHOICES: dict[str, tuple[Any, ...]] = {
+    "stream": ("auto", True, False),
+    "cache": (True, False),
+    "channels": ("auto", 1, 3),
+    "tokens": ("word", "char"),
+    "kind": ("auto", "tabular", "image", "sequence", "tokens"),
+}
 _DATA_NULLABLE = ("limit", "stride")
-_MONITORED = r"(val_)?(loss|accuracy|rmse)"
 
 
 @dataclass
@@ -211,8 +222,13 @@ def validate(cfg: RunConfig, choices: Mapping[str, Any] | None = None) -> None:
     before a sweep starts, since a single run doesn't use them.
     """
     problems: list[str] = _data_problems(cfg.data or {})
-    run_choices = {k: v for k, v in (choices or {}).items() if not k.startswith("hydra/")}
+    run_choices = {
+        k: v for k, v in (choices or {}).items() if not k.startswith("hydra/") and k != "logger"
+    }
     problems += missing_packages(run_choices)
+    # logger=[mlflow,tensorboard] is not in Hydra's choices: the composed node names them
+    logger = cfg.logger
+    problems += missing_packages({"logger": list(logger)} if isinstance(logger, dict) else {})
 
     def need(ok: bool, key: str, rule: str) -> None:
         if not ok:
@@ -221,9 +237,7 @@ def validate(cfg: RunConfig, choices: Mapping[str, Any] | None = None) -> None:
     need(cfg.seed >= 0, "seed", "must be >= 0")
     _check_trainer(cfg.trainer, need)
     _check_regularization(cfg.regularization, need)
-    watched = (cfg.scheduler or {}).get("monitor")
-    need(watched is None or re.fullmatch(_MONITORED, watched) is not None, "scheduler.monitor",
-         _FOLLOW_RULE)  # fmt: skip
+    _check_monitor(need, "scheduler.monitor", (cfg.scheduler or {}).get("monitor"))
     _check_eval(cfg.eval, need)
     _check_optimizer(cfg.optimizer or {}, need)
     need(cfg.diagnostics.grad_every >= 0, "diagnostics.grad_every", "must be >= 0")
@@ -232,9 +246,11 @@ def validate(cfg: RunConfig, choices: Mapping[str, Any] | None = None) -> None:
         raise UserError("invalid config: " + "; ".join(problems))
 
 
-_FOLLOW_RULE = (
-    "use null (follow trainer.monitor), loss, val_loss, accuracy, val_accuracy, rmse or val_rmse"
-)
+def _check_monitor(need: Check, key: str, watched: str | None) -> None:
+    """A name no task records is refused now (None: auto, or follow trainer.monitor);
+    whether the data's task records it is checked once the data is loaded."""
+    why = None if watched is None else monitor_problem(str(watched))
+    need(why is None, key, str(why))
 
 
 def _one_of(need: Check, value: Any, key: str, *choices: str) -> None:
@@ -257,12 +273,7 @@ def _check_trainer(trainer: TrainerSettings, need: Check) -> None:
         "trainer.device",
         "use auto, cpu, cuda or cuda:N",
     )
-    need(
-        re.fullmatch(f"auto|{_MONITORED}", trainer.monitor) is not None,
-        "trainer.monitor",
-        "use auto, loss, val_loss, accuracy/val_accuracy (classification) or "
-        "rmse/val_rmse (regression)",
-    )
+    _check_monitor(need, "trainer.monitor", None if trainer.monitor == "auto" else trainer.monitor)
     _one_of(need, trainer.progress, "trainer.progress", "auto", "bar", "lines", "none")
 
 
@@ -277,9 +288,7 @@ def _check_regularization(reg: RegularizationSettings, need: Check) -> None:
     need(0 <= aug.rotate_degrees <= 180, f"{key}.rotate_degrees", "must be in [0, 180]")
     need(0 <= aug.translate < 0.5, f"{key}.translate", "must be in [0, 0.5)")
     stop, key = reg.early_stopping, "regularization.early_stopping"
-    watched = stop.monitor
-    need(watched is None or re.fullmatch(_MONITORED, watched) is not None, f"{key}.monitor",
-         _FOLLOW_RULE)  # fmt: skip
+    _check_monitor(need, f"{key}.monitor", stop.monitor)
     need(stop.patience >= 0, f"{key}.patience", "must be >= 0")
     _one_of(need, stop.mode, f"{key}.mode", "auto", "min", "max")
 
@@ -304,10 +313,12 @@ def _check_optimizer(opt: Mapping[str, Any], need: Check) -> None:
 def missing_packages(choices: Mapping[str, Any]) -> list[str]:
     """One message per chosen option whose optional package is not installed."""
     out = []
-    for group, option in choices.items():
-        need = OPTIONAL_CHOICES.get(f"{group}={option}")
-        if need is not None and not _installed(need[0]):
-            out.append(install_hint(f"{group}={option}"))
+    for group, selected in choices.items():
+        options = [selected] if selected is None or isinstance(selected, str) else list(selected)
+        for option in options:  # a group can select several (logger=[mlflow,tensorboard])
+            need = OPTIONAL_CHOICES.get(f"{group}={option}")
+            if need is not None and not _installed(need[0]):
+                out.append(install_hint(f"{group}={option}"))
     return out
 
 
@@ -351,6 +362,23 @@ def _data_problems(data: Mapping[str, Any]) -> list[str]:
         if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             rule = "a whole number >= 1" + (" or null" if key in _DATA_NULLABLE else "")
             out.append(f"data.{key}={value!r} is invalid: must be {rule}")
+    return out + _data_choice_problems(data)
+
+
+def _data_choice_problems(data: Mapping[str, Any]) -> list[str]:
+    """``data.stream``, ``data.num_workers``, ...: one of their values (``1`` is not
+    ``true``: YAML's types are compared too)."""
+    out = []
+    for key, allowed in _DATA_CHOICES.items():
+        value = data.get(key, allowed[0])
+        if not any(type(value) is type(a) and value == a for a in allowed):
+            names = ", ".join(str(a).lower() if isinstance(a, bool) else str(a) for a in allowed)
+            out.append(f"data.{key}={value!r} is invalid: use {names}")
+    workers = data.get("num_workers", "auto")
+    if workers != "auto" and not (
+        isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0
+    ):
+        out.append(f"data.num_workers={workers!r} is invalid: use auto or a whole number >= 0")
     return out
 
 

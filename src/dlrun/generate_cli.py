@@ -35,8 +35,8 @@ def generate_text(args: dict) -> str:
     """The prompt followed by ``max_new_tokens`` generated characters."""
     import torch
 
-    from dlrun.data.spec import Task
     from dlrun.restore import load_run, run_context
+    from dlrun.tasks import info
 
     if args["temperature"] < 0:
         raise UserError("temperature must be >= 0 (0 = always the most likely token)")
@@ -44,7 +44,7 @@ def generate_text(args: dict) -> str:
         raise UserError("max_new_tokens must be >= 1")
     _, exp = load_run(Path(args["run"]), args["ckpt"], args["device"])
     spec = exp.bundle.spec
-    if spec.task is not Task.LANGUAGE_MODEL or not hasattr(exp.model, "generate"):
+    if not info(spec.task).per_token or not hasattr(exp.model, "generate"):
         raise UserError(
             f"{args['run']} is a {spec.task} run of "
             f"model={run_context(Path(args['run'])).model_name}; "

@@ -22,12 +22,12 @@ from rich.console import Console
 from dlrun import monitor as monitors
 from dlrun import tasks
 from dlrun.config import EarlyStoppingSettings, RunConfig, RunContext
-from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
+from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split, Task
 from dlrun.diagnostics.recorders import diagnostics_callbacks
 from dlrun.diagnostics.summary import diagnose
-from dlrun.engine import distributed
+from dlrun.engine import distributed, eager
 from dlrun.engine.augment import BatchAugment
-from dlrun.engine.callbacks import EarlyStopping, epochs
+from dlrun.engine.callbacks import EarlyStopping, TrainLog, epochs
 from dlrun.engine.checkpoint import load_checkpoint, load_model_weights
 from dlrun.engine.device import select_device
 from dlrun.engine.interrupts import graceful_interrupts
@@ -42,6 +42,8 @@ from dlrun.engine.trainer import (
     sparsity,
 )
 from dlrun.errors import UserError
+from dlrun.evaluation import prefetch
+from dlrun.evaluation.epoch import epoch_metrics
 from dlrun.models import build_model
 
 
@@ -76,12 +78,19 @@ def train_and_evaluate(
     console = (console or Console(stderr=False)) if main else Console(quiet=True)
     setup = build(cfg, bundle, context.model_name)
     trainer = make_trainer(cfg, setup, run_dir, console, main, context)
+    # the evaluation's imports load while the model trains (not beside torch.compile, whose
+    # imports of torch._dynamo and torch.export torchmetrics' could race with)
+    imports = prefetch.start() if main and not cfg.trainer.compile else None
+    known = announce_data(setup.bundle, run_dir, console) if main else 0
     state, seconds = fit(cfg, trainer, run_dir, console, context.continuing)
     if not main:  # rank 0 evaluates the unwrapped model and shares the results
         return distributed.broadcast_object(None)
+    if imports is not None:
+        imports.join()
     scored = setup.bundle if eval_bundle is None else eval_bundle.to(setup.device)
     monitor = trainer.monitor.name
     metrics = evaluate_best(cfg, setup, scored, run_dir, state, monitor, console, context.summary)
+    announce_data(scored, run_dir, console, since=known)
     metrics["train"] = train_summary(setup.model, state, monitor, seconds)
     diagnose(cfg, context, state.history, metrics, trainer.callbacks, run_dir, console)
     report_training(cfg, console, metrics["train"], state)
@@ -132,8 +141,25 @@ def build(cfg: RunConfig, bundle: DataBundle | None = None, model_name: str = "m
         if cfg.trainer.channels_last and bundle.spec.kind is DataKind.IMAGE:
             model = model.to(memory_format=torch.channels_last)
             for split in (bundle.train, bundle.val, bundle.test):
-                split.x = split.x.contiguous(memory_format=torch.channels_last)
+                if isinstance(split, Split):  # streamed batches arrive NCHW; convs cope
+                    split.x = split.x.contiguous(memory_format=torch.channels_last)
     return Setup(bundle, model, device)
+
+
+def announce_data(bundle: DataBundle, run_dir: Path, console: Console, since: int = 0) -> int:
+    """The loader's notes and skipped files on the terminal and in ``train.log`` (those
+    found from ``since`` on, after training), its preprocessing in ``preprocess.json``."""
+    from dlrun.data import notes
+
+    if since == 0:
+        notes.write_preprocess(bundle.meta, run_dir)
+    log = TrainLog(run_dir)
+
+    def say(line: str) -> None:
+        console.print(line, highlight=False, markup=False)
+        log.write(line)
+
+    return notes.announce(bundle.meta, say, since)
 
 
 def make_trainer(
@@ -147,6 +173,7 @@ def make_trainer(
     """Optimizer, schedule, callbacks, augmentation and loss around the built model."""
     spec, reg = setup.bundle.spec, cfg.regularization
     monitor = make_monitor(cfg, spec.task)
+    eager.install()  # before the optimizer exists: no torch._dynamo import (~1 s) for it
     optimizer = instantiate(cfg.optimizer)(setup.model.parameters())
     steps = optimizer_steps_per_epoch(
         len(setup.bundle.train), cfg.trainer, distributed.world_size()
@@ -160,9 +187,12 @@ def make_trainer(
     model = distributed.wrap(setup.model, setup.device)
     model = torch.compile(model) if cfg.trainer.compile else model
     loss = tasks.loss_fn(spec.task, reg.label_smoothing)
+    watched = (monitor.name, schedule.monitor, reg.early_stopping.monitor)
+    val_metrics = epoch_metrics(setup.bundle, cfg.eval.threshold, watched)
     return Trainer(
         model, setup.bundle, optimizer, loss, cfg.trainer, schedule, callbacks,
         monitor=monitor, l1=reg.l1, l2=reg.l2, seed=cfg.seed, augment=make_augment(cfg, spec),
+        val_metrics=val_metrics,
     )  # fmt: skip
 
 
@@ -186,13 +216,7 @@ def _describe(console: Console, setup: Setup, label_smoothing: float, model_name
 
 def check_monitor(name: str, task: Task, key: str) -> str:
     """``name`` if the epoch rows of a ``task`` run record it, else a :class:`UserError`."""
-    metric, _ = tasks.TRAIN_METRIC[task]
-    allowed = ["loss", metric, "val_loss", f"val_{metric}"]
-    if name not in allowed:
-        raise UserError(
-            f"{key}={name} is not recorded for a {task} task; use one of {', '.join(allowed)}"
-        )
-    return name
+    return tasks.check_monitor(name, task, key)
 
 
 def make_monitor(cfg: RunConfig, task: Task) -> monitors.Monitor:
@@ -339,12 +363,12 @@ def pruning(trial: Any, monitor: str) -> list[Callback]:
 
 
 def logger_callbacks(cfg: RunConfig, run_dir: Path) -> list[Callback]:
-    """The ``logger`` group's callback (none with ``logger=none``); rank 0 only."""
-    node = dict(cfg.logger or {"_target_": None})
-    if node.get("_target_") is None:
-        return []
-    node["log_dir"] = str(run_dir / node.get("log_dir", "logs"))
-    return [instantiate(node)]
+    """The ``logger`` group's trackers (none with ``logger=none``); rank 0 only.
+
+    mlflow, tensorboard, wandb, or several (``logger=[mlflow,tensorboard]``)."""
+    from dlrun.tracking import loggers
+
+    return loggers(cfg, run_dir)
 
 
 # -------------------------------------------------------------------------------- fit
@@ -371,7 +395,7 @@ def resume_state(
     if not cfg.resume:
         return None
     # Rank 0 reads the file and sends it: other nodes may not see this disk.
-    device = trainer.bundle.train.x.device
+    device = trainer.bundle.train.device
     where = device if distributed.world_size() == 1 else "cpu"
     last = run_dir / "checkpoints" / "last.pt"
     ckpt = load_checkpoint(last, where) if distributed.is_main() else None

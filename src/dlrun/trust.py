@@ -112,7 +112,9 @@ def _replay_problem(override: Any, groups: frozenset[str]) -> str | None:
     value = override.value()
     if key in groups:
         options = {p.stem for p in (Path(config_dir()) / key).glob("*.yaml")}
-        return None if value is None or value in options else f"{value!r} is not an option"
+        chosen = value if isinstance(value, list) else [value]  # logger=[mlflow,tensorboard]
+        bad = [v for v in chosen if v is not None and (not isinstance(v, str) or v not in options)]
+        return f"{bad[0]!r} is not an option" if bad else None
     targets = [value] if key.split(".")[-1] == "_target_" else []
     targets += [t for _, t in find_targets(value)]
     bad = [t for t in targets if t is not None and t not in allowed_targets()]

@@ -1,5 +1,8 @@
 """scikit-learn's bundled datasets: real data that loads offline in milliseconds.
 
+scikit-learn reads each one the first time; its arrays are then cached on disk
+(:mod:`dlrun.data.cache`) so later runs don't pay for importing scikit-learn.
+
 Splits are stratified for classification; features are standardised with statistics of
 the training split only. Regression targets are standardised too (so one learning rate
 suits every dataset) and the scaler is kept in ``meta["target_scaler"]``: the evaluator
@@ -11,19 +14,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dlrun.data.cache import sklearn_dataset
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
 from dlrun.data.splits import Standardizer, cut_bundle, encode_targets, stratified_split
+from dlrun.tasks import info
 
 
 def load_digits_images(
     seed: int, size: int = 32, val_fraction: float = 0.15, test_fraction: float = 0.15
 ) -> DataBundle:
     """8x8 handwritten digits as 1-channel images, bilinearly resized to ``size`` px."""
-    from sklearn.datasets import load_digits
-
-    raw = load_digits()
-    images = raw.images.astype(np.float32) / 16.0
-    y = raw.target.astype(np.int64)
+    raw = sklearn_dataset("load_digits", ("images", "target"))
+    images = raw["images"].astype(np.float32) / 16.0
+    y = raw["target"].astype(np.int64)
     idx = stratified_split(y, seed, val_fraction, test_fraction)
     scaler = Standardizer.fit(images[idx.train], per_feature=False)
     x = torch.from_numpy(scaler.transform(images)).unsqueeze(1)
@@ -44,13 +47,11 @@ def load_digits_flat(
     seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15
 ) -> DataBundle:
     """The same digits as 64 tabular features (for the MLP)."""
-    from sklearn.datasets import load_digits
-
-    raw = load_digits()
+    raw = sklearn_dataset("load_digits", ("data", "target"))
     return tabular_bundle(
         "digits_flat",
-        raw.data,
-        raw.target,
+        raw["data"],
+        raw["target"],
         Task.MULTICLASS,
         tuple(str(d) for d in range(10)),
         seed,
@@ -67,13 +68,11 @@ def load_breast_cancer(
     scikit-learn codes malignant as 0; a screening report should count the cancers it
     finds as true positives, so the condition being detected is the positive class.
     """
-    from sklearn.datasets import load_breast_cancer as load
-
-    raw = load()
-    y = (raw.target == 0).astype(np.int64)
+    raw = sklearn_dataset("load_breast_cancer", ("data", "target"))
+    y = (raw["target"] == 0).astype(np.int64)
     return tabular_bundle(
         "breast_cancer",
-        raw.data,
+        raw["data"],
         y,
         Task.BINARY,
         ("benign", "malignant"),
@@ -95,11 +94,16 @@ def load_wine(seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15
 
 def load_diabetes(seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15) -> DataBundle:
     """Diabetes progression one year after baseline: regression on 10 features."""
-    from sklearn.datasets import load_diabetes as load
-
-    raw = load()
+    raw = sklearn_dataset("load_diabetes", ("data", "target"))
     return tabular_bundle(
-        "diabetes", raw.data, raw.target, Task.REGRESSION, (), seed, val_fraction, test_fraction
+        "diabetes",
+        raw["data"],
+        raw["target"],
+        Task.REGRESSION,
+        (),
+        seed,
+        val_fraction,
+        test_fraction,
     )
 
 
@@ -107,12 +111,17 @@ def _named_classification(
     name: str, loader: str, seed: int, val_fraction: float, test_fraction: float
 ) -> DataBundle:
     """A scikit-learn multiclass table whose bundle carries its own class names."""
-    import sklearn.datasets
-
-    raw = getattr(sklearn.datasets, loader)()
-    classes = tuple(str(c) for c in raw.target_names)
+    raw = sklearn_dataset(loader, ("data", "target", "target_names"))
+    classes = tuple(str(c) for c in raw["target_names"])
     return tabular_bundle(
-        name, raw.data, raw.target, Task.MULTICLASS, classes, seed, val_fraction, test_fraction
+        name,
+        raw["data"],
+        raw["target"],
+        Task.MULTICLASS,
+        classes,
+        seed,
+        val_fraction,
+        test_fraction,
     )
 
 
@@ -129,7 +138,7 @@ def tabular_bundle(
     """A bundle of a feature table: split (stratified for single-label classes), features
     standardised with training statistics, targets encoded for the task's loss."""
     # multilabel rows have several labels at once, so there is no single class to stratify by
-    stratify = task in (Task.MULTICLASS, Task.BINARY)
+    stratify = info(task).single_label
     idx = stratified_split(target, seed, val_fraction, test_fraction, stratify=stratify)
     x = torch.from_numpy(Standardizer.fit(features[idx.train]).transform(features))
     y, n_outputs, meta = encode_targets(target, task, idx.train, len(class_names))

@@ -19,6 +19,7 @@ from dlrun.data.csvfile import CsvTable, is_missing, read_csv, to_numbers
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
 from dlrun.data.splits import Standardizer, cut_bundle, encode_targets, stratified_split
 from dlrun.errors import UserError
+from dlrun.tasks import info
 
 TASKS = ("auto", "multiclass", "binary", "regression")
 # With task=auto, a numeric target with more distinct values than this is regression.
@@ -63,7 +64,7 @@ def load_csv(
     features = [n for n in table.header if n != target and n not in dropped]
     if not features:
         raise UserError(f"{table.path} has no feature columns besides the target {target!r}.")
-    classification = resolved is not Task.REGRESSION
+    classification = info(resolved).classification
     try:
         idx = stratified_split(y, seed, val_fraction, test_fraction, stratify=classification)
     except ValueError as err:

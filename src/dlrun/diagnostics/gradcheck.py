@@ -73,7 +73,7 @@ def check_gradients(
     model.zero_grad(set_to_none=True)
     base = loss_of(model)
     base.backward()
-    at = float(base)
+    at = float(base.detach())
     generator = torch.Generator().manual_seed(seed)
     results = []
     with torch.no_grad():

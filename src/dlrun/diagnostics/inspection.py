@@ -117,13 +117,14 @@ def inspect_images(exp: Any, out: Path, args: dict[str, Any]) -> list[str]:
 
 def inspect_table(exp: Any, out: Path, args: dict[str, Any]) -> list[str]:
     """Integrated-gradients attributions per feature: a bar chart and a table."""
-    from dlrun.data.spec import Task
     from dlrun.diagnostics import inspect_plots as plots
+    from dlrun.tasks import Targets, info
 
     model, spec, bundle = exp.model, exp.bundle.spec, exp.bundle
     x = bundle.test.x[: args["rows"]]
-    target = predictions(model, x)[0] if spec.task is Task.MULTICLASS else None
-    if spec.task not in (Task.MULTICLASS, Task.BINARY) and model(x[:1]).shape[-1] != 1:
+    record = info(spec.task)
+    target = predictions(model, x)[0] if record.targets is Targets.CLASSES else None
+    if not record.single_label and model(x[:1]).shape[-1] != 1:
         target = 0 * x[:, 0].long()  # the first output of a multi-output model
     attributions = integrated_gradients(model, x, target)
     names = list(bundle.meta.get("feature_names") or [f"x{i}" for i in range(x.shape[1])])

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dlrun.data.spec import DataKind, Task
+from dlrun.tasks import Targets, info
 
 if TYPE_CHECKING:
     from dlrun.data.spec import DataBundle
@@ -37,17 +38,18 @@ def confident_mistakes(
     confidence. Each row: ``index`` (as in predictions.csv), ``true``, ``predicted``,
     ``confidence`` and, for single-label tasks, ``p_true``.
     """
-    if scored.scores is None or task not in (Task.MULTICLASS, Task.BINARY, Task.MULTILABEL):
+    kind = info(task).targets
+    if scored.scores is None or not info(task).classification:
         return []
     probs = scored.scores.double()
-    if task is Task.MULTICLASS:
+    if kind is Targets.CLASSES:
         wrong = (scored.preds != scored.targets).nonzero().flatten()
         confidence = probs[wrong, scored.preds[wrong]]
         p_true = probs[wrong, scored.targets[wrong]]
     else:
         chosen = torch.where(scored.preds.bool(), probs, 1 - probs)
         wrong_cells = scored.preds != scored.targets
-        if task is Task.BINARY:
+        if kind is Targets.BINARY:
             wrong = wrong_cells.nonzero().flatten()
             confidence, p_true = chosen[wrong], 1 - chosen[wrong]
         else:
@@ -68,7 +70,7 @@ def confident_mistakes(
 
 
 def _label(task: Task, value: torch.Tensor, names: Sequence[str]) -> str:
-    if task is Task.MULTILABEL:
+    if info(task).targets is Targets.LABELS:
         on = [n for n, flag in zip(names, value.tolist(), strict=True) if flag]
         return ", ".join(on) or "(none)"
     return str(names[int(value)])

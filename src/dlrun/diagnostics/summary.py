@@ -3,8 +3,8 @@
 :func:`diagnose` is the one call the runner makes. It reads the learning curves, the
 recorders' numbers and the evaluation's baseline comparison, computes the verdicts
 (:mod:`dlrun.diagnostics.verdicts`), draws ``gradient_norms.png`` and writes
-``gradient_norms.csv``, rewrites report.md with its ``Diagnostics`` section and returns
-the ``diagnostics`` dict that metrics.json carries.
+``gradient_norms.csv``, rewrites report.md and report.html with its ``Diagnostics``
+section and returns the ``diagnostics`` dict that metrics.json carries.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def diagnose(
     metrics["diagnostics"] = out
     if out.get("gradients", {}).get("picture"):
         metrics["files"] = [*metrics.get("files", []), GRADIENT_PICTURE, GRADIENT_TABLE]
-    _rewrite_report(run_dir, metrics, context.summary)
+    _rewrite_report(run_dir, metrics, context.summary, history)
     line = one_line(out)
     if console is not None and line:
         console.print(line, highlight=False, markup=False)
@@ -104,13 +104,17 @@ def write_gradient_table(path: Path, recorded: dict[str, Any]) -> None:
             writer.writerow([step, *(format(v, ".6g") for v in row)])
 
 
-def _rewrite_report(run_dir: Path, metrics: dict[str, Any], summary: str) -> None:
-    """report.md again, now with the Diagnostics section (the evaluation wrote it first)."""
+def _rewrite_report(
+    run_dir: Path, metrics: dict[str, Any], summary: str, history: list[dict[str, float]]
+) -> None:
+    """report.md and report.html again, now with the Diagnostics section (the evaluation
+    wrote them first); the monitor is the one training used (its best epoch is marked)."""
     from dlrun.evaluation.report import write_report
 
-    skip = {"metrics.json", "predictions.csv", "report.md", GRADIENT_PICTURE, GRADIENT_TABLE}
-    pictures = [f for f in metrics.get("files", []) if f not in skip and f.endswith(".png")]
-    write_report(run_dir / "report.md", metrics, pictures, summary)
+    pictures = [f for f in metrics.get("files", []) if f.endswith(".png")]
+    pictures = [f for f in pictures if f != GRADIENT_PICTURE]  # it is in the section
+    monitor = (metrics.get("train") or {}).get("monitor")
+    write_report(run_dir, metrics, pictures, summary, history, monitor)
 
 
 def run_facts(cfg: dict[str, Any], run_dir: Path) -> Facts:

@@ -33,7 +33,6 @@ __all__ = [
     "HistoryCSV",
     "ProgressReporter",
     "StatusHeartbeat",
-    "TensorBoardLogger",
     "TrainLog",
     "epochs",
 ]
@@ -51,7 +50,9 @@ class HistoryCSV(Callback):
         rows = state.history
         tmp = self.path.with_suffix(".csv.tmp")
         with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            # every column any epoch has (a resumed run may record a new val_<metric>)
+            columns = list(dict.fromkeys([*rows[-1], *(key for row in rows for key in row)]))
+            writer = csv.DictWriter(fh, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)
         tmp.replace(self.path)
@@ -238,32 +239,6 @@ class TrainLog(Callback):
         why = state.failure.strip().splitlines()[0] if state.failure.strip() else "no reason"
         # interrupted, failed, pruned: never "finished"
         self.write(f"{state.outcome} with {epochs(state.epoch)} completed: {why}")
-
-
-class TensorBoardLogger(Callback):
-    """Writes every history value as a TensorBoard scalar (``logger=tensorboard``)."""
-
-    main_process_only = True
-
-    def __init__(self, log_dir: Path) -> None:
-        from dlrun.errors import UserError
-
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as exc:
-            raise UserError(
-                "logger=tensorboard needs the tensorboard package: pip install tensorboard"
-            ) from exc
-        self.writer = SummaryWriter(log_dir=str(log_dir))
-
-    def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
-        for key, value in row.items():
-            if key != "epoch":
-                self.writer.add_scalar(key, value, global_step=state.epoch)
-        self.writer.flush()
-
-    def on_fit_end(self, trainer: Trainer, state: FitState) -> None:
-        self.writer.close()
 
 
 class StatusHeartbeat(Callback):

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -41,6 +41,20 @@ from dlrun.engine.interrupts import RunInterrupted, StopFlag
 from dlrun.engine.schedules import Schedule
 from dlrun.errors import UserError
 from dlrun.monitor import Monitor, resolve
+
+
+class ValMetrics(Protocol):
+    """Extra validation metrics per epoch (``trainer.monitor=val_f1_macro``).
+
+    The trainer feeds one collector per pass with each validation batch's outputs
+    (``collector().add(outputs, targets)``) and calls the object with every process's
+    collector and the validation loss; it returns ``{"val_<name>": value}`` for the row.
+    :class:`dlrun.evaluation.epoch.EpochMetrics` is the implementation the runner passes.
+    """
+
+    def collector(self) -> Any: ...
+
+    def __call__(self, parts: Sequence[Any], loss: float) -> dict[str, float]: ...
 
 
 class TrainingDiverged(UserError):
@@ -139,6 +153,7 @@ class Trainer:
         seed: int = 0,
         augment: BatchAugment | None = None,
         stop_flag: StopFlag | None = None,
+        val_metrics: ValMetrics | None = None,
     ) -> None:
         """``settings`` is the ``trainer:`` config as it stands; ``monitor`` (default:
         ``settings.monitor`` resolved, no ``min_delta``) picks the best epoch; ``l1`` is
@@ -155,6 +170,7 @@ class Trainer:
         self.stop_flag = stop_flag
         self.augment = augment
         self.l1, self.l2, self.seed = l1, l2, seed
+        self.val_metrics = val_metrics
         self.task = bundle.spec.task
         self.metric_name, _ = tasks.TRAIN_METRIC[self.task]
         self.monitor = monitor or Monitor(resolve(settings.monitor))
@@ -162,9 +178,9 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(seed)
         self._penalised = [p for p in model.parameters() if p.dim() > 1]
         self._l1_groups = _l1_groups(optimizer, self._penalised) if l1 else []
-        self.device_type = bundle.train.x.device.type
+        self.device_type = bundle.train.device.type
         std = tasks.target_std(bundle.meta, self.task)
-        device = bundle.train.x.device
+        device = bundle.train.device
         self.target_std = None if std is None else torch.tensor(std, device=device)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.precision)
         if settings.precision == "fp16" and self.device_type != "cuda":
@@ -203,7 +219,7 @@ class Trainer:
         """Train one epoch, validate, update the best epoch, then run the callbacks."""
         started = time.perf_counter()
         loss, metric = self._train_epoch(state)
-        val_loss, val_metric = self.evaluate(self.bundle.val)
+        val_loss, val_metric, extra = self._validate()
         state.epoch += 1
         row = {
             "epoch": state.epoch,
@@ -211,6 +227,7 @@ class Trainer:
             self.metric_name: metric,
             "val_loss": val_loss,
             f"val_{self.metric_name}": val_metric,
+            **extra,
             "lr": float(self._step_lr),
             "seconds": time.perf_counter() - started,
         }
@@ -253,8 +270,8 @@ class Trainer:
             cb.on_epoch_start(self, state, count)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss_sum = torch.zeros((), device=split.x.device)
-        metric_sum = torch.zeros((), device=split.x.device)
+        loss_sum = torch.zeros((), device=split.device)
+        metric_sum = torch.zeros((), device=split.device)
         seen = 0
         batches = iterate(
             split,
@@ -362,9 +379,20 @@ class Trainer:
         if self.scheduler is not None and self.schedule.interval == "step":
             self.scheduler.step()
 
+    def _validate(self) -> tuple[float, float, dict[str, float]]:
+        """Validation loss and metric, and the extra monitored metrics (one pass)."""
+        if self.val_metrics is None:
+            return (*self.evaluate(self.bundle.val), {})
+        collector = self.val_metrics.collector()
+        loss, metric = self.evaluate(self.bundle.val, collector)
+        return loss, metric, self.val_metrics(distributed.gather_objects(collector), loss)
+
     @torch.no_grad()
-    def evaluate(self, split: Split) -> tuple[float, float]:
-        """Mean loss and training metric of the model on ``split`` (no penalty terms)."""
+    def evaluate(self, split: Split, collector: Any = None) -> tuple[float, float]:
+        """Mean loss and training metric of the model on ``split`` (no penalty terms).
+
+        ``collector`` (see :class:`ValMetrics`) also receives every batch's outputs.
+        """
         was_training = self.model.training
         self.model.eval()
         # In a group each rank scores a disjoint part and the sums are added; the forward
@@ -381,6 +409,8 @@ class Trainer:
             loss_sum += float(self.loss_fn(outputs, batch.y)) * n
             metric_sum += float(tasks.batch_metric(self.task, outputs, batch.y, self.target_std))
             seen += n
+            if collector is not None:
+                collector.add(outputs, batch.y)
         self.model.train(was_training)
         loss_sum, metric_sum, total = distributed.sum_across_ranks([loss_sum, metric_sum, seen])
         return loss_sum / max(total, 1), tasks.finish_metric(self.task, metric_sum, int(total))

@@ -19,6 +19,8 @@ from dlrun.sweep.protocol import (
     TrialPrunedByOptuna,
     build_pruner,
     open_storage,
+    shown_storage,
+    storage_problem,
 )
 
 if TYPE_CHECKING:
@@ -60,8 +62,8 @@ class OptunaPruning(Callback):
             study = optuna.load_study(study_name=self.study_name, storage=storage)
         except Exception as exc:  # KeyError (no such study), SQLAlchemy errors, ...
             raise UserError(
-                f"trial.storage={self.storage} trial.study_name={self.study_name}: "
-                f"cannot open the Optuna study ({type(exc).__name__}: {exc})"
+                f"trial.storage={shown_storage(self.storage)} trial.study_name={self.study_name}: "
+                f"cannot open the Optuna study ({storage_problem(exc, self.storage)})"
             ) from None
         spec = study.user_attrs.get(PRUNER_ATTR) or {"name": "none", "args": {}}
         self.pruner_name = spec["name"]
