@@ -347,24 +347,26 @@ def activation_verdict(
     dead = [r for r in layers if _rectifier(r) and r.get("never_active", 0) >= DEAD_SHARE]
     stuck = [r for r in layers if r.get("saturated", 0) >= SATURATED_SHARE]
     if dead:
-        worst = max(dead, key=lambda r: r["never_active"])
-        return {
-            "verdict": "dying ReLU",
-            "message": f"{_share_text(worst, 'never_active', 'never activate')}"
-            + _others(dead, worst),
-            "layers": layers,
-            "remedies": remedies.for_dying_relu(facts),
-        }
+        return _worst("dying ReLU", dead, "never_active", "never activate", layers,
+                      remedies.for_dying_relu(facts))  # fmt: skip
     if stuck:
-        worst = max(stuck, key=lambda r: r["saturated"])
-        return {
-            "verdict": "saturated",
-            "message": f"{_share_text(worst, 'saturated', 'sit in the flat tails')}"
-            + _others(stuck, worst),
-            "layers": layers,
-            "remedies": remedies.for_saturation(facts),
-        }
+        return _worst("saturated", stuck, "saturated", "sit in the flat tails", layers,
+                      remedies.for_saturation(facts))  # fmt: skip
     return {"verdict": "healthy", "message": _healthy_text(layers), "layers": layers}
+
+
+def _worst(
+    verdict: str,
+    found: list[dict[str, Any]],
+    key: str,
+    what: str,
+    layers: list[dict[str, Any]],
+    fixes: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The activation verdict named after its worst layer, the others counted."""
+    worst = max(found, key=lambda r: r[key])
+    message = _share_text(worst, key, what) + _others(found, worst)
+    return {"verdict": verdict, "message": message, "layers": layers, "remedies": fixes}
 
 
 def _rectifier(row: dict[str, Any]) -> bool:
