@@ -123,11 +123,15 @@ def judge_dying_relu(jobs: list[Job]) -> Verdict:
 def judge_step_activation(jobs: list[Job]) -> Verdict:
     act = by(jobs, "activation")
     step, sig = act["step"], act["sigmoid"]
-    chance = step.metrics["baseline"]["accuracy"]
-    held = step.test("accuracy") < chance + 0.1 < sig.test("accuracy")
+    first = {
+        name: job.metrics["diagnostics"]["gradients"]["median"][0] for name, job in act.items()
+    }
+    held = first["step"] == 0 < first["sigmoid"] and step.test("accuracy") < sig.test("accuracy")
     figures = (
-        f"step: test accuracy {step.test('accuracy'):.3f}; sigmoid: "
-        f"{sig.test('accuracy'):.3f}; the baseline: {chance:.3f}"
+        f"first layer's median gradient norm: step {first['step']:.3g}, sigmoid "
+        f"{first['sigmoid']:.3g}; test accuracy: step {step.test('accuracy'):.3f} (its "
+        f"output layer alone learns, on fixed random binary features), sigmoid "
+        f"{sig.test('accuracy'):.3f}, the baseline {step.metrics['baseline']['accuracy']:.3f}"
     )
     return Verdict(held, figures)
 
@@ -217,8 +221,9 @@ LESSONS: dict[str, Lesson] = {
         judge_dying_relu,
     ),
     "step_activation": Lesson(
-        "The binary step activation does not learn by gradient descent (test accuracy "
-        "within 0.1 of the baseline) where a sigmoid does.",
+        "The binary step activation's derivative is 0, so the layers before it get an "
+        "exactly zero gradient and never learn (only the output layer does); the net ends "
+        "below the same net with a sigmoid.",
         judge_step_activation,
     ),
     "regularization_gap": Lesson(

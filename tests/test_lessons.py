@@ -99,3 +99,15 @@ def test_an_unknown_lesson_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         lessons.main(["deep_activation", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
+
+
+def test_the_step_lesson_asks_for_an_exactly_zero_gradient_before_the_step(
+    tmp_path: Path,
+) -> None:
+    activation_job(tmp_path, 0, "step", 0.85, [0.0, 0.5])
+    activation_job(tmp_path, 1, "sigmoid", 0.96, [0.1, 0.3])
+    assert lessons.judge_step_activation(lessons.read_jobs(tmp_path)).held is True
+    leaky = tmp_path / "leaky"
+    activation_job(leaky, 0, "step", 0.85, [1e-8, 0.5])  # a tiny gradient is not zero
+    activation_job(leaky, 1, "sigmoid", 0.96, [0.1, 0.3])
+    assert lessons.judge_step_activation(lessons.read_jobs(leaky)).held is False
