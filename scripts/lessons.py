@@ -77,9 +77,14 @@ def _last_history_row(path: Path) -> dict[str, float]:
     return {k: float(v) for k, v in rows[-1].items() if v not in ("", None)} if rows else {}
 
 
-def by(jobs: list[Job], key: str) -> dict[str, Job]:
-    """The jobs keyed by the value they swept for ``key``."""
-    return {job.choices[key]: job for job in jobs if key in job.choices}
+def by(jobs: list[Job], key: str, *expected: str) -> dict[str, Job]:
+    """The jobs keyed by the value they swept for ``key``; KeyError when one of
+    ``expected`` is missing (a failed job leaves its lesson undecided)."""
+    found = {job.choices[key]: job for job in jobs if key in job.choices}
+    missing = [value for value in expected if value not in found]
+    if missing:
+        raise KeyError(missing[0])
+    return found
 
 
 def _gradient_ratio(job: Job) -> float:
@@ -89,7 +94,7 @@ def _gradient_ratio(job: Job) -> float:
 
 
 def judge_deep_activations(jobs: list[Job]) -> Verdict:
-    act = by(jobs, "activation")
+    act = by(jobs, "activation", "sigmoid", "relu")
     sig, relu = act["sigmoid"], act["relu"]
     ratios = {name: _gradient_ratio(job) for name, job in act.items()}
     held = ratios["sigmoid"] * 100 <= ratios["relu"] and relu.test("accuracy") > sig.test(
@@ -104,16 +109,18 @@ def judge_deep_activations(jobs: list[Job]) -> Verdict:
 
 
 def judge_dying_relu(jobs: list[Job]) -> Verdict:
-    act = by(jobs, "activation")
+    act = by(jobs, "activation", "relu", "leaky_relu")
 
     def dead(job: Job) -> float:
         layers = job.metrics["diagnostics"]["activations"]["layers"]
         return max((row.get("never_active", 0.0) for row in layers), default=0.0)
 
-    shares = {name: dead(job) for name, job in act.items()}
-    held = shares["relu"] >= 0.5 and all(shares[n] < 0.1 for n in ("leaky_relu", "prelu"))
+    relu, leaky = act["relu"], act["leaky_relu"]
+    dying = relu.metrics["diagnostics"]["activations"]["verdict"] == "dying ReLU"
+    held = dying and leaky.test("accuracy") > relu.test("accuracy")
     figures = "; ".join(
-        f"{name}: {shares[name]:.0%} of a layer's units never active, "
+        f"{name}: {dead(job):.0%} of a layer's units never above 0 "
+        f"({job.metrics['diagnostics']['activations']['verdict']}), "
         f"test accuracy {job.test('accuracy'):.3f}"
         for name, job in act.items()
     )
@@ -121,7 +128,7 @@ def judge_dying_relu(jobs: list[Job]) -> Verdict:
 
 
 def judge_step_activation(jobs: list[Job]) -> Verdict:
-    act = by(jobs, "activation")
+    act = by(jobs, "activation", "step", "sigmoid")
     step, sig = act["step"], act["sigmoid"]
     first = {
         name: job.metrics["diagnostics"]["gradients"]["median"][0] for name, job in act.items()
@@ -162,7 +169,7 @@ def _regularizer(job: Job) -> str:
 
 
 def judge_early_stopping(jobs: list[Job]) -> Verdict:
-    es = by(jobs, "regularization.early_stopping.enabled")
+    es = by(jobs, "regularization.early_stopping.enabled", "false", "true")
     off, on = es["false"], es["true"]
     saved = off.metrics["train"]["epochs"] - on.metrics["train"]["epochs"]
     cost = off.test("accuracy") - on.test("accuracy")
@@ -177,7 +184,7 @@ def judge_early_stopping(jobs: list[Job]) -> Verdict:
 
 
 def judge_l1_vs_l2(jobs: list[Job]) -> Verdict:
-    reg = by(jobs, "regularization")
+    reg = by(jobs, "regularization", "l1", "l2")
     zero = {name: job.metrics["train"]["zero_weights"] for name, job in reg.items()}
     held = zero["l1"] >= 0.2 and zero["l2"] < 0.01
     figures = "; ".join(
@@ -188,7 +195,7 @@ def judge_l1_vs_l2(jobs: list[Job]) -> Verdict:
 
 
 def judge_baseline(jobs: list[Job]) -> Verdict:
-    models = by(jobs, "model")
+    models = by(jobs, "model", "mlp", "gru")
     gains = {
         name: 1 - job.test("rmse") / job.metrics["baseline"]["rmse"] for name, job in models.items()
     }
@@ -216,8 +223,9 @@ LESSONS: dict[str, Lesson] = {
         judge_deep_activations,
     ),
     "dying_relu": Lesson(
-        "At a high learning rate ReLU units die (half of a layer or more never active), "
-        "while leaky ReLU and PReLU keep under 10% inactive.",
+        "At a high learning rate ReLU units die (the diagnostics say dying ReLU) while "
+        "leaky ReLU, whose units keep a gradient below zero, keeps learning: it ends with "
+        "the higher test accuracy.",
         judge_dying_relu,
     ),
     "step_activation": Lesson(

@@ -30,11 +30,12 @@ def fake_job(sweep: Path, num: int, overrides: list[str], metrics: dict[str, Any
 
 
 def activation_job(sweep: Path, num: int, name: str, accuracy: float, medians: list[float],
-                   never_active: float = 0.0) -> None:  # fmt: skip
+                   never_active: float = 0.0, health: str = "healthy") -> None:  # fmt: skip
     fake_job(sweep, num, [f"activation={name}"], {
         "test": {"accuracy": accuracy}, "baseline": {"accuracy": 0.1},
         "diagnostics": {"gradients": {"median": medians},
-                        "activations": {"layers": [{"never_active": never_active}]}},
+                        "activations": {"verdict": health,
+                                        "layers": [{"never_active": never_active}]}},
     })  # fmt: skip
 
 
@@ -80,15 +81,14 @@ def test_a_missing_job_leaves_the_lesson_undecided_and_says_why(tmp_path: Path) 
 
 def test_report_only_writes_every_verdict_in_both_pages(tmp_path: Path, capsys) -> None:
     sweep = tmp_path / "dying_relu"
-    activation_job(sweep, 0, "relu", 0.2, [1.0, 1.0], never_active=0.8)
-    activation_job(sweep, 1, "leaky_relu", 0.8, [1.0, 1.0])
-    activation_job(sweep, 2, "prelu", 0.8, [1.0, 1.0], never_active=0.05)
+    activation_job(sweep, 0, "relu", 0.2, [1.0, 1.0], never_active=0.8, health="dying ReLU")
+    activation_job(sweep, 1, "leaky_relu", 0.8, [1.0, 1.0], never_active=0.7)
     assert lessons.main(["dying_relu", "step_activation", "--out", str(tmp_path),
                          "--report-only"]) == 0  # fmt: skip
     md = (tmp_path / "report.md").read_text()
     assert "1 of 2 claims held" in md
     assert "| [dying_relu](dying_relu/leaderboard.md) | held |" in md
-    assert "**held: relu: 80% of a layer's units never active" in md
+    assert "**held: relu: 80% of a layer's units never above 0 (dying ReLU)" in md
     assert "| step_activation | undecided |" not in md  # linked like every lesson
     assert "undecided: no finished job in" in md
     assert "<strong>held: relu: 80%" in (tmp_path / "report.html").read_text()
