@@ -169,8 +169,8 @@ def _regularizer(job: Job) -> str:
 
 
 def judge_early_stopping(jobs: list[Job]) -> Verdict:
-    es = by(jobs, "regularization.early_stopping.enabled", "false", "true")
-    off, on = es["false"], es["true"]
+    es = by(jobs, "regularization.early_stopping.enabled", "False", "True")  # as Hydra saves
+    off, on = es["False"], es["True"]
     saved = off.metrics["train"]["epochs"] - on.metrics["train"]["epochs"]
     cost = off.test("accuracy") - on.test("accuracy")
     held = saved > 0 and cost <= 0.02

@@ -111,3 +111,12 @@ def test_the_step_lesson_asks_for_an_exactly_zero_gradient_before_the_step(
     activation_job(leaky, 0, "step", 0.85, [1e-8, 0.5])  # a tiny gradient is not zero
     activation_job(leaky, 1, "sigmoid", 0.96, [0.1, 0.3])
     assert lessons.judge_step_activation(lessons.read_jobs(leaky)).held is False
+
+
+def test_early_stopping_counts_the_epochs_it_saved(tmp_path: Path) -> None:
+    for num, (flag, epochs) in enumerate((("False", 60), ("True", 40))):  # as Hydra saves them
+        train = {"epochs": epochs, "seconds": epochs / 10}
+        fake_job(tmp_path, num, [f"regularization.early_stopping.enabled={flag}"],
+                 {"test": {"accuracy": 0.93}, "train": train})  # fmt: skip
+    verdict = lessons.judge_early_stopping(lessons.read_jobs(tmp_path))
+    assert verdict.held is True and "stopped after 40 of 60 epochs (20 saved" in verdict.figures
