@@ -24,7 +24,7 @@ comma := ,
 PYTEST_WORKERS ?= auto
 
 .PHONY: FORCE help install run test test-distributed test-browser test-services test-all lint \
-  format bench bench-startup bench-data sweep smoke mutation clean
+  format bench bench-startup bench-data sweep lessons smoke mutation clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -97,6 +97,9 @@ bench-data: $(STAMP) ## Image-folder input pipeline at 1k/10k/100k images: first
 sweep: $(STAMP) ## A small sweep on digits (lr x batch size) that ends with a leaderboard
 	$(BIN)/dlrun -m model=lenet data=digits optimizer.lr=0.01,0.003,0.001 \
 	  trainer.batch_size=32,128 trainer.epochs=5 $(ARGS)
+
+lessons: $(STAMP) ## The notes' lessons as small sweeps, each claim judged: outputs/lessons/report.md
+	$(BIN)/python scripts/lessons.py $(ARGS)
 
 smoke: $(STAMP) ## Every experiment in configs/experiment/ for one batch (what CI runs)
 	@set -e; for e in configs/experiment/*.yaml; do \

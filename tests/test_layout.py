@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("data", ("dlrun.data",)),
     ("models", ("dlrun.nn", "dlrun.models")),
-    ("engine/evaluation", ("dlrun.engine", "dlrun.evaluation")),
+    ("engine/evaluation", ("dlrun.engine", "dlrun.evaluation", "dlrun.diagnostics")),
     ("runner", ("dlrun.runner", "dlrun.crossval", "dlrun.sweep", "dlrun.tracking")),
     (
         "cli",  # entry points, Hydra's callbacks and plugins, reading saved runs
@@ -48,6 +48,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "dlrun.compare",
             "dlrun.eval_cli",
             "dlrun.generate_cli",
+            "dlrun.diagnostics.command",  # dlrun-gradcheck, dlrun-lrfind, dlrun-inspect
+            "dlrun.diagnostics.gradcheck",
+            "dlrun.diagnostics.lrfind",
+            "dlrun.diagnostics.inspection",
+            "dlrun.diagnostics.inspect_plots",
             "dlrun.hydra_callbacks",
             "dlrun.overrides",
             "dlrun.trust",

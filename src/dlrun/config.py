@@ -124,6 +124,16 @@ class EvalSettings:
 
 
 @dataclass
+class DiagnosticsSettings:
+    """The ``diagnostics:`` node: what every run records about its own health."""
+
+    enabled: bool = True
+    grad_every: int = 25
+    activations: bool = True
+    val_samples: int = 512
+
+
+@dataclass
 class PathSettings:
     outputs: str = "outputs"
     data_dir: str = "data"
@@ -138,6 +148,7 @@ class RunConfig:
     trainer: TrainerSettings = field(default_factory=TrainerSettings)
     regularization: RegularizationSettings = field(default_factory=RegularizationSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
+    diagnostics: DiagnosticsSettings = field(default_factory=DiagnosticsSettings)
     resume: str | None = None
     trial: Any = None  # set by the Optuna sweeper: {storage, study_name, number}
     model: Any = None
@@ -229,6 +240,8 @@ def validate(cfg: RunConfig, choices: Mapping[str, Any] | None = None) -> None:
     _check_monitor(need, "scheduler.monitor", (cfg.scheduler or {}).get("monitor"))
     _check_eval(cfg.eval, need)
     _check_optimizer(cfg.optimizer or {}, need)
+    need(cfg.diagnostics.grad_every >= 0, "diagnostics.grad_every", "must be >= 0")
+    need(cfg.diagnostics.val_samples >= 1, "diagnostics.val_samples", "must be >= 1")
     if problems:
         raise UserError("invalid config: " + "; ".join(problems))
 

@@ -23,6 +23,8 @@ from dlrun import monitor as monitors
 from dlrun import tasks
 from dlrun.config import EarlyStoppingSettings, RunConfig, RunContext
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split, Task
+from dlrun.diagnostics.recorders import diagnostics_callbacks
+from dlrun.diagnostics.summary import diagnose
 from dlrun.engine import distributed, eager
 from dlrun.engine.augment import BatchAugment
 from dlrun.engine.callbacks import EarlyStopping, TrainLog, epochs
@@ -90,6 +92,7 @@ def train_and_evaluate(
     metrics = evaluate_best(cfg, setup, scored, run_dir, state, monitor, console, context.summary)
     announce_data(scored, run_dir, console, since=known)
     metrics["train"] = train_summary(setup.model, state, monitor, seconds)
+    diagnose(cfg, context, state.history, metrics, trainer.callbacks, run_dir, console)
     report_training(cfg, console, metrics["train"], state)
     return distributed.broadcast_object(metrics)
 
@@ -304,6 +307,7 @@ def make_callbacks(
     extra = [stopper] if stopper else []
     if main:
         extra += pruning(cfg.trial, monitor) + logger_callbacks(cfg, run_dir)
+        extra += diagnostics_callbacks(cfg.diagnostics)
     return [cb for cb in callbacks if cb is not None] + extra
 
 

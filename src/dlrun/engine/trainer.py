@@ -107,6 +107,15 @@ class Callback:
     ) -> None:
         return None
 
+    def on_before_optimizer_step(self, trainer: Trainer, state: FitState) -> None:
+        """After backward, before clipping and the optimizer step: ``p.grad`` holds this
+        step's gradients (unscaled under fp16), as Lightning's hook of the same name.
+
+        Runs on every optimizer step: keep it to a few operations queued on the device,
+        never a host sync (``.item()``, ``float()``), or the loop slows down.
+        """
+        return None
+
     def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
         return None
 
@@ -350,6 +359,8 @@ class Trainer:
         s = self.settings
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # clip true gradients, not scaled ones
+        for cb in self.callbacks:
+            cb.on_before_optimizer_step(self, state)
         if s.grad_clip is not None:
             if s.grad_clip_mode == "value":
                 nn.utils.clip_grad_value_(self.model.parameters(), s.grad_clip)

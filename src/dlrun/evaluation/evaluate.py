@@ -19,6 +19,7 @@ import torch
 
 from dlrun.data import notes as data_notes
 from dlrun.data.spec import DataBundle
+from dlrun.diagnostics import mistakes
 from dlrun.errors import UserError
 from dlrun.evaluation import plots
 from dlrun.evaluation.baseline import baseline, select
@@ -80,6 +81,9 @@ def evaluate_run(
     )
     view = _View(out, bundle, main, scored[main], base, names, metrics[main])
     pictures = _draw(view, history, monitor)
+    if record.classification:  # error analysis: the most confident mistakes
+        metrics["mistakes"], gallery = mistakes.analyse(out, bundle, main, scored[main], names)
+        pictures += gallery
     metrics["files"] = ["metrics.json", "predictions.csv", "report.md", "report.html", *pictures]
     metrics["eval_seconds"] = round(time.perf_counter() - start, 3)
     data = data_notes.summary(bundle.meta)  # own data: notes, files skipped (while streaming too)

@@ -38,7 +38,7 @@ def confusion_matrix(path: Path, matrix: Sequence[Sequence[int]], names: Sequenc
     side = min(max(3.5, 0.4 * k + 1), 12)  # inches of one square heat map
     slot = 1.2 * side  # heat map + its colour bar
     gap = 0.8 + label  # between the colour bar and the next panel's tick labels
-    fig = _figure(
+    fig = new_figure(
         0.7 + label + 2 * slot + gap + 0.6,
         side + label + 1.15,
         left=0.7 + label,
@@ -79,7 +79,7 @@ def confusion_matrix(path: Path, matrix: Sequence[Sequence[int]], names: Sequenc
 def curves(path: Path, kind: str, lines: list[Curve], chance: float | None = None) -> None:
     """ROC (``kind="roc"``) or PR curves, area in the legend; a note when none is defined."""
     roc = kind == "roc"
-    fig = _figure(6.5, 6)
+    fig = new_figure(6.5, 6)
     ax = fig.subplots()
     xlabel, ylabel = (
         ("False positive rate", "True positive rate") if roc else ("Recall", "Precision")
@@ -143,7 +143,7 @@ def learning_curves(
     if watched:
         pick = np.nanargmin if lower_is_better(watched[0]) else np.nanargmax
         best = int(pick(column(watched[0])))
-    fig = _figure(11, 4.5)
+    fig = new_figure(11, 4.5)
     for ax, name in zip(fig.subplots(1, 2), ("loss", metric), strict=True):
         for key, style in ((name, "-"), (f"val_{name}", "--")):
             if key in keys:
@@ -170,7 +170,7 @@ def learning_curves(
 
 def pred_vs_actual(path: Path, target: np.ndarray, pred: np.ndarray, rmse: float) -> None:
     """Predicted against actual values with the identity line; points on it are perfect."""
-    fig = _figure(6, 6)
+    fig = new_figure(6, 6)
     ax = fig.subplots()
     ax.scatter(target, pred, s=12, alpha=0.6)
     low, high = _span(target, pred)
@@ -183,7 +183,7 @@ def pred_vs_actual(path: Path, target: np.ndarray, pred: np.ndarray, rmse: float
 def residuals(path: Path, target: np.ndarray, pred: np.ndarray) -> None:
     """Residuals against predictions (should be structureless) and their histogram."""
     error = pred - target
-    fig = _figure(11, 4.5)
+    fig = new_figure(11, 4.5)
     left, right = fig.subplots(1, 2)
     left.scatter(pred, error, s=12, alpha=0.6)
     left.axhline(0, color="grey", ls="--")
@@ -209,7 +209,7 @@ def forecast(
     horizon = target.shape[1]
     if horizon == 1:
         n = min(len(target), SERIES_POINTS)
-        fig = _figure(12, 4.5)
+        fig = new_figure(12, 4.5)
         ax = fig.subplots()
         steps = np.arange(n)
         ax.plot(steps, target[:n, 0], color="black", label="actual")
@@ -220,7 +220,7 @@ def forecast(
         fig.savefig(path)
         return
     shown = np.linspace(0, len(target) - 1, min(WINDOWS, len(target))).astype(int)
-    fig = _figure(12, 3 * len(shown))
+    fig = new_figure(12, 3 * len(shown))
     axes = np.atleast_1d(fig.subplots(len(shown), 1))
     for ax, i in zip(axes, shown, strict=True):
         past = np.arange(-history.shape[1] + 1, 1)
@@ -235,7 +235,7 @@ def forecast(
     fig.savefig(path)
 
 
-def _figure(
+def new_figure(
     width: float,
     height: float,
     *,

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from dlrun.data import notes as data_notes
 from dlrun.data.spec import Task
+from dlrun.diagnostics.report import blocks as diagnostics_blocks
+from dlrun.diagnostics.report import mistakes_blocks
 from dlrun.display import interval, number
 from dlrun.document import (
     Block,
@@ -220,6 +222,10 @@ def report_document(
         doc.add(*_per_class_blocks(model["per_class"], record.item))
     if model.get("most_confused"):
         doc.add(*_confused_blocks(model["most_confused"]))
+    if metrics.get("mistakes"):
+        doc.add(*mistakes_blocks(metrics["mistakes"]))
+    if metrics.get("diagnostics"):
+        doc.add(*diagnostics_blocks(metrics["diagnostics"]))
     if history:
         from dlrun.monitor import metric_mode
 

@@ -1,0 +1,147 @@
+"""After the test evaluation: judge what the recorders saw and add it to the run's files.
+
+:func:`diagnose` is the one call the runner makes. It reads the learning curves, the
+recorders' numbers and the evaluation's baseline comparison, computes the verdicts
+(:mod:`dlrun.diagnostics.verdicts`), draws ``gradient_norms.png`` and writes
+``gradient_norms.csv``, rewrites report.md and report.html with its ``Diagnostics``
+section and returns the ``diagnostics`` dict that metrics.json carries.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dlrun.diagnostics import verdicts
+from dlrun.diagnostics.recorders import ActivationHealth, GradientNorms
+from dlrun.diagnostics.remedies import Facts
+from dlrun.diagnostics.report import one_line
+from dlrun.monitor import metric_mode
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from dlrun.config import RunConfig, RunContext
+    from dlrun.engine.trainer import Callback
+
+GRADIENT_PICTURE = "gradient_norms.png"
+GRADIENT_TABLE = "gradient_norms.csv"
+# Targets whose class name is not the activation option's name.
+_ACTIVATION_NAMES = {"leakyrelu": "leaky_relu", "binarystep": "step", "silu": "swish"}
+
+
+def diagnose(
+    cfg: RunConfig,
+    context: RunContext,
+    history: list[dict[str, float]],
+    metrics: dict[str, Any],
+    callbacks: Sequence[Callback],
+    run_dir: Path,
+    console: Console | None = None,
+) -> dict[str, Any] | None:
+    """The ``diagnostics`` section for a finished run (None when diagnostics are off).
+
+    ``metrics`` is what the evaluation returned (its baseline and comparison are the
+    yardstick of "poor"); report.md in ``run_dir`` is written again with the section.
+    """
+    if not cfg.diagnostics.enabled:
+        return None
+    facts = run_facts(config_dict(cfg, context), run_dir)
+    metric = train_metric(history)
+    out: dict[str, Any] = {}
+    if metric:
+        out["fit"] = verdicts.fit_verdict(
+            history, metric, metric_mode(metric) == "max", metrics.get("baseline"), facts,
+            metrics.get("comparison"),
+        )  # fmt: skip
+    for cb in callbacks:
+        if isinstance(cb, GradientNorms):
+            out["gradients"] = _gradients(cb.result(), facts, run_dir)
+        elif isinstance(cb, ActivationHealth) and cb.after is not None:
+            out["activations"] = verdicts.activation_verdict(cb.after, cb.before, facts)
+    metrics["diagnostics"] = out
+    if out.get("gradients", {}).get("picture"):
+        metrics["files"] = [*metrics.get("files", []), GRADIENT_PICTURE, GRADIENT_TABLE]
+    _rewrite_report(run_dir, metrics, context.summary, history)
+    line = one_line(out)
+    if console is not None and line:
+        console.print(line, highlight=False, markup=False)
+    return out
+
+
+def config_dict(cfg: RunConfig, context: RunContext) -> dict[str, Any]:
+    """The typed config as the plain dict :class:`Facts` reads, with the model's name."""
+    import dataclasses
+
+    return {**dataclasses.asdict(cfg), "model_name": context.model_name}
+
+
+def train_metric(history: list[dict[str, float]]) -> str | None:
+    """The training metric the history rows carry (``accuracy``, ``rmse``), if any."""
+    keys = [k for k in (history[0] if history else {}) if f"val_{k}" in history[0]]
+    return next((k for k in keys if k != "loss"), None)
+
+
+def _gradients(recorded: dict[str, Any], facts: Facts, run_dir: Path) -> dict[str, Any]:
+    result = verdicts.gradient_verdict(recorded, facts)
+    if recorded.get("norms"):
+        from dlrun.diagnostics.plots import gradient_norms
+
+        gradient_norms(run_dir / GRADIENT_PICTURE, recorded)
+        write_gradient_table(run_dir / GRADIENT_TABLE, recorded)
+        result["picture"] = GRADIENT_PICTURE
+    return result
+
+
+def write_gradient_table(path: Path, recorded: dict[str, Any]) -> None:
+    """``step, <layer>, ...``: every recorded sample, for a user's own analysis."""
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["step", *recorded["layers"]])
+        for step, row in zip(recorded["steps"], recorded["norms"], strict=True):
+            writer.writerow([step, *(format(v, ".6g") for v in row)])
+
+
+def _rewrite_report(
+    run_dir: Path, metrics: dict[str, Any], summary: str, history: list[dict[str, float]]
+) -> None:
+    """report.md and report.html again, now with the Diagnostics section (the evaluation
+    wrote them first); the monitor is the one training used (its best epoch is marked)."""
+    from dlrun.evaluation.report import write_report
+
+    pictures = [f for f in metrics.get("files", []) if f.endswith(".png")]
+    pictures = [f for f in pictures if f != GRADIENT_PICTURE]  # it is in the section
+    monitor = (metrics.get("train") or {}).get("monitor")
+    write_report(run_dir, metrics, pictures, summary, history, monitor)
+
+
+def run_facts(cfg: dict[str, Any], run_dir: Path) -> Facts:
+    """:class:`Facts` from the config, with the group choices and overrides Hydra saved
+    in ``run_dir/.hydra`` (so remedies repeat the user's own command), when there."""
+    choices, overrides = _saved(run_dir)
+    if not choices:
+        choices = {"model": str(cfg.get("model_name") or "model")}
+    if "activation" not in choices:
+        target = str((cfg.get("activation") or {}).get("_target_", ""))
+        name = target.rsplit(".", 1)[-1].lower()
+        choices["activation"] = _ACTIVATION_NAMES.get(name, name)
+    return Facts.from_config(cfg, choices, overrides)
+
+
+def _saved(run_dir: Path) -> tuple[dict[str, str], list[str] | None]:
+    """Group choices and overrides from ``.hydra/`` (a fold or job dir: its parents')."""
+    import yaml
+
+    for folder in (run_dir, run_dir.parent):
+        hydra_dir = folder / ".hydra"
+        try:
+            hydra = yaml.safe_load((hydra_dir / "hydra.yaml").read_text()) or {}
+            overrides = yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []
+        except (OSError, yaml.YAMLError):
+            continue
+        choices = ((hydra.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
+        clean = {str(k): str(v) for k, v in choices.items() if v is not None}
+        return clean, [str(o) for o in overrides if isinstance(o, str)]
+    return {}, None
