@@ -36,6 +36,28 @@ def claim_unique_dir(path: str) -> str:
     return candidate
 
 
+def claim_new_dir(out: str | Path, parent: Path, label: str) -> Path:
+    """A new, empty folder for a command's results, so nothing earlier is overwritten:
+    ``out`` (a folder that does not exist yet, or is empty) when given, else
+    ``parent/label``, then ``label_2``, ``label_3``... when taken."""
+    from dlrun.errors import UserError
+
+    if out:
+        path = Path(out)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise UserError(f"out={path} already holds files; choose a new folder")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    n = 1
+    while True:
+        path = parent / (label if n == 1 else f"{label}_{n}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            n += 1
+
+
 def write_status(run_dir: Path, status: str, reason: str = "", **extra: Any) -> None:
     """Write ``status.json`` atomically: running, completed, interrupted or failed.
 

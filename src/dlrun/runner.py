@@ -19,6 +19,7 @@ from rich.console import Console
 from dlrun import tasks
 from dlrun.config import metric_mode
 from dlrun.data.batches import Shard, n_batches
+from dlrun.data.contract import save_contract
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
 from dlrun.engine import distributed
 from dlrun.engine.augment import AugmentSettings, BatchAugment
@@ -128,6 +129,8 @@ def train_and_evaluate(
     main = distributed.is_main()
     console = (console or Console(stderr=False)) if main else Console(quiet=True)
     exp = build(cfg, bundle)
+    if main:  # what predict, export and serve need, kept with the run (no data needed)
+        save_contract(run_dir, exp.bundle)
     spec = exp.bundle.spec
     reg, trainer_cfg = cfg["regularization"], cfg["trainer"]
     monitor = monitor_metric(cfg, spec.task)

@@ -8,11 +8,15 @@ reports errors in the data's own units.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
+from dlrun.data.pixels import encode_images, image_state
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split, Task
 from dlrun.data.splits import Standardizer, stratified_split
+from dlrun.data.table import encode_table, fit_table
 
 
 def load_digits_images(
@@ -26,9 +30,8 @@ def load_digits_images(
     y = raw.target.astype(np.int64)
     idx = stratified_split(y, seed, val_fraction, test_fraction)
     scaler = Standardizer.fit(images[idx.train], per_feature=False)
-    x = torch.from_numpy(scaler.transform(images)).unsqueeze(1)
-    if size != 8:
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear")
+    state = image_state(1, (8, 8), [scaler.mean], [scaler.std], (size, size))
+    x = torch.from_numpy(encode_images(state, images[:, None]).x)
     spec = DataSpec(
         name="digits",
         task=Task.MULTICLASS,
@@ -37,7 +40,7 @@ def load_digits_images(
         n_outputs=10,
         class_names=tuple(str(d) for d in range(10)),
     )
-    return _bundle(spec, x, torch.from_numpy(y), idx)
+    return _bundle(spec, x, torch.from_numpy(y), idx, {"preprocess": state})
 
 
 def load_digits_flat(
@@ -56,6 +59,7 @@ def load_digits_flat(
         seed,
         val_fraction,
         test_fraction,
+        raw.feature_names,
     )
 
 
@@ -80,6 +84,7 @@ def load_breast_cancer(
         seed,
         val_fraction,
         test_fraction,
+        raw.feature_names,
     )
 
 
@@ -99,7 +104,15 @@ def load_diabetes(seed: int, val_fraction: float = 0.15, test_fraction: float = 
 
     raw = load()
     return _tabular(
-        "diabetes", raw.data, raw.target, Task.REGRESSION, (), seed, val_fraction, test_fraction
+        "diabetes",
+        raw.data,
+        raw.target,
+        Task.REGRESSION,
+        (),
+        seed,
+        val_fraction,
+        test_fraction,
+        raw.feature_names,
     )
 
 
@@ -112,7 +125,15 @@ def _named_classification(
     raw = getattr(sklearn.datasets, loader)()
     classes = tuple(str(c) for c in raw.target_names)
     return _tabular(
-        name, raw.data, raw.target, Task.MULTICLASS, classes, seed, val_fraction, test_fraction
+        name,
+        raw.data,
+        raw.target,
+        Task.MULTICLASS,
+        classes,
+        seed,
+        val_fraction,
+        test_fraction,
+        raw.feature_names,
     )
 
 
@@ -125,12 +146,19 @@ def _tabular(
     seed: int,
     val_fraction: float,
     test_fraction: float,
+    columns: Sequence[str] = (),
 ) -> DataBundle:
+    """Standardised features (fit on the training rows), named ``columns`` (default
+    ``feature_<i>``) for new rows to be matched by name."""
     # multilabel rows have several labels at once, so there is no single class to stratify by
     stratify = task in (Task.MULTICLASS, Task.BINARY)
     idx = stratified_split(target, seed, val_fraction, test_fraction, stratify=stratify)
-    x = torch.from_numpy(Standardizer.fit(features[idx.train]).transform(features))
+    names = [str(c) for c in columns] or [f"feature_{i}" for i in range(features.shape[1])]
+    numeric = {name: features[:, i].astype(np.float64) for i, name in enumerate(names)}
+    state = fit_table(numeric, {}, idx.train)
+    x = torch.from_numpy(encode_table(state, numeric).x)
     y, n_outputs, meta = _targets(target, task, idx.train, len(class_names))
+    meta["preprocess"] = {**state, "target": "target"}
     spec = DataSpec(
         name=name,
         task=task,

@@ -11,6 +11,8 @@ baseline is about 25 %.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +20,7 @@ import torch
 from dlrun.data.sklearn_sets import _bundle
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
 from dlrun.data.splits import stratified_split
+from dlrun.data.table import Encoded
 from dlrun.errors import UserError
 
 CLASSES = ("sine", "square", "triangle", "sawtooth")
@@ -59,7 +62,15 @@ def load_waveforms(
 
     idx = stratified_split(labels, seed, val_fraction, test_fraction)
     train_steps = values[idx.train][real[idx.train]]
-    scaled = np.where(real, (values - train_steps.mean()) / train_steps.std(), 0.0)
+    state = {
+        "type": "sequence",
+        "max_length": max_length,
+        "features": 1,
+        "mean": float(train_steps.mean()),
+        "std": float(train_steps.std()),
+        "padding": "right, zeros",
+    }
+    scaled = _scale(state, values, real)
     spec = DataSpec(
         name="waveforms",
         task=Task.MULTICLASS,
@@ -74,9 +85,36 @@ def load_waveforms(
         x,
         torch.from_numpy(labels.astype(np.int64)),
         idx,
-        {"padding": "right, zeros"},
+        {"padding": "right, zeros", "preprocess": state},
         torch.from_numpy(lengths.astype(np.int64)),
     )
+
+
+def _scale(state: dict[str, Any], values: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Standardise the real steps with the training statistics; padding stays zero."""
+    return np.where(real, (values - state["mean"]) / state["std"], 0.0)
+
+
+def encode_waves(state: dict[str, Any], sequences: Sequence[np.ndarray]) -> Encoded:
+    """Right-padded inputs (N, max_length, F) and lengths from sequences of raw values
+    ((T,) or (T, F), any T up to the training ``max_length``)."""
+    longest, features = state["max_length"], state["features"]
+    x = np.zeros((len(sequences), longest, features), dtype=np.float64)
+    real = np.zeros((len(sequences), longest, features), dtype=bool)
+    lengths = np.zeros(len(sequences), dtype=np.int64)
+    for row, sequence in enumerate(sequences):
+        steps = np.asarray(sequence, dtype=np.float64).reshape(len(sequence), -1)
+        if steps.shape[1] != features or not 1 <= len(steps) <= longest:
+            raise UserError(
+                f"sequence {row + 1} has shape {steps.shape}; the model takes 1 to "
+                f"{longest} steps of {features} value(s)"
+            )
+        if not np.isfinite(steps).all():
+            raise UserError(f"sequence {row + 1} has a missing or infinite value")
+        x[row, : len(steps)] = steps
+        real[row, : len(steps)] = True
+        lengths[row] = len(steps)
+    return Encoded(_scale(state, x, real).astype(np.float32), lengths=lengths)
 
 
 def _shape(cycles: np.ndarray, labels: np.ndarray) -> np.ndarray:
