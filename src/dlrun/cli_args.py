@@ -50,6 +50,17 @@ def parse_key_values(
     return values
 
 
+def boolean(text: str) -> bool:
+    """``true``/``false`` (also ``yes``/``no``, ``1``/``0``) as a bool; a ``kinds`` type."""
+    value = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if text.lower() not in value:
+        raise ValueError(text)
+    return value[text.lower()]
+
+
+boolean.__name__ = "boolean (true or false)"
+
+
 def _usage_error(prog: str, message: str) -> None:
     print(f"{prog}: error: {message} ({prog} --help shows the usage)", file=sys.stderr)
     sys.exit(2)

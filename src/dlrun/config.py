@@ -32,6 +32,10 @@ OPTIONAL_CHOICES: dict[str, tuple[str, str]] = {
     "hydra/launcher=submitit_local": ("hydra_plugins.hydra_submitit_launcher", "parallel"),
     "hydra/launcher=submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "parallel"),
     "hydra/sweeper=dlrun_optuna": ("optuna", "optuna"),
+    # the companion commands' options (checked by require())
+    "format=onnx": ("onnxruntime", "export"),
+    "exporter=dynamo": ("onnxscript", "export"),
+    "dlrun-serve": ("uvicorn", "serve"),
 }
 
 # Data options several loaders share that count something: whole numbers >= 1 (null is
@@ -262,6 +266,13 @@ def install_hint(choice: str) -> str:
     module, extra = OPTIONAL_CHOICES[choice]
     package = module.removeprefix("hydra_plugins.").replace("_", "-")
     return f"{choice} needs {package}, which is not installed: pip install 'dlrun[{extra}]'"
+
+
+def require(*choices: str) -> None:
+    """Stop with the install command when a chosen option's package is missing."""
+    missing = [install_hint(c) for c in choices if not _installed(OPTIONAL_CHOICES[c][0])]
+    if missing:
+        raise UserError("; ".join(missing))
 
 
 def _installed(module: str) -> bool:

@@ -50,6 +50,13 @@ def loss_fn(task: Task, label_smoothing: float = 0.0) -> LossFn:
     return _FlatMSE()
 
 
+def output_activation_name(task: Task) -> str:
+    """The output activation of ``task`` by name (for contracts read by other programs)."""
+    if task in (Task.MULTICLASS, Task.LANGUAGE_MODEL):
+        return "softmax"
+    return "sigmoid" if task in (Task.BINARY, Task.MULTILABEL) else "identity"
+
+
 def output_activation(task: Task, outputs: torch.Tensor) -> torch.Tensor:
     """Turn raw model outputs into probabilities (classification) or values."""
     if task in (Task.MULTICLASS, Task.LANGUAGE_MODEL):
