@@ -72,7 +72,9 @@ def export_saved(args: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     predictor = load_predictor(Path(args["run"]), args["ckpt"], "cpu")
     contract = predictor.contract
     test = _test_split(predictor) if args["check"] else None
-    example = model_args(contract, *(_example(contract) if test is None else (test.x, test.lengths)))
+    example = model_args(
+        contract, *(_example(contract) if test is None else (test.x, test.lengths))
+    )
     label = fmt + ("_int8" if quantized else "")
     out = claim_new_dir(args["out"], predictor.run_dir / "export", label)
     path = out / export.FILES[fmt]
