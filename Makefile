@@ -16,8 +16,8 @@ TORCH_INDEX ?= https://download.pytorch.org/whl
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: FORCE help install run test test-distributed test-all lint format bench sweep smoke \
-  mutation clean
+.PHONY: FORCE help install run test test-distributed test-all lint format bench bench-serve \
+  sweep smoke mutation clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -60,6 +60,9 @@ format: $(STAMP) ## Format the code with ruff
 
 bench: $(STAMP) ## Time dlrun's trainer against a hand-written PyTorch loop
 	$(BIN)/python scripts/bench_overhead.py $(ARGS)
+
+bench-serve: $(STAMP) ## Load-test dlrun-serve on 127.0.0.1 against the model in-process
+	$(BIN)/python scripts/bench_serve.py $(ARGS)
 
 sweep: $(STAMP) ## A small sweep on digits (lr x batch size) that ends with a leaderboard
 	$(BIN)/dlrun -m model=lenet data=digits optimizer.lr=0.01,0.003,0.001 \

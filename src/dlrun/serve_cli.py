@@ -3,6 +3,7 @@
     dlrun-serve run=<run dir | ensemble dir> [host=127.0.0.1] [port=8000]
                 [runtime=torch|onnx] [ckpt=best|last] [max_batch=256]
                 [max_inputs=1024] [max_body_mb=8] [exporter=dynamo|legacy]
+                [device=auto] [threads=<torch's default>]
 
 Routes:
   POST /predict   {"inputs": [...]} or {"input": ...} in the run's raw units (table rows
@@ -44,7 +45,9 @@ DEFAULTS: dict[str, Any] = {
     "max_body_mb": 8.0,
     "exporter": "dynamo",
     "device": "auto",
+    "threads": None,  # torch CPU threads (None: torch's default, one per core)
 }
+KINDS = {"threads": int}
 RUNTIMES = ("torch", "onnx")
 
 
@@ -65,6 +68,12 @@ def build_app(args: dict[str, Any], workdir: Path) -> Any:
     from dlrun.predictor import load_predictor
     from dlrun.serve import Limits, create_app
 
+    if args["threads"] is not None:
+        import torch
+
+        if args["threads"] < 1:
+            raise UserError(f"threads={args['threads']} is invalid: must be >= 1")
+        torch.set_num_threads(args["threads"])
     device = "cpu" if args["runtime"] == "onnx" else args["device"]
     predictor = load_predictor(Path(args["run"]), args["ckpt"], device)
     backend = _backend(predictor, args, workdir)
@@ -97,7 +106,9 @@ def _backend(predictor: Any, args: dict[str, Any], workdir: Path) -> Any:
 
 
 def main() -> None:
-    args = parse_key_values(sys.argv[1:], DEFAULTS, USAGE, required=("run",), prog="dlrun-serve")
+    args = parse_key_values(
+        sys.argv[1:], DEFAULTS, USAGE, required=("run",), kinds=KINDS, prog="dlrun-serve"
+    )
     with errors_reported("dlrun-serve"), tempfile.TemporaryDirectory(prefix="dlrun-serve-") as tmp:
         app = build_app(args, Path(tmp))
         import uvicorn
