@@ -74,8 +74,11 @@ def sample_inputs(contract: Any, n: int, seed: int = 0) -> list[Any]:
         shape = (steps["channels"], *steps["size"])
         return [rng.uniform(0, 1, shape).round(4).tolist() for _ in range(n)]
     if kind == "table":
-        return [{c["name"]: c["mean"] + c["std"] * rng.normal() for c in steps["numeric"]}
-                | {c["name"]: c["categories"][0] for c in steps["categorical"]} for _ in range(n)]  # fmt: skip
+        rows = []
+        for _ in range(n):
+            row = {c["name"]: c["mean"] + c["std"] * rng.normal() for c in steps["numeric"]}
+            rows.append(row | {c["name"]: c["categories"][0] for c in steps["categorical"]})
+        return rows
     if kind == "text":
         vocab = [c for c in steps["vocab"] if c.isprintable()]
         return ["".join(rng.choice(vocab, steps["block_size"])) for _ in range(n)]
@@ -174,8 +177,9 @@ def main() -> None:
     print(f"run: {run_dir} ({predictor.contract.spec.name}, runtime={args.runtime}, "
           f"{args.concurrency} client threads, torch threads {args.threads}, "
           f"{os.cpu_count()} CPUs)")  # fmt: skip
-    header = "| batch | requests | req/s | samples/s | p50 ms | p99 ms | in-process samples/s | in-process / served |"
-    print(header)
+    columns = ("batch", "requests", "req/s", "samples/s", "p50 ms", "p99 ms",
+               "in-process samples/s", "in-process / served")  # fmt: skip
+    print("| " + " | ".join(columns) + " |")
     print("|" + " --- |" * 8)
     for r in rows:
         print(f"| {r['batch']} | {r['requests']} | {r['req_per_s']:.1f} | {r['samples_per_s']:.0f} "
