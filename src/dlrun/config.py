@@ -42,9 +42,9 @@ OPTIONAL_CHOICES: dict[str, tuple[str, str]] = {
 # accepted where a loader gives it a meaning: no limit, stride = block size).
 _DATA_COUNTS = (
     "size", "window", "horizon", "stride", "block_size", "limit",
-    "n_samples", "n_points", "n_features", "n_labels", "max_categories",
+    "n_samples", "n_points", "n_features", "n_labels", "max_categories", "train_per_class",
 )  # fmt: skip
-_DATA_NULLABLE = ("limit", "stride")
+_DATA_NULLABLE = ("limit", "stride", "train_per_class")
 
 # Metrics that get better as they get smaller (for early stopping/checkpoints "auto" mode).
 _MINIMISED = re.compile(r"(loss|rmse|mse|mae|mape|error|perplexity|bits_per_token)$")
@@ -157,7 +157,7 @@ def validate(cfg: dict[str, Any], choices: Mapping[str, Any] | None = None) -> N
     chosen options need are installed; Hydra's own (``hydra/launcher``, ...) are checked
     before a sweep starts, since a single run doesn't use them.
     """
-    problems: list[str] = _data_problems(cfg.get("data") or {})
+    problems: list[str] = _data_problems(cfg.get("data") or {}) + _transfer_problems(cfg)
     run_choices = {k: v for k, v in (choices or {}).items() if not k.startswith("hydra/")}
     problems += missing_packages(run_choices)
 
@@ -280,6 +280,47 @@ def _installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # a parent package missing, or a blocked module
         return False
+
+
+FREEZE = ("none", "backbone", "all_but_head")
+
+
+def transfer_source(init_from: str) -> Path:
+    """The checkpoint ``model.init_from`` names: a run dir's best.pt, or a .pt file."""
+    path = Path(init_from).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "best.pt"
+    if not path.is_file():
+        raise UserError(
+            f"model.init_from={init_from}: no checkpoint there (a run dir with "
+            "checkpoints/best.pt, or a .pt file)"
+        )
+    return path
+
+
+def _transfer_problems(cfg: dict[str, Any]) -> list[str]:
+    """The transfer keys every model has (configs/transfer.yaml; :mod:`dlrun.transfer`)."""
+    model = cfg.get("model") or {}
+    init_from, how = model.get("init_from"), model.get("freeze", "none")
+    factor = model.get("pretrained_lr", 1.0)
+    problems = []
+    if how not in FREEZE:
+        problems.append(f"model.freeze={how!r} is invalid: use {', '.join(FREEZE)}")
+    if not _is_number(factor) or factor <= 0:
+        problems.append(f"model.pretrained_lr={factor!r} is invalid: must be a number > 0")
+    elif factor != 1.0 and "OneCycleLR" in str((cfg.get("scheduler") or {}).get("_target_")):
+        problems.append(
+            "model.pretrained_lr with scheduler=onecycle: one-cycle sets a single max_lr "
+            "for every layer; choose another scheduler"
+        )
+    if not init_from and (how != "none" or factor != 1.0):
+        problems.append("model.freeze and model.pretrained_lr need model.init_from")
+    if init_from:
+        try:
+            transfer_source(str(init_from))
+        except UserError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def _data_problems(data: dict[str, Any]) -> list[str]:

@@ -39,6 +39,7 @@ from dlrun.engine.schedules import build_scheduler
 from dlrun.engine.trainer import Trainer, TrainerSettings, near_zero_fraction
 from dlrun.errors import UserError
 from dlrun.models import build_model
+from dlrun.transfer import prepare as prepare_transfer
 
 
 @dataclass
@@ -134,7 +135,10 @@ def train_and_evaluate(
     spec = exp.bundle.spec
     reg, trainer_cfg = cfg["regularization"], cfg["trainer"]
     monitor = monitor_metric(cfg, spec.task)
-    optimizer = instantiate(cfg["optimizer"])(exp.model.parameters())
+    params = prepare_transfer(
+        cfg, exp.model, spec, run_dir, lambda line: console.print(line, markup=False)
+    )
+    optimizer = instantiate(cfg["optimizer"])(params)
     steps_per_epoch = n_batches(
         Shard(distributed.rank(), distributed.world_size()).length(len(exp.bundle.train)),
         trainer_cfg["batch_size"],

@@ -15,20 +15,42 @@ import torch
 
 from dlrun.data.pixels import encode_images, image_state
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split, Task
-from dlrun.data.splits import Standardizer, stratified_split
+from dlrun.data.splits import (
+    SplitIndices,
+    Standardizer,
+    per_class,
+    select_classes,
+    stratified_split,
+)
 from dlrun.data.table import encode_table, fit_table
 
 
 def load_digits_images(
-    seed: int, size: int = 32, val_fraction: float = 0.15, test_fraction: float = 0.15
+    seed: int,
+    size: int = 32,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    classes: Sequence[int] | None = None,
+    train_per_class: int | None = None,
 ) -> DataBundle:
-    """8x8 handwritten digits as 1-channel images, bilinearly resized to ``size`` px."""
+    """8x8 handwritten digits as 1-channel images, bilinearly resized to ``size`` px.
+
+    ``classes`` keeps only those digits (relabelled in the given order, named by digit);
+    ``train_per_class`` keeps that many training images of each class (seeded): the
+    small labelled sets transfer learning is for. Val and test keep their full size.
+    """
     from sklearn.datasets import load_digits
 
     raw = load_digits()
     images = raw.images.astype(np.float32) / 16.0
     y = raw.target.astype(np.int64)
+    names = tuple(str(d) for d in range(10))
+    if classes is not None:
+        keep, y, names = select_classes(y, classes, names)
+        images = images[keep]
     idx = stratified_split(y, seed, val_fraction, test_fraction)
+    if train_per_class is not None:
+        idx = SplitIndices(per_class(y, idx.train, train_per_class, seed), idx.val, idx.test)
     scaler = Standardizer.fit(images[idx.train], per_feature=False)
     state = image_state(1, (8, 8), [scaler.mean], [scaler.std], (size, size))
     x = torch.from_numpy(encode_images(state, images[:, None]).x)
@@ -37,8 +59,8 @@ def load_digits_images(
         task=Task.MULTICLASS,
         kind=DataKind.IMAGE,
         input_shape=(1, size, size),
-        n_outputs=10,
-        class_names=tuple(str(d) for d in range(10)),
+        n_outputs=len(names),
+        class_names=names,
     )
     return _bundle(spec, x, torch.from_numpy(y), idx, {"preprocess": state})
 
