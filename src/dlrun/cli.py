@@ -85,7 +85,13 @@ def run(cfg: DictConfig) -> float:
     console = make_console()  # a pipe or CI log gets whole lines, not 80 columns
     write_status(run_dir, "running")
     try:
-        if container["eval"]["protocol"] == "holdout":
+        if container["ensemble"]["bagging"]:  # N members, or member i of a swept bag
+            from dlrun import ensembling
+
+            member = container["ensemble"]["member"] is not None
+            train = ensembling.train_member if member else ensembling.bag
+            metrics = train(container, run_dir, console)
+        elif container["eval"]["protocol"] == "holdout":
             metrics = train_and_evaluate(container, run_dir, console)
         else:
             from dlrun.validation import cross_validate

@@ -113,12 +113,20 @@ class PathsSchema:
 
 
 @dataclass
+class EnsembleSchema:
+    bagging: int = 0  # N >= 2: train N members on bootstrap resamples, evaluate them together
+    member: int | None = None  # set by a sweep over members: train member i of the bag only
+    method: str = "average"  # average (probabilities / values) | vote (classes / median)
+
+
+@dataclass
 class RunSchema:
     seed: int = 0
     paths: PathsSchema = field(default_factory=PathsSchema)
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
     regularization: RegularizationSchema = field(default_factory=RegularizationSchema)
     eval: EvalSchema = field(default_factory=EvalSchema)
+    ensemble: EnsembleSchema = field(default_factory=EnsembleSchema)
     resume: str | None = None
     trial: Any = None  # set by the Optuna sweeper: {storage, study_name, number}
     model: Any = None
@@ -229,6 +237,19 @@ def validate(cfg: dict[str, Any], choices: Mapping[str, Any] | None = None) -> N
     need(evaluation["repeats"] >= 1, "eval.repeats", "must be >= 1")
     for split in cfg["eval"]["splits"]:
         need(split in ("val", "test"), "eval.splits", "list of val and/or test")
+    bagging, member = cfg["ensemble"]["bagging"], cfg["ensemble"]["member"]
+    need(bagging == 0 or bagging >= 2, "ensemble.bagging", "0 (off) or a number of members >= 2")
+    need(
+        member is None or 0 <= member < max(bagging, 1),
+        "ensemble.member",
+        "null, or a member index from 0 to ensemble.bagging - 1",
+    )
+    one_of("ensemble.method", "average", "vote")
+    need(
+        not bagging or evaluation["protocol"] == "holdout",
+        "ensemble.bagging",
+        "bagging trains on the holdout split; use eval.protocol=holdout",
+    )
     lr = opt.get("lr")
     need(
         isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0,

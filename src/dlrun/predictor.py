@@ -50,7 +50,8 @@ class Predictor:
         if self.loaded is not None:
             return DataBundle(self.loaded.spec, self.loaded.train, self.loaded.val, test,
                               self.loaded.meta)  # fmt: skip
-        source = self.run_dir / self.members[0] if self.members else self.run_dir
+        own = (self.run_dir / "reference.pt").is_file() or not self.members
+        source = self.run_dir if own else self.run_dir / self.members[0]
         return reference_bundle(self.contract, source, test)
 
 
