@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: FORCE help install run test test-distributed test-all lint format bench bench-serve \
-  transfer sweep smoke mutation clean
+  transfer bagging sweep smoke mutation clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -66,6 +66,9 @@ bench-serve: $(STAMP) ## Load-test dlrun-serve on 127.0.0.1 against the model in
 
 transfer: $(STAMP) ## Transfer learning (digits 0-4 -> 5-9, few labels) vs scratch over seeds
 	$(BIN)/python scripts/transfer.py $(ARGS)
+
+bagging: $(STAMP) ## Bagging (10 MLPs on bootstrap resamples) vs one MLP over seeds
+	$(BIN)/python scripts/bagging.py $(ARGS)
 
 sweep: $(STAMP) ## A small sweep on digits (lr x batch size) that ends with a leaderboard
 	$(BIN)/dlrun -m model=lenet data=digits optimizer.lr=0.01,0.003,0.001 \

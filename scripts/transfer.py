@@ -15,36 +15,16 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 from pathlib import Path
-from typing import Any
+
+from experiment_runs import run, table
 
 ARMS = {
     "scratch": [],
     "fine-tune": ["model.pretrained_lr=0.1"],
     "feature extraction": ["model.freeze=backbone"],
 }
-
-
-def run(overrides: list[str], run_dir: Path) -> dict[str, Any]:
-    """One dlrun run, in-process (composed as the CLI composes it)."""
-    from omegaconf import OmegaConf
-    from rich.console import Console
-
-    from dlrun.config import validate
-    from dlrun.overrides import compose_here
-    from dlrun.runner import train_and_evaluate
-
-    composed = compose_here(overrides)
-    cfg = OmegaConf.to_container(composed, resolve=False)
-    cfg.pop("hydra")
-    cfg = OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
-    cfg["model_name"] = "lenet"
-    validate(cfg)
-    (run_dir / ".hydra").mkdir(parents=True)  # a run dir like the CLI's: its config saved
-    OmegaConf.save(OmegaConf.create(cfg), run_dir / ".hydra" / "config.yaml")
-    return train_and_evaluate(cfg, run_dir, Console(quiet=True))
 
 
 def experiment(out: Path, seeds: int, per_class: int, epochs: int, pretrain_epochs: int) -> dict:
@@ -62,22 +42,6 @@ def experiment(out: Path, seeds: int, per_class: int, epochs: int, pretrain_epoc
     return results
 
 
-def table(results: dict[str, list[float]], per_class: int, epochs: int) -> str:
-    seeds = len(next(iter(results.values())))
-    lines = [
-        f"Digits 5-9, {per_class} training images per class, {epochs} epochs, "
-        f"LeNet-5; test accuracy over {seeds} seeds (pretrained on digits 0-4)",
-        "",
-        "| arm | " + " | ".join(f"seed {s}" for s in range(seeds)) + " | mean ± std |",
-        "| --- |" + " --- |" * (seeds + 1),
-    ]
-    for arm, values in results.items():
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        cells = " | ".join(f"{v:.4f}" for v in values)
-        lines.append(f"| {arm} | {cells} | {statistics.mean(values):.4f} ± {spread:.4f} |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -89,7 +53,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         results = experiment(out, args.seeds, args.per_class, args.epochs, args.pretrain_epochs)
-        text = table(results, args.per_class, args.epochs)
+        title = (
+            f"Digits 5-9, {args.per_class} training images per class, {args.epochs} epochs, "
+            f"LeNet-5; test accuracy over {args.seeds} seeds (pretrained on digits 0-4)"
+        )
+        text = table(title, results)
         if args.out:
             (out / "transfer.md").write_text(text + "\n")
     print(text)
