@@ -80,7 +80,7 @@ def build(args: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     from dlrun import ensembling
     from dlrun.display import make_console
     from dlrun.nn.ensemble import METHODS
-    from dlrun.rundir import claim_new_dir
+    from dlrun.rundir import new_output_dir
 
     if args["method"] not in METHODS:
         raise UserError(f"method={args['method']} is invalid: use {', '.join(METHODS)}")
@@ -89,27 +89,10 @@ def build(args: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
         label = f"ensemble_top{len(runs)}"
     else:
         label = time.strftime("%Y-%m-%d_%H-%M-%S") + f"_{args['method']}"
-    given_empty = bool(args["out"]) and Path(args["out"]).is_dir()
-    out = claim_new_dir(args["out"], parent, label)
-    try:
+    with new_output_dir(args["out"], parent, label) as out:
         ensembling.assemble(runs, out, args["method"])
         metrics = ensembling.evaluate(out, make_console())
-    except BaseException:
-        _remove_partial(out, keep_dir=given_empty)
-        raise
     return out, metrics
-
-
-def _remove_partial(out: Path, keep_dir: bool) -> None:
-    """A refused ensemble leaves nothing half-written (all of it was made just now; an
-    empty out= folder the user gave stays)."""
-    import shutil
-
-    if not keep_dir:
-        shutil.rmtree(out, ignore_errors=True)
-        return
-    for child in out.iterdir():
-        shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
 def main() -> None:

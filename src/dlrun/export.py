@@ -1,9 +1,10 @@
 """A trained model as a file another runtime can run: ONNX or TorchScript, optionally
 with int8 weights, and proof that it computes what the PyTorch model computes.
 
-- ONNX through ``torch.onnx.export`` (the ``torch.export``-based exporter by default,
-  ``exporter=legacy`` for the older TorchScript-based one, much faster but deprecated),
-  with a dynamic batch axis; ONNX Runtime is the reference runtime it is checked with.
+- ONNX through ``torch.onnx.export``: the ``torch.export``-based exporter (dynamo) by
+  default, the older TorchScript-based one (``exporter=legacy``: deprecated by PyTorch,
+  ten times faster to run) when dynamo can't trace a model; a dynamic batch axis. ONNX
+  Runtime is the reference runtime every file is checked with.
 - TorchScript through ``torch.jit.trace`` (deprecated by PyTorch in favour of
   ``torch.export``, still the format C++ ``torch::jit::load`` and older mobile runtimes
   read).
@@ -23,9 +24,11 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +39,7 @@ from dlrun.errors import UserError
 
 FORMATS = ("onnx", "torchscript")
 QUANTIZE = ("none", "dynamic-int8")
-EXPORTERS = ("dynamo", "legacy")
+EXPORTERS = ("auto", "dynamo", "legacy")
 FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}
 OUTPUT = "outputs"
 
@@ -80,30 +83,61 @@ def export_model(
     names: list[str],
     path: Path,
     fmt: str,
-    exporter: str = "dynamo",
-) -> None:
-    """Write ``model`` (eval mode, CPU) to ``path``; an exporter failure is one line."""
+    exporter: str = "auto",
+) -> str:
+    """Write ``model`` (eval mode, CPU) to ``path``; returns the exporter that did it.
+
+    ``auto`` tries ``torch.export`` (dynamo) first and falls back to the TorchScript-based
+    exporter when the model can't be traced that way (a packed bidirectional RNN, say).
+    A model no exporter takes is one line naming the reason.
+    """
     model.eval()
+    if fmt == "torchscript":
+        _export(lambda: torch.jit.trace(model, args, check_trace=False).save(str(path)), path, fmt)
+        return "torch.jit.trace"
+    if exporter == "auto":
+        import importlib.util
+
+        if importlib.util.find_spec("onnxscript") is None:
+            exporter = "legacy"
+        else:
+            try:
+                return export_model(model, args, names, path, fmt, "dynamo")
+            except UserError as exc:
+                export_model(model, args, names, path, fmt, "legacy")
+                return f"legacy (dynamo: {exc})"
+    if exporter == "dynamo":
+        shapes = tuple({0: torch.export.Dim("batch", max=1 << 20)} for _ in args)
+
+        def dynamo() -> None:
+            program = torch.onnx.export(
+                model, args, dynamo=True, input_names=names, output_names=[OUTPUT],
+                dynamic_shapes=shapes, verbose=False,
+            )  # fmt: skip
+            program.save(str(path))
+
+        _export(dynamo, path, fmt, "(exporter=legacy may succeed)")
+        return "dynamo"
+    axes = {name: {0: "N"} for name in [*names, OUTPUT]}
+    _export(
+        lambda: torch.onnx.export(
+            model, args, str(path), dynamo=False, input_names=names, output_names=[OUTPUT],
+            dynamic_axes=axes,
+        ),
+        path,
+        fmt,
+    )  # fmt: skip
+    return "legacy"
+
+
+def _export(write: Callable[[], Any], path: Path, fmt: str, hint: str = "") -> None:
+    """Run an exporter quietly; its failure is one line (the root cause, no colours)."""
     try:
         with quiet(), torch.no_grad():
-            if fmt == "torchscript":
-                torch.jit.trace(model, args, check_trace=False).save(str(path))
-            elif exporter == "dynamo":
-                shapes = tuple({0: torch.export.Dim("batch", max=1 << 20)} for _ in args)
-                program = torch.onnx.export(
-                    model, args, dynamo=True, input_names=names, output_names=[OUTPUT],
-                    dynamic_shapes=shapes, verbose=False,
-                )  # fmt: skip
-                program.save(str(path))
-            else:
-                axes = {name: {0: "N"} for name in [*names, OUTPUT]}
-                torch.onnx.export(
-                    model, args, str(path), dynamo=False, input_names=names,
-                    output_names=[OUTPUT], dynamic_axes=axes,
-                )  # fmt: skip
-    except Exception as exc:  # exporters raise many types; the first line says why
+            write()
+    except Exception as exc:  # exporters raise many types; the root cause says why
         path.unlink(missing_ok=True)
-        raise UserError(f"cannot export to {fmt}: {_first_line(exc)}") from exc
+        raise UserError(f"cannot export to {fmt}: {_root_cause(exc)} {hint}".strip()) from exc
 
 
 def quantize_onnx(source: Path, target: Path) -> None:
@@ -166,5 +200,12 @@ def batched(run: Runner, args: tuple[torch.Tensor, ...], batch_size: int) -> tor
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # no terminal colours
     return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost exception's first line: what actually stopped the exporter."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return f"{type(exc).__name__}: {_first_line(exc)}"

@@ -2,7 +2,7 @@
 
     dlrun-export run=<run dir | ensemble dir> [format=onnx|torchscript]
                  [quantize=none|dynamic-int8] [out=<new dir>] [ckpt=best|last]
-                 [exporter=dynamo|legacy] [check=true] [batch_size=256]
+                 [exporter=auto|dynamo|legacy] [check=true] [batch_size=256]
 
 Writes into <run>/export/<format>[_int8]/ (_2, _3, ... when taken) or out=:
   model.onnx | model.pt       the model (float32 weights), batch axis dynamic
@@ -16,7 +16,9 @@ Writes into <run>/export/<format>[_int8]/ (_2, _3, ... when taken) or out=:
                               labels, accuracy (or RMSE) and file size of each file
 
 ONNX is checked with ONNX Runtime, TorchScript with torch.jit.load. check=false skips
-the check (when the run's data can't be loaded here). Every family exports: MLP, the
+the check (when the run's data can't be loaded here). exporter=auto uses torch.export
+(dynamo) and falls back to the TorchScript-based exporter for a model dynamo can't trace;
+parity.json says which one wrote the file. Every family exports: MLP, the
 CNNs, RNN/LSTM/GRU and CNN1D (padded data adds a `lengths` input), GPT (its context is
 its block size); an exporter that refuses a model is named in one line.
 Needs pip install 'dlrun[export]'. Exit codes: 0 done, 2 bad arguments or a model that
@@ -39,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "quantize": "none",
     "out": "",
     "ckpt": "best",
-    "exporter": "dynamo",
+    "exporter": "auto",
     "check": True,
     "batch_size": 256,
 }
@@ -62,10 +64,8 @@ def check_args(args: dict[str, Any]) -> None:
 
 def export_saved(args: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     """Export per ``args``; returns the folder and the parity report written there."""
-    from dlrun import export
-    from dlrun.evaluation.files import write_json
     from dlrun.predictor import load_predictor
-    from dlrun.rundir import claim_new_dir
+    from dlrun.rundir import new_output_dir
 
     check_args(args)
     fmt, quantized = args["format"], args["quantize"] != "none"
@@ -76,21 +76,33 @@ def export_saved(args: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
         contract, *(_example(contract) if test is None else (test.x, test.lengths))
     )
     label = fmt + ("_int8" if quantized else "")
-    out = claim_new_dir(args["out"], predictor.run_dir / "export", label)
+    with new_output_dir(args["out"], predictor.run_dir / "export", label) as out:
+        report = _write_files(predictor, out, args, example, test)
+    return out, report
+
+
+def _write_files(
+    predictor: Any, out: Path, args: dict[str, Any], example: tuple, test: Any
+) -> dict[str, Any]:
+    """The model file(s), parity.json and contract.json in ``out``."""
+    from dlrun import export
+    from dlrun.evaluation.files import write_json
+
+    fmt = args["format"]
     path = out / export.FILES[fmt]
-    names = export.input_names(contract)
-    export.export_model(predictor.model, tuple(a[:2] for a in example), names, path, fmt,
-                        args["exporter"])  # fmt: skip
+    names = export.input_names(predictor.contract)
+    head = tuple(a[:2] for a in example)
+    used = export.export_model(predictor.model, head, names, path, fmt, args["exporter"])
     files = {"float32": path}
-    if quantized:
-        files["int8"] = _quantize(predictor, path, fmt, tuple(a[:2] for a in example), names)
-    report = {"format": fmt, "files": {k: v.name for k, v in files.items()}}
+    if args["quantize"] != "none":
+        files["int8"] = _quantize(predictor, path, fmt, head, names)
+    report = {"format": fmt, "exporter": used, "files": {k: v.name for k, v in files.items()}}
     report["sizes_bytes"] = {k: v.stat().st_size for k, v in files.items()}
     if test is not None:
         report.update(parity(predictor, files, fmt, example, test.y, args["batch_size"]))
     write_json(out / "parity.json", report)
     write_json(out / "contract.json", contract_json(predictor, files, fmt, args))
-    return out, report
+    return report
 
 
 def _quantize(predictor: Any, path: Path, fmt: str, example: tuple, names: list) -> Path:
@@ -154,7 +166,14 @@ def parity(
     reference = export.batched(torch_model, args, batch_size)
     report: dict[str, Any] = {"n_test": len(y), "pytorch": _quality(predictor, reference, y)}
     for name, path in files.items():
-        outputs = export.batched(export.runner(path, fmt), args, batch_size)
+        try:
+            outputs = export.batched(export.runner(path, fmt), args, batch_size)
+        except Exception as exc:  # a runtime refusing the file, or a trace that can't
+            # take another batch size: the export does not work, whatever wrote it
+            raise UserError(
+                f"the exported {name} file fails on the test split "
+                f"({type(exc).__name__}: {export._first_line(exc)})"
+            ) from exc
         report[name] = {
             **_quality(predictor, outputs, y),
             "max_abs_diff": float((outputs - reference).abs().max()),

@@ -57,7 +57,7 @@ def predict_saved(args: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     from dlrun.data.inputs import read_inputs
     from dlrun.evaluation.files import write_json
     from dlrun.predictor import interpret, load_predictor, raw_outputs
-    from dlrun.rundir import claim_new_dir
+    from dlrun.rundir import new_output_dir
 
     if args["batch_size"] < 1:
         raise UserError("batch_size must be >= 1")
@@ -68,21 +68,22 @@ def predict_saved(args: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     outputs = raw_outputs(predictor, inputs.x, inputs.lengths, args["batch_size"])
     scaler = predictor.contract.meta.get("target_scaler")
     scored = interpret(predictor.task, outputs, threshold, scaler)
-    out = claim_new_dir(args["out"], predictor.run_dir / "predict", source.stem or "input")
-    summary: dict[str, Any] = {
-        "run": str(predictor.run_dir),
-        "ckpt": args["ckpt"],
-        "input": str(source),
-        "n": len(inputs),
-        "notes": predictor.notes + inputs.notes,
-    }
-    metrics = None
-    if inputs.y is not None:
-        metrics = _score_targets(predictor, inputs, out, threshold, args)
-        summary["scored"] = len(inputs.y)  # the rows with a target; see metrics.json
-    targets = _target_texts(predictor, inputs, scaler)
-    write_predictions(out / "predictions.csv", predictor, scored, inputs.names, targets)
-    write_json(out / "predict.json", summary)
+    label = source.stem or "input"
+    with new_output_dir(args["out"], predictor.run_dir / "predict", label) as out:
+        summary: dict[str, Any] = {
+            "run": str(predictor.run_dir),
+            "ckpt": args["ckpt"],
+            "input": str(source),
+            "n": len(inputs),
+            "notes": predictor.notes + inputs.notes,
+        }
+        metrics = None
+        if inputs.y is not None:
+            metrics = _score_targets(predictor, inputs, out, threshold, args)
+            summary["scored"] = len(inputs.y)  # the rows with a target; see metrics.json
+        targets = _target_texts(predictor, inputs, scaler)
+        write_predictions(out / "predictions.csv", predictor, scored, inputs.names, targets)
+        write_json(out / "predict.json", summary)
     return out, {**summary, "metrics": metrics}
 
 

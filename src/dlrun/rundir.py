@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,25 @@ def claim_new_dir(out: str | Path, parent: Path, label: str) -> Path:
             return path
         except FileExistsError:
             n += 1
+
+
+@contextmanager
+def new_output_dir(out: str | Path, parent: Path, label: str) -> Iterator[Path]:
+    """:func:`claim_new_dir`, removed again if the command fails inside: a refused
+    export or ensemble leaves nothing half-written (an empty ``out`` folder the user
+    gave stays, emptied)."""
+    given = bool(out) and Path(out).is_dir()
+    path = claim_new_dir(out, parent, label)
+    try:
+        yield path
+    except BaseException:
+        children = list(path.iterdir()) if given else [path]
+        for child in children:
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+        raise
 
 
 def write_status(run_dir: Path, status: str, reason: str = "", **extra: Any) -> None:

@@ -2,7 +2,7 @@
 
     dlrun-serve run=<run dir | ensemble dir> [host=127.0.0.1] [port=8000]
                 [runtime=torch|onnx] [ckpt=best|last] [max_batch=256]
-                [max_inputs=1024] [max_body_mb=8] [exporter=dynamo|legacy]
+                [max_inputs=1024] [max_body_mb=8] [exporter=auto|dynamo|legacy]
                 [device=auto] [threads=<torch's default>]
 
 Routes:
@@ -43,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "max_batch": 256,
     "max_inputs": 1024,
     "max_body_mb": 8.0,
-    "exporter": "dynamo",
+    "exporter": "auto",
     "device": "auto",
     "threads": None,  # torch CPU threads (None: torch's default, one per core)
 }
