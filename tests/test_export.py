@@ -81,7 +81,7 @@ def iris_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_export_writes_the_model_its_contract_and_parity(iris_run: Path) -> None:
     from dlrun.export_cli import DEFAULTS, export_saved
 
-    out, report = export_saved({**DEFAULTS, "run": str(iris_run), "exporter": "legacy",
+    out, _ = export_saved({**DEFAULTS, "run": str(iris_run), "exporter": "legacy",
                                 "quantize": "dynamic-int8"})  # fmt: skip
     assert out == iris_run / "export" / "onnx_int8"
     parity = json.loads((out / "parity.json").read_text())

@@ -33,7 +33,7 @@ def test_encoding_matches_scikit_learn_with_rare_categories_grouped():
     cells = ["a"] * 5 + ["b"] * 4 + ["c", "d", "e"]
     state = fit_table({}, {"c": cells}, np.arange(12), max_categories=3)
     encoder = OneHotEncoder(handle_unknown="ignore", max_categories=3, sparse_output=False)
-    raw = np.array(cells + ["new"], dtype=object)[:, None]
+    raw = np.array([*cells, "new"], dtype=object)[:, None]
     expected = encoder.fit(raw[:12]).transform(raw)
     got = encode_table(state, {"c": [*cells, "new"]}).x
     assert np.array_equal(got, expected)
