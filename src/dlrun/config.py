@@ -240,9 +240,9 @@ def validate(cfg: dict[str, Any], choices: Mapping[str, Any] | None = None) -> N
     bagging, member = cfg["ensemble"]["bagging"], cfg["ensemble"]["member"]
     need(bagging == 0 or bagging >= 2, "ensemble.bagging", "0 (off) or a number of members >= 2")
     need(
-        member is None or 0 <= member < max(bagging, 1),
+        member is None or (bagging >= 2 and 0 <= member < bagging),
         "ensemble.member",
-        "null, or a member index from 0 to ensemble.bagging - 1",
+        "null, or a member index from 0 to ensemble.bagging - 1 (with ensemble.bagging=N)",
     )
     one_of("ensemble.method", "average", "vote")
     need(
