@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -33,17 +34,24 @@ def compose_cfg(*overrides: str) -> dict[str, Any]:
     return container
 
 
-def train_run(run_dir: Path, *overrides: str) -> dict[str, Any]:
-    """Train ``overrides`` in-process into ``run_dir``, a run dir as the CLI leaves it
-    (with ``.hydra/config.yaml``), seconds faster than :func:`run_cli` (no start-up)."""
+def run_in_process(run_dir: Path, *overrides: str) -> dict[str, Any]:
+    """One run as the CLI makes it (training and evaluation into ``run_dir``), quietly."""
     from rich.console import Console
 
     from dlrun.runner import train_and_evaluate
 
-    cfg = compose_cfg(*overrides, "trainer.progress=none")
-    (run_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create(cfg), run_dir / ".hydra" / "config.yaml")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = compose_cfg("trainer.progress=none", *overrides)
     return train_and_evaluate(cfg, run_dir, Console(quiet=True))
+
+
+def train_run(run_dir: Path, *overrides: str) -> dict[str, Any]:
+    """:func:`run_in_process` into a run dir as the CLI leaves it, with its
+    ``.hydra/config.yaml``: one the companion commands (predict, export, ...) can open."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    cfg = compose_cfg("trainer.progress=none", *overrides)
+    OmegaConf.save(OmegaConf.create(cfg), run_dir / ".hydra" / "config.yaml")
+    return run_in_process(run_dir, *overrides)
 
 
 def run_tool(module: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -52,6 +60,12 @@ def run_tool(module: str, *args: str, cwd: Path | None = None) -> subprocess.Com
         [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300,
         cwd=cwd, env={**os.environ, "COLUMNS": "120"},
     )  # fmt: skip
+
+
+def read_history(run_dir: Path) -> list[dict[str, float]]:
+    """``history.csv`` of a run as numbers, one dict per epoch."""
+    with (run_dir / "history.csv").open() as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
 def group_options(group: str) -> list[str]:
@@ -98,6 +112,33 @@ def sigterm_after_first_epoch(
     finally:
         proc.kill()
     return proc.returncode, err
+
+
+def kill_after_epoch(
+    *args: str, run_dir: Path, cwd: Path, epoch: int, sig: int, timeout: float = 120
+) -> int:
+    """Start ``dlrun`` and send ``sig`` once history.csv has ``epoch`` rows; its exit code.
+
+    The process is killed wherever it has got to by then (writing last.pt of that epoch,
+    or already in the next one): exact resume must not depend on where. Waits on a file,
+    not a clock.
+    """
+    history = run_dir / "history.csv"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dlrun.cli", *args, f"hydra.run.dir={run_dir}"],
+        cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while not history.exists() or len(history.read_text().splitlines()) <= epoch:
+            assert time.monotonic() < deadline, f"the run never finished epoch {epoch}"
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+    return proc.returncode
 
 
 @pytest.fixture

@@ -220,14 +220,14 @@ def test_two_processes_match_one_process_with_double_batch(
 
 
 @pytest.mark.distributed
-def test_a_failing_worker_is_one_message_and_a_failed_run(tmp_path: Path) -> None:
-    # fp16 on the CPU is refused inside every worker, after the run dir exists
+def test_a_worker_refusing_to_start_is_one_message_and_leaves_nothing(tmp_path: Path) -> None:
+    # fp16 on the CPU is refused inside every worker, after the run dir exists but before
+    # training: a refusal, so the run dir goes as for one process
     result = run_cli(*COMMON, "trainer.devices=2", "trainer.precision=fp16", cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.count("dlrun: error:") == 1 and "fp16 needs a CUDA" in result.stderr
     assert "Traceback" not in result.stderr
-    status = json.loads((_only_run_dir(tmp_path) / "status.json").read_text())
-    assert status["status"] == "failed" and "fp16" in status["reason"]
+    assert not (tmp_path / "outputs").exists()
 
 
 @pytest.mark.distributed

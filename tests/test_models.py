@@ -336,25 +336,49 @@ def test_vanilla_rnn_recurrence(act: str, recurrence: str) -> None:
 # -- sequences: tbptt and padding ------------------------------------------------------
 
 
+def _grad_per_step(m: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None = None):
+    """The output, and |d sum(output) / d input| summed per sample and step: (N, T)."""
+    x = x.clone().requires_grad_(True)
+    out = m(x) if lengths is None else m(x, lengths)
+    out.sum().backward()
+    return out.detach(), x.grad.abs().sum(dim=2)
+
+
 @pytest.mark.parametrize("model", ["rnn", "lstm", "gru"])
-def test_tbptt_keeps_outputs_and_truncates_gradients(model: str) -> None:
-    spec = SPECS["seq_forecast"]
+def test_tbptt_gives_the_loss_bearing_end_a_full_window(model: str) -> None:
+    # The issue's case: sequence -> vector, T=32, tbptt_steps=10. Chunks counted from the
+    # start left the output a 2-step window (steps 30-31); the last 10 steps must get it.
+    spec = DataSpec("seq", Task.FORECAST, DataKind.SEQUENCE, (32, 2), 1)
     full = make(model, spec, "tanh", dropout=0.0).eval()
-    chunked = make(model, spec, "tanh", dropout=0.0, tbptt_steps=4).eval()
+    chunked = make(model, spec, "tanh", dropout=0.0, tbptt_steps=10).eval()
     chunked.load_state_dict(full.state_dict())
-
-    def grad_of_last_output(m: nn.Module) -> torch.Tensor:
-        x = sample(spec).requires_grad_(True)
-        out = m(x)
-        out.sum().backward()
-        return out.detach(), x.grad.abs().sum(dim=(0, 2))  # gradient per input step
-
-    out_full, grad_full = grad_of_last_output(full)
-    out_chunked, grad_chunked = grad_of_last_output(chunked)
-    torch.testing.assert_close(out_chunked, out_full)
+    x = sample(spec)
+    out_full, grad_full = _grad_per_step(full, x)
+    out_chunked, grad_chunked = _grad_per_step(chunked, x)
+    torch.testing.assert_close(out_chunked, out_full)  # forward values of one pass
     assert (grad_full > 0).all()  # full BPTT reaches step 0
-    # T=9 in chunks of 4: steps 0-3 and 4-7 are cut off from the output at step 8
-    assert not grad_chunked[:8].any() and grad_chunked[8] > 0
+    assert not grad_chunked[:, :22].any() and (grad_chunked[:, 22:] > 0).all()
+    # Padded batch: each sequence gets the 10 steps before its own end, and the
+    # forward values are still those of one pass over that sequence.
+    lengths = torch.tensor([32, 25, 7, 16])
+    out_padded, grad_padded = _grad_per_step(chunked, x, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        receives = (grad_padded[i] > 0).nonzero().flatten().tolist()
+        assert receives == list(range(max(n - 10, 0), n)), (n, receives)
+        with torch.no_grad():
+            torch.testing.assert_close(out_padded[i], full(x[i : i + 1, :n])[0])
+
+
+def test_tbptt_for_language_models_leaves_only_the_first_chunk_short() -> None:
+    # Per-step outputs: T=9, chunks of 4 counted from the end -> [0], [1-4], [5-8]; the
+    # output at step 8 reaches back to step 5 and no further.
+    spec = SPECS["tok_lm"]
+    net = make("rnn", spec, "tanh", dropout=0.0, tbptt_steps=4).eval()
+    h = net.inputs(sample(spec)).detach().requires_grad_(True)
+    out = net._run(h, None)
+    out[:, 8].sum().backward()
+    receives = (h.grad.abs().sum(dim=(0, 2)) > 0).nonzero().flatten().tolist()
+    assert receives == [5, 6, 7, 8]
 
 
 LENGTH_CASES = [

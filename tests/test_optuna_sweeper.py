@@ -124,15 +124,11 @@ def test_grid_needs_finite_values() -> None:
         ("auto", "val_rmse", "minimize"),
         ("minimize", "auto", "minimize"),
         ("maximize", "val_loss", "maximize"),
+        ("auto", "auto", "minimize"),  # trainer.monitor=auto is val_loss for every task
     ],
 )
 def test_direction_follows_the_monitored_metric(direction: str, monitor: str, expected: str):
     assert resolve_direction(direction, monitor) == expected
-
-
-def test_direction_auto_with_monitor_auto_asks_for_one() -> None:
-    with pytest.raises(UserError, match=r"trainer\.monitor"):
-        resolve_direction("auto", "auto")
 
 
 @dataclass
@@ -448,10 +444,15 @@ TWO_SWEEPS = """
 import sys
 from dlrun.cli import main
 
+given = sys.argv[1:]
 for n_trials, sweep_dir in ((2, "s1"), (3, "s2")):
-    sys.argv = ["dlrun", "-m", *sys.argv[1:], f"hydra.sweeper.n_trials={n_trials}",
+    sys.argv = ["dlrun", "-m", *given, f"hydra.sweeper.n_trials={n_trials}",
                 f"hydra.sweep.dir={sweep_dir}"]
-    main()
+    try:
+        main()  # ends with sys.exit(0) as the dlrun command does
+    except SystemExit as done:
+        if done.code:
+            raise
     print("SWEPT", sweep_dir)
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -27,11 +28,13 @@ def test_same_seed_gives_identical_metrics(tmp_path: Path) -> None:
 
 def test_best_checkpoint_follows_the_monitored_metric(tmp_path: Path) -> None:
     metrics = _run(tmp_path / "run", "trainer.epochs=3", "model=mlp", "data=iris")
-    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
-    assert len(history) == 4  # header + 3 epochs
+    with (tmp_path / "run" / "history.csv").open() as fh:
+        history = list(csv.DictReader(fh))
+    assert len(history) == 3
+    assert metrics["train"]["monitor"] == "val_loss"  # trainer.monitor=auto, every task
     best = metrics["train"]["best_epoch"]
-    values = [float(r.split(",")[4]) for r in history[1:]]  # val_accuracy column
-    assert values[best - 1] == max(values)
+    values = [float(r["val_loss"]) for r in history]
+    assert values[best - 1] == min(values)
 
 
 def test_early_stopping_stops_and_says_why(tmp_path: Path) -> None:
@@ -155,12 +158,12 @@ def test_kfold_is_refused_for_forecasting(tmp_path: Path) -> None:
 KILL_IN_FOLD = """
 import os, signal, sys
 from dlrun.engine import callbacks
-original = callbacks.Checkpointer.on_epoch_end
-def on_epoch_end(self, trainer, state, row):
+original = callbacks.Checkpointer.on_checkpoint
+def on_checkpoint(self, trainer, state, row):
     original(self, trainer, state, row)
     if self.directory.parent.name == "fold_2" and state.epoch == 2:
         os.kill(os.getpid(), signal.SIGKILL)
-callbacks.Checkpointer.on_epoch_end = on_epoch_end
+callbacks.Checkpointer.on_checkpoint = on_checkpoint
 sys.argv = ["dlrun", *sys.argv[1:]]
 from dlrun.cli import main
 main()

@@ -32,10 +32,10 @@ def test_sweep_ranks_jobs_and_reports_failures(workdir: Path) -> None:
     with (sweep / "leaderboard.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert [r["status"] for r in rows] == ["completed", "completed", "failed", "failed"]
-    assert {"model", "seed", "test_accuracy", "best_val_accuracy", "params"} <= set(rows[0])
+    assert {"model", "seed", "test_accuracy", "best_val_loss", "params"} <= set(rows[0])
     assert "cannot take data=iris" in rows[-1]["reason"]
-    best = [float(r["best_val_accuracy"]) for r in rows[:2]]
-    assert best == sorted(best, reverse=True)
+    best = [float(r["best_val_loss"]) for r in rows[:2]]  # trainer.monitor=auto: val_loss
+    assert best == sorted(best)  # lower first
     md = (sweep / "leaderboard.md").read_text()
     assert "Mean ± std over seeds" in md and "| mlp | 2 |" in md
 

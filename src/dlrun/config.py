@@ -21,6 +21,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 
 from dlrun.errors import UserError
+from dlrun.monitor import metric_mode as metric_mode  # re-exported; lives in dlrun.monitor
 
 # Choices that need an optional package: the module that must be importable and the
 # extra of pyproject.toml that installs it. Checked before anything runs, so a missing
@@ -46,9 +47,6 @@ _DATA_COUNTS = (
 )  # fmt: skip
 _DATA_NULLABLE = ("limit", "stride", "train_per_class")
 
-# Metrics that get better as they get smaller (for early stopping/checkpoints "auto" mode).
-_MINIMISED = re.compile(r"(loss|rmse|mse|mae|mape|error|perplexity|bits_per_token)$")
-
 
 @dataclass
 class TrainerSchema:
@@ -71,7 +69,7 @@ class TrainerSchema:
 @dataclass
 class EarlyStoppingSchema:
     enabled: bool = False
-    monitor: str = "val_loss"
+    monitor: str | None = None  # null: follow trainer.monitor
     mode: str = "auto"
     patience: int = 5
     min_delta: float = 0.0
@@ -151,13 +149,6 @@ def register_schema() -> None:
     ConfigStore.instance().store(name="dlrun_schema", node=RunSchema)
 
 
-def metric_mode(metric: str, mode: str = "auto") -> str:
-    """``min`` or ``max`` for ``metric``; ``auto`` infers it from the metric's name."""
-    if mode in ("min", "max"):
-        return mode
-    return "min" if _MINIMISED.search(metric) else "max"
-
-
 def validate(cfg: dict[str, Any], choices: Mapping[str, Any] | None = None) -> None:
     """Check ranges and choices; raise one :class:`UserError` naming every bad key.
 
@@ -223,11 +214,16 @@ def validate(cfg: dict[str, Any], choices: Mapping[str, Any] | None = None) -> N
         "must be in [0, 0.5)",
     )
     stop = reg["early_stopping"]
-    need(
-        re.fullmatch(r"(val_)?(loss|accuracy|rmse)", stop["monitor"]) is not None,
-        "regularization.early_stopping.monitor",
-        "use loss, val_loss, accuracy, val_accuracy, rmse or val_rmse",
-    )
+    for key, watched in [
+        ("regularization.early_stopping.monitor", stop["monitor"]),
+        ("scheduler.monitor", (cfg.get("scheduler") or {}).get("monitor")),
+    ]:
+        need(
+            watched is None or re.fullmatch(r"(val_)?(loss|accuracy|rmse)", watched) is not None,
+            key,
+            "use null (follow trainer.monitor), loss, val_loss, accuracy, val_accuracy, rmse "
+            "or val_rmse",
+        )
     need(stop["patience"] >= 0, "regularization.early_stopping.patience", "must be >= 0")
     one_of("regularization.early_stopping.mode", "auto", "min", "max")
     need(0.0 < cfg["eval"]["threshold"] < 1.0, "eval.threshold", "must be in (0, 1)")

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlrun.config import metric_mode
 from dlrun.display import interval, number
 from dlrun.evaluation.significance import VERDICTS, t_interval
+from dlrun.monitor import metric_mode
+from dlrun.rundir import run_status
 
 # Test metrics shown when present, in this order (the headline of each task kind).
 TEST_COLUMNS = (
@@ -61,7 +62,7 @@ def read_job(job_dir: Path) -> Job | None:
     if not overrides_path.is_file():
         return None
     overrides = dict(_split_override(line) for line in _yaml_list(overrides_path))
-    status = _read_json(job_dir / "status.json")
+    status = run_status(job_dir) or {}  # "running" with its process gone: interrupted
     metrics = _read_json(job_dir / "metrics.json")
     trial = _read_json(job_dir / "trial.json")
     train = metrics.get("train", {})

@@ -9,16 +9,15 @@ only rank 0 prints, writes the run dir and evaluates the test split.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
 
+from dlrun import monitor as monitors
 from dlrun import tasks
-from dlrun.config import metric_mode
-from dlrun.data.batches import Shard, n_batches
 from dlrun.data.contract import save_contract
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
 from dlrun.engine import distributed
@@ -30,13 +29,21 @@ from dlrun.engine.callbacks import (
     HistoryCSV,
     ProgressReporter,
     TrainLog,
+    epochs,
 )
 from dlrun.engine.checkpoint import load_checkpoint, load_model_weights
 from dlrun.engine.device import select_device
 from dlrun.engine.interrupts import graceful_interrupts
 from dlrun.engine.launch import launched, spawn_run
-from dlrun.engine.schedules import build_scheduler
-from dlrun.engine.trainer import Trainer, TrainerSettings, near_zero_fraction
+from dlrun.engine.runstate import StatusHeartbeat, resume_early_stopping, schedule_length_kept
+from dlrun.engine.schedules import build_scheduler, scheduler_monitor
+from dlrun.engine.trainer import (
+    FitState,
+    Trainer,
+    TrainerSettings,
+    optimizer_steps_per_epoch,
+    sparsity,
+)
 from dlrun.errors import UserError
 from dlrun.models import build_model
 from dlrun.transfer import prepare as prepare_transfer
@@ -72,19 +79,20 @@ def instantiate(node: dict[str, Any], **kwargs: Any) -> Any:
 
 
 def monitor_metric(cfg: dict[str, Any], task: Task) -> str:
-    """The validation metric that picks ``best.pt`` (``trainer.monitor``, or auto)."""
-    name, _ = tasks.TRAIN_METRIC[task]
-    monitor = cfg["trainer"]["monitor"]
-    if monitor == "auto":
-        classification = task not in (Task.REGRESSION, Task.FORECAST)
-        return f"val_{name}" if classification else "val_loss"
-    allowed = ["loss", name, "val_loss", f"val_{name}"]
-    if monitor not in allowed:
+    """The metric that picks ``best.pt`` and, unless overridden, drives early stopping,
+    plateau schedules, Optuna and the leaderboard (``trainer.monitor``; auto: val_loss)."""
+    return check_monitor(monitors.resolve(cfg["trainer"]["monitor"]), task, "trainer.monitor")
+
+
+def check_monitor(name: str, task: Task, key: str) -> str:
+    """``name`` if the epoch rows of a ``task`` run record it, else a :class:`UserError`."""
+    metric, _ = tasks.TRAIN_METRIC[task]
+    allowed = ["loss", metric, "val_loss", f"val_{metric}"]
+    if name not in allowed:
         raise UserError(
-            f"trainer.monitor={monitor} is not recorded for a {task} task; "
-            f"use one of {', '.join(allowed)}"
+            f"{key}={name} is not recorded for a {task} task; use one of {', '.join(allowed)}"
         )
-    return monitor
+    return name
 
 
 def build(cfg: dict[str, Any], bundle: DataBundle | None = None) -> Experiment:
@@ -132,41 +140,53 @@ def train_and_evaluate(
     exp = build(cfg, bundle)
     if main:  # what predict, export and serve need, kept with the run (no data needed)
         save_contract(run_dir, exp.bundle)
-    spec = exp.bundle.spec
-    reg, trainer_cfg = cfg["regularization"], cfg["trainer"]
-    monitor = monitor_metric(cfg, spec.task)
-    params = prepare_transfer(
-        cfg, exp.model, spec, run_dir, lambda line: console.print(line, markup=False)
+    trainer = make_trainer(cfg, exp, run_dir, console, main)
+    with graceful_interrupts() as stop_flag:
+        trainer.stop_flag = stop_flag
+        state = resume_state(cfg, trainer, run_dir, exp.device, main, console)
+        started = time.perf_counter()
+        state = trainer.fit(state)
+    train_seconds = time.perf_counter() - started
+    if not main:  # rank 0 evaluates the unwrapped model and shares the results
+        return distributed.broadcast_object(None)
+    scored = exp.bundle if eval_bundle is None else eval_bundle.to(exp.device)
+    metrics = evaluate_best(cfg, exp, scored, run_dir, state, trainer.monitor.name, console)
+    metrics["train"] = train_summary(cfg, exp.model, state, trainer.monitor.name, train_seconds)
+    t = metrics["train"]
+    best = "n/a" if state.best_value is None else f"{state.best_value:.4g}"
+    console.print(
+        f"best {t['monitor']} {best} at epoch {state.best_epoch}; "
+        f"trained {epochs(state.epoch)} in {train_seconds:.1f}s",
+        highlight=False,
     )
+    if cfg["regularization"]["l1"] or cfg["regularization"]["l2"]:
+        console.print(
+            f"weights exactly 0: {t['zero_weights']:.1%}; "
+            f"with |w| < 1e-3: {t['near_zero_weights']:.1%}",
+            highlight=False,
+        )
+    return distributed.broadcast_object(metrics)
+
+
+def make_trainer(
+    cfg: dict[str, Any], exp: Experiment, run_dir: Path, console: Console, main: bool
+) -> Trainer:
+    """Optimizer, schedule, callbacks, augmentation and loss around the built model."""
+    spec, trainer_cfg, reg = exp.bundle.spec, cfg["trainer"], cfg["regularization"]
+    settings = make_settings(cfg, spec.task)
+    say = lambda line: console.print(line, markup=False)  # noqa: E731
+    params = prepare_transfer(cfg, exp.model, spec, run_dir, say)  # init_from, freeze
     optimizer = instantiate(cfg["optimizer"])(params)
-    steps_per_epoch = n_batches(
-        Shard(distributed.rank(), distributed.world_size()).length(len(exp.bundle.train)),
-        trainer_cfg["batch_size"],
-        trainer_cfg["limit_batches"],
-    )
     scheduler, interval = build_scheduler(
         cfg["scheduler"],
         optimizer,
-        epochs=trainer_cfg["epochs"],
-        steps_per_epoch=steps_per_epoch,
-        monitor_mode=metric_mode(monitor),
+        epochs=settings.epochs,
+        steps_per_epoch=optimizer_steps_per_epoch(
+            len(exp.bundle.train), settings, distributed.world_size()
+        ),
+        monitor=settings.monitor,
     )
-    settings = TrainerSettings(
-        epochs=trainer_cfg["epochs"],
-        batch_size=trainer_cfg["batch_size"],
-        limit_batches=trainer_cfg["limit_batches"],
-        grad_clip=trainer_cfg["grad_clip"],
-        l1=reg["l1"],
-        l2=reg["l2"],
-        monitor=monitor,
-        seed=cfg["seed"],
-        scheduler_interval=interval,
-        precision=trainer_cfg["precision"],
-        grad_clip_mode=trainer_cfg["grad_clip_mode"],
-        accumulate=trainer_cfg["accumulate"],
-    )
-    ckpt_dir = run_dir / "checkpoints"
-    callbacks = make_callbacks(cfg, run_dir, console, monitor, main)
+    callbacks = make_callbacks(cfg, run_dir, console, settings.monitor, main)
     n_params = sum(p.numel() for p in exp.model.parameters())
     console.print(
         f"{cfg.get('model_name', 'model')} ({n_params:,} parameters) on {spec.name} "
@@ -175,48 +195,77 @@ def train_and_evaluate(
         highlight=False,
         markup=False,
     )
+    if reg["label_smoothing"] and spec.task not in tasks.SMOOTHABLE:
+        console.print(
+            f"note: label smoothing is for class targets; a {spec.task} task ignores it",
+            highlight=False,
+        )
     augment = make_augment(cfg, spec)
     train_model = distributed.wrap(exp.model, exp.device)
     train_model = torch.compile(train_model) if trainer_cfg["compile"] else train_model
-    with graceful_interrupts() as stop_flag:
-        trainer = Trainer(
-            train_model,
-            exp.bundle,
-            optimizer,
-            tasks.loss_fn(spec.task, reg["label_smoothing"]),
-            settings,
-            scheduler,
-            callbacks,
-            stop_flag,
-            augment,
-        )
-        state = None
-        if cfg.get("resume"):
-            last = ckpt_dir / "last.pt"
-            # Rank 0 reads the file and sends it: other nodes may not see this disk.
-            where = exp.device if distributed.world_size() == 1 else "cpu"
-            ckpt = load_checkpoint(last, where) if main else None
-            state = trainer.load_state_dict(distributed.broadcast_object(ckpt))
-            console.print(f"resuming {run_dir} after epoch {state.epoch}", highlight=False)
-        started = time.perf_counter()
-        state = trainer.fit(state)
-    train_seconds = time.perf_counter() - started
-    if not main:  # rank 0 evaluates the unwrapped model and shares the results
-        return distributed.broadcast_object(None)
+    return Trainer(
+        train_model,
+        exp.bundle,
+        optimizer,
+        tasks.loss_fn(spec.task, reg["label_smoothing"]),
+        replace(settings, scheduler_interval=interval),
+        scheduler,
+        callbacks,
+        augment=augment,
+    )
 
-    # The test split judges the best-validation weights (like Lightning's ckpt_path="best"),
-    # unless early stopping was told not to restore them.
-    best_path = ckpt_dir / "best.pt"
-    stop = reg["early_stopping"]
+
+def resume_state(
+    cfg: dict[str, Any],
+    trainer: Trainer,
+    run_dir: Path,
+    device: torch.device,
+    main: bool,
+    console: Console,
+) -> FitState | None:
+    """The state to continue from when ``cfg["resume"]`` is set (last.pt), else None."""
+    if not cfg.get("resume"):
+        return None
+    # Rank 0 reads the file and sends it: other nodes may not see this disk.
+    where = device if distributed.world_size() == 1 else "cpu"
+    last = run_dir / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(last, where) if main else None
+    with schedule_length_kept(trainer.scheduler):  # more trainer.epochs may have been asked
+        state = trainer.load_state_dict(distributed.broadcast_object(ckpt))
+    note = resume_early_stopping(trainer.callbacks, state, bool(cfg.get("resume_completed")))
+    console.print(
+        f"resuming {run_dir} after epoch {state.epoch}" + (f"; {note}" if note else ""),
+        highlight=False,
+    )
+    return state
+
+
+def evaluate_best(
+    cfg: dict[str, Any],
+    exp: Experiment,
+    scored: DataBundle,
+    run_dir: Path,
+    state: FitState,
+    monitor: str,
+    console: Console,
+) -> dict[str, Any]:
+    """Evaluate the best-validation weights (like Lightning's ``ckpt_path="best"``),
+    unless early stopping was told not to restore them; writes the run's report files.
+
+    ``scored`` is the data the test (and val) metrics come from: the run's own bundle, or
+    a fold's held-out part under cross-validation.
+    """
+    from dlrun.evaluation import evaluate_run, headline_table
+
+    best_path = run_dir / "checkpoints" / "best.pt"
+    stop = cfg["regularization"]["early_stopping"]
     keep_last = stop["enabled"] and not stop["restore_best"]
     if best_path.is_file() and not keep_last:
         load_model_weights(exp.model, load_checkpoint(best_path, exp.device), best_path)
-
-    from dlrun.evaluation import evaluate_run, headline_table
-
+    trainer_cfg = cfg["trainer"]
     metrics = evaluate_run(
         exp.model,
-        exp.bundle if eval_bundle is None else eval_bundle.to(exp.device),
+        scored,
         run_dir,
         splits=tuple(cfg["eval"]["splits"]),
         batch_size=max(256, trainer_cfg["batch_size"]),
@@ -228,27 +277,65 @@ def train_and_evaluate(
         monitor=monitor,
     )
     console.print(headline_table(metrics))
-    best = "n/a" if state.best_value is None else f"{state.best_value:.4g}"
-    console.print(
-        f"best {monitor} {best} at epoch {state.best_epoch}; "
-        f"trained {state.epoch} epochs in {train_seconds:.1f}s",
-        highlight=False,
-    )
-    sparsity = near_zero_fraction(exp.model)
-    if reg["l1"] or reg["l2"]:
-        console.print(f"weights with |w| < 1e-3: {sparsity:.1%}", highlight=False)
-    metrics["train"] = {
+    return metrics
+
+
+def train_summary(
+    cfg: dict[str, Any], model: torch.nn.Module, state: FitState, monitor: str, seconds: float
+) -> dict[str, Any]:
+    """metrics.json's ``train`` section: how training went and how sparse the weights are."""
+    zero, near_zero = sparsity(model)
+    return {
         "epochs": state.epoch,
         "best_epoch": state.best_epoch,
         "best_value": state.best_value,
         "monitor": monitor,
-        "seconds": train_seconds,
-        "parameters": n_params,
+        "seconds": seconds,
+        "parameters": sum(p.numel() for p in model.parameters()),
         "stop_reason": state.stop_reason,
-        "near_zero_weights": sparsity,
+        "zero_weights": zero,  # share of weight entries that are exactly 0 (L1)
+        "near_zero_weights": near_zero,  # |w| < 1e-3
         "threads": torch.get_num_threads(),
     }
-    return distributed.broadcast_object(metrics)
+
+
+def make_settings(cfg: dict[str, Any], task: Task) -> TrainerSettings:
+    """The trainer's settings from the config; every monitor name checked against ``task``.
+
+    When early stopping follows ``trainer.monitor`` its ``min_delta`` is the trainer's
+    too, so ``best.pt`` is the epoch early stopping counts from.
+    """
+    trainer_cfg, reg = cfg["trainer"], cfg["regularization"]
+    monitor = monitor_metric(cfg, task)
+    stop = reg["early_stopping"]
+    follows = stop["enabled"] and follows_trainer(stop, monitor)
+    if stop["enabled"] and not follows:
+        check_monitor(stop["monitor"], task, "regularization.early_stopping.monitor")
+    plateau = check_monitor(scheduler_monitor(cfg["scheduler"], monitor), task, "scheduler.monitor")
+    return TrainerSettings(
+        epochs=trainer_cfg["epochs"],
+        batch_size=trainer_cfg["batch_size"],
+        limit_batches=trainer_cfg["limit_batches"],
+        grad_clip=trainer_cfg["grad_clip"],
+        l1=reg["l1"],
+        l2=reg["l2"],
+        monitor=monitor,
+        min_delta=stop["min_delta"] if follows else 0.0,
+        scheduler_monitor=plateau,
+        seed=cfg["seed"],
+        precision=trainer_cfg["precision"],
+        grad_clip_mode=trainer_cfg["grad_clip_mode"],
+        accumulate=trainer_cfg["accumulate"],
+    )
+
+
+def follows_trainer(stop: dict[str, Any], monitor: str) -> bool:
+    """Whether early stopping watches what the trainer does (null or the same metric and
+    direction), so it reads the trainer's best epoch instead of keeping its own."""
+    watched = monitors.resolve(stop["monitor"], monitor)
+    return watched == monitor and monitors.metric_mode(watched, stop["mode"]) == (
+        monitors.metric_mode(monitor)
+    )
 
 
 def make_callbacks(
@@ -257,17 +344,21 @@ def make_callbacks(
     """The run's callbacks; only the main process gets those that print or write files."""
     trainer_cfg, stop = cfg["trainer"], cfg["regularization"]["early_stopping"]
     callbacks: list[Callback] = []
+    status = dict(cfg.get("run_status") or {})
     if main:
         callbacks += [
             ProgressReporter(console, trainer_cfg["progress"]),
             TrainLog(run_dir / "train.log"),
             HistoryCSV(run_dir / "history.csv"),
             Checkpointer(run_dir / "checkpoints"),
+            # status.json follows last.pt: the heartbeat records only saved epochs
+            StatusHeartbeat(Path(status.pop("dir", run_dir)), status),
         ]
     if stop["enabled"]:
-        callbacks.append(
-            EarlyStopping(stop["monitor"], stop["mode"], stop["patience"], stop["min_delta"])
-        )
+        own = None  # None: read the trainer's best epoch
+        if not follows_trainer(stop, monitor):
+            own = monitors.Monitor(stop["monitor"], stop["mode"], stop["min_delta"])
+        callbacks.append(EarlyStopping(own, stop["patience"]))
     trial = cfg.get("trial")
     if trial and main:  # a job of the Optuna sweeper: report each epoch, stop if pruned
         from dlrun.sweep.pruning import OptunaPruning

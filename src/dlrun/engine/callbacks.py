@@ -3,18 +3,21 @@
 No string dispatch: each hook is a real method with a signature, so a typo is an
 AttributeError at import, not a silently ignored hook. The trainer never draws, writes
 CSV or saves files itself; these callbacks do.
+
+At the end of an epoch the trainer calls ``on_epoch_end`` of every callback, then
+``on_checkpoint`` of every callback: whatever a callback updates in ``on_epoch_end``
+(early stopping's patience) is in the checkpoint of that epoch, in any callback order.
 """
 
 from __future__ import annotations
 
 import csv
-import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlrun.config import metric_mode
 from dlrun.engine.checkpoint import copy_checkpoint, save_checkpoint
+from dlrun.monitor import Monitor
 
 if TYPE_CHECKING:
     import torch
@@ -38,6 +41,10 @@ class Callback:
         return None
 
     def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
+        return None
+
+    def on_checkpoint(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
+        """After every callback's ``on_epoch_end``: the place to save the epoch's state."""
         return None
 
     def on_fit_end(self, trainer: Trainer, state: FitState) -> None:
@@ -68,13 +75,16 @@ class HistoryCSV(Callback):
 
 
 class Checkpointer(Callback):
-    """Saves ``last.pt`` every epoch and ``best.pt`` when the monitored metric improves."""
+    """Saves ``last.pt`` every epoch and ``best.pt`` when the monitored metric improves.
+
+    It saves in ``on_checkpoint``, after every callback has updated its state.
+    """
 
     def __init__(self, directory: Path, extra: dict | None = None) -> None:
         self.directory = directory
         self.extra = extra or {}
 
-    def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
+    def on_checkpoint(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
         snapshot = {**trainer.state_dict(state), **self.extra}
         snapshot["callbacks"] = {type(cb).__name__: cb.state_dict() for cb in trainer.callbacks}
         last = self.directory / "last.pt"
@@ -84,40 +94,57 @@ class Checkpointer(Callback):
 
 
 class EarlyStopping(Callback):
-    """Stops when ``monitor`` hasn't improved by ``min_delta`` for ``patience`` epochs."""
+    """Stops after ``patience`` epochs without a new best (Keras' meaning of patience).
 
-    def __init__(
-        self, monitor: str, mode: str = "auto", patience: int = 5, min_delta: float = 0.0
-    ) -> None:
+    With ``monitor=None`` it follows the trainer's monitor and reads the best epoch the
+    trainer tracks (``state.best_epoch``), so it stops on the very metric, ``min_delta``
+    and tie-break that picked ``best.pt``: the weights restored are the ones it waited
+    on. An explicit :class:`Monitor` keeps its own best and count, saved in checkpoints.
+    """
+
+    def __init__(self, monitor: Monitor | None = None, patience: int = 5) -> None:
         self.monitor = monitor
-        self.mode = metric_mode(monitor, mode)
         self.patience = patience
-        self.min_delta = min_delta
-        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best: dict[str, float] | None = None  # own monitor only: the best row
         self.wait = 0
+        self.since = 0  # following the trainer: patience counts from here at the earliest
 
     def state_dict(self) -> dict[str, Any]:
+        if self.monitor is None:
+            return {"since": self.since}
         return {"best": self.best, "wait": self.wait}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best, self.wait = state["best"], state["wait"]
+        self.since = int(state.get("since", 0))
+        if self.monitor is not None and "wait" in state:
+            best = state["best"]
+            self.best, self.wait = (best if isinstance(best, dict) else None), state["wait"]
+
+    def restart(self, epoch: int) -> None:
+        """A fresh patience from ``epoch`` on, keeping the best so far as the one to beat
+        (a completed, early-stopped run given more epochs, like Keras' ``initial_epoch``)."""
+        self.wait, self.since = 0, epoch
 
     def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
-        value = row[self.monitor]
-        better = (
-            value < self.best - self.min_delta
-            if self.mode == "min"
-            else value > self.best + self.min_delta
-        )
-        if better:
-            self.best, self.wait = value, 0
-            return
-        self.wait += 1
-        if self.wait >= self.patience:  # Keras' meaning of patience
+        if self.monitor is None:
+            name = trainer.monitor.name
+            self.wait = state.epoch - max(state.best_epoch or 0, self.since)
+        else:
+            name = self.monitor.name
+            if self.monitor.improved(row, self.best):
+                self.best, self.wait = dict(row), 0
+            else:
+                self.wait += 1
+        if self.wait and self.wait >= self.patience:
             state.stop_reason = (
-                f"early stopping: {self.monitor} did not improve for {self.patience} epochs"
+                f"early stopping: {name} did not improve for {epochs(self.patience)}"
             )
             state.should_stop = True
+
+
+def epochs(n: int) -> str:
+    """``1 epoch``, ``2 epochs``: every message that counts epochs says it this way."""
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
 class ProgressReporter(Callback):
@@ -209,13 +236,18 @@ class TrainLog(Callback):
 
     def on_fit_start(self, trainer: Trainer, state: FitState) -> None:
         where = f"resuming after epoch {state.epoch}" if state.epoch else "starting"
-        self.write(f"{where}: {trainer.settings.epochs} epochs, monitor {trainer.settings.monitor}")
+        self.write(f"{where}: {epochs(trainer.settings.epochs)}, monitor {trainer.monitor.name}")
 
     def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
         self.write(" - ".join(f"{k} {v:.6g}" for k, v in row.items()))
 
     def on_fit_end(self, trainer: Trainer, state: FitState) -> None:
-        self.write(state.stop_reason or f"finished after epoch {state.epoch}")
+        if state.outcome == "completed":
+            self.write(state.stop_reason or f"finished after {epochs(state.epoch)}")
+            return
+        why = state.failure.strip().splitlines()[0] if state.failure.strip() else "no reason"
+        # interrupted, failed, pruned: never "finished"
+        self.write(f"{state.outcome} with {epochs(state.epoch)} completed: {why}")
 
 
 class TensorBoardLogger(Callback):

@@ -9,28 +9,33 @@ accepted, so a checkpoint from anywhere cannot execute code.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dlrun.errors import UserError
+from dlrun.errors import UserError, write_error
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write ``state`` to ``path`` atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _refused_write_names(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(state, fh)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):  # on a read-only disk this fails too
+                Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def copy_checkpoint(source: Path, target: Path) -> None:
@@ -40,18 +45,34 @@ def copy_checkpoint(source: Path, target: Path) -> None:
     :func:`save_checkpoint` never writes into an existing file: it renames a new one over
     it, so the link keeps the old contents. Filesystems without hard links get a copy.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
+    with _refused_write_names(target):
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        os.close(fd)
         try:
-            os.unlink(tmp)
-            os.link(source, tmp)
-        except OSError:
-            shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            try:
+                os.unlink(tmp)
+                os.link(source, tmp)
+            except OSError:
+                shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+@contextmanager
+def _refused_write_names(path: Path) -> Iterator[None]:
+    """Raise a refused write (full disk, read-only folder) as an ``OSError`` naming
+    ``path``: torch reports a full disk as ``RuntimeError: ... unexpected pos``, and the
+    temp file's name means nothing to a user."""
+    try:
+        yield
+    except Exception as exc:
+        refused = write_error(exc)
+        if refused is None:
+            raise
+        raise OSError(refused.errno, refused.strerror, str(path)) from exc
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -5,6 +5,11 @@ A scheduler config is ``_target_`` + ``_partial_: true`` + ``interval`` (``epoch
 ``step``) + its own parameters. Facts only the run knows (how many times the scheduler
 will be stepped, whether the monitored metric is minimised) are passed to the target
 only when its signature asks for them, so torch's classes and ours are built alike.
+
+``total_steps`` counts optimizer steps (``ceil(batches / trainer.accumulate)`` per epoch
+of this process's shard), which is how often a per-step schedule is stepped; counted in
+batches, a cosine schedule with ``accumulate=4`` would end at 92% of its peak.
+A plateau schedule watches ``scheduler.monitor`` (null: ``trainer.monitor``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 
 from dlrun.errors import UserError
+from dlrun.monitor import metric_mode, resolve
 
 
 def warmup_cosine(
@@ -58,13 +64,19 @@ def build_scheduler(
     *,
     epochs: int,
     steps_per_epoch: int,
-    monitor_mode: str,
+    monitor: str,
 ) -> tuple[LRScheduler | ReduceLROnPlateau | None, str]:
-    """The scheduler for ``cfg`` (or None for a constant lr) and how often to step it."""
+    """The scheduler for ``cfg`` (or None for a constant lr) and how often to step it.
+
+    ``steps_per_epoch`` is optimizer steps, not batches; ``monitor`` is the trainer's
+    metric, which a plateau schedule follows unless its config names another.
+    """
     from dlrun.runner import instantiate
 
     node = dict(cfg)
     interval = node.pop("interval", "epoch")
+    watched = scheduler_monitor(node, monitor)
+    node.pop("monitor", None)
     if interval not in ("epoch", "step"):
         raise UserError(f"scheduler.interval={interval} is invalid: use epoch or step")
     if node.get("_target_") is None:
@@ -75,10 +87,15 @@ def build_scheduler(
     if "total_steps" in accepted and "total_steps" not in node:
         context["total_steps"] = epochs * steps_per_epoch if interval == "step" else epochs
     if "mode" in accepted and "mode" not in node:
-        context["mode"] = monitor_mode
+        context["mode"] = metric_mode(watched)
     if interval == "epoch" and factory.func is torch.optim.lr_scheduler.OneCycleLR:
         raise UserError("scheduler=onecycle must step every batch: keep scheduler.interval=step")
     try:
         return factory(optimizer, **context), interval
     except (TypeError, ValueError) as exc:
         raise UserError(f"scheduler config is invalid: {exc}") from exc
+
+
+def scheduler_monitor(cfg: dict[str, Any], monitor: str) -> str:
+    """The metric a (plateau) schedule watches: ``cfg["monitor"]``, or the trainer's."""
+    return resolve(cfg.get("monitor"), monitor)

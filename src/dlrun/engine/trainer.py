@@ -9,6 +9,12 @@ In a process group (``trainer.devices>1`` or torchrun) the model arrives wrapped
 DDP; each rank trains on its shard of every epoch, and the epoch sums and validation
 sums are added over ranks, so every rank sees the same global numbers and takes the
 same decisions (best epoch, early stopping, plateau schedules).
+
+What is reported is what is true: every loss in a row is the task's true loss (label
+smoothing changes only what is minimised), and regression/forecast rmse is in the data's
+own units. The best epoch is tracked once, here, with :class:`dlrun.monitor.Monitor`;
+callbacks read it from :class:`FitState`. Checkpoints are written in a phase of their own
+after every callback has updated its state for the epoch.
 """
 
 from __future__ import annotations
@@ -22,10 +28,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional
 from torch.nn.parallel import DistributedDataParallel
 
 from dlrun import tasks
-from dlrun.config import metric_mode
 from dlrun.data.batches import Shard, iterate, n_batches
 from dlrun.data.spec import DataBundle, Split
 from dlrun.engine import distributed
@@ -33,6 +39,7 @@ from dlrun.engine.augment import BatchAugment
 from dlrun.engine.callbacks import Callback
 from dlrun.engine.interrupts import RunInterrupted, StopFlag
 from dlrun.errors import UserError
+from dlrun.monitor import Monitor
 
 
 class TrainingDiverged(UserError):
@@ -47,9 +54,11 @@ class TrainerSettings:
     grad_clip: float | None = None
     grad_clip_mode: str = "norm"  # "norm" (clip the global norm) or "value" (each entry)
     accumulate: int = 1  # optimizer step every `accumulate` batches
-    l1: float = 0.0
-    l2: float = 0.0
+    l1: float = 0.0  # soft-threshold after each optimizer step (exact zeros)
+    l2: float = 0.0  # penalty added to the loss
     monitor: str = "val_loss"
+    min_delta: float = 0.0  # the smallest change of `monitor` that is a new best
+    scheduler_monitor: str | None = None  # what a plateau schedule watches (None: monitor)
     seed: int = 0
     scheduler_interval: str = "epoch"  # "epoch" or "step"
     precision: str = "32"  # "32", "bf16" or "fp16" (autocast; fp16 adds a GradScaler)
@@ -66,6 +75,15 @@ class FitState:
     best_epoch: int | None = None
     should_stop: bool = False
     stop_reason: str = ""
+    # How fit() ended ("completed", "interrupted", "failed", ...) and why; not saved.
+    outcome: str = "running"
+    failure: str = ""
+
+    def best_row(self) -> dict[str, float] | None:
+        """The history row of the best epoch so far (ties are broken with its values)."""
+        if self.best_epoch is None:
+            return None
+        return next((r for r in reversed(self.history) if r["epoch"] == self.best_epoch), None)
 
 
 class Trainer:
@@ -94,10 +112,15 @@ class Trainer:
         self.augment = augment
         self.task = bundle.spec.task
         self.metric_name, _ = tasks.TRAIN_METRIC[self.task]
-        self.monitor_mode = metric_mode(settings.monitor)
+        self.monitor = Monitor(settings.monitor, min_delta=settings.min_delta)
+        self._objective = getattr(loss_fn, "objective", None) or _plain_objective(loss_fn)
         self.generator = torch.Generator().manual_seed(settings.seed)
         self._penalised = [p for p in model.parameters() if p.dim() > 1]
+        self._l1_groups = _l1_groups(optimizer, self._penalised) if settings.l1 else []
         self.device_type = bundle.train.x.device.type
+        std = tasks.target_std(bundle.meta, self.task)
+        device = bundle.train.x.device
+        self.target_std = None if std is None else torch.tensor(std, device=device)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.precision)
         if settings.precision == "fp16" and self.device_type != "cuda":
             raise UserError("trainer.precision=fp16 needs a CUDA device; use bf16 on the CPU")
@@ -105,6 +128,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if settings.precision == "fp16" else None
         self.world_size = distributed.world_size()
         self.rank = distributed.rank()
+        # The lr the latest optimizer step used: history's `lr` (a per-step schedule has
+        # already moved on to the next step's value when the epoch ends).
+        self._step_lr: float = optimizer.param_groups[0]["lr"]
 
     # ----------------------------------------------------------------- the loop
     def fit(self, state: FitState | None = None) -> FitState:
@@ -114,39 +140,56 @@ class Trainer:
             cb.on_fit_start(self, state)
         try:
             while state.epoch < self.settings.epochs and not state.should_stop:
-                started = time.perf_counter()
-                loss, metric = self._train_epoch(state)
-                val_loss, val_metric = self.evaluate(self.bundle.val)
-                state.epoch += 1
-                row = {
-                    "epoch": state.epoch,
-                    "loss": loss,
-                    self.metric_name: metric,
-                    "val_loss": val_loss,
-                    f"val_{self.metric_name}": val_metric,
-                    "lr": self.optimizer.param_groups[0]["lr"],
-                    "seconds": time.perf_counter() - started,
-                }
-                self._step_epoch_scheduler(row)
-                self._track_best(state, row)
-                state.history.append(row)
-                self._epoch_end_callbacks(state, row)
+                self._epoch(state)
+            state.outcome = "completed"
+        except (RunInterrupted, KeyboardInterrupt) as exc:
+            state.outcome, state.failure = "interrupted", str(exc) or "interrupted"
+            raise
+        except BaseException as exc:
+            state.outcome = getattr(exc, "status", "failed")
+            state.failure = str(exc) or type(exc).__name__
+            raise
         finally:
             for cb in self.callbacks:
                 cb.on_fit_end(self, state)
         return state
 
-    def _epoch_end_callbacks(self, state: FitState, row: dict[str, float]) -> None:
-        """Run ``on_epoch_end``; in a group, a failure on one rank stops every rank.
+    def _epoch(self, state: FitState) -> None:
+        """Train one epoch, validate, update the best epoch, then run the callbacks."""
+        started = time.perf_counter()
+        loss, metric = self._train_epoch(state)
+        val_loss, val_metric = self.evaluate(self.bundle.val)
+        state.epoch += 1
+        row = {
+            "epoch": state.epoch,
+            "loss": loss,
+            self.metric_name: metric,
+            "val_loss": val_loss,
+            f"val_{self.metric_name}": val_metric,
+            "lr": float(self._step_lr),
+            "seconds": time.perf_counter() - started,
+        }
+        self._step_epoch_scheduler(row)
+        self._track_best(state, row)
+        state.history.append(row)
+        self._epoch_end_callbacks(state, row)
 
-        File writers and the Optuna pruner run on rank 0 only, so only rank 0 can fail
-        there (disk full, trial pruned); the others must stop at the same epoch instead
-        of waiting for rank 0 in the next all-reduce.
+    def _epoch_end_callbacks(self, state: FitState, row: dict[str, float]) -> None:
+        """``on_epoch_end`` of every callback, then ``on_checkpoint`` of every callback.
+
+        Two phases, so a checkpoint holds every callback's state for this epoch whatever
+        order the callbacks are listed in (early stopping's patience, for one).
+        In a group, a failure on one rank stops every rank: file writers and the Optuna
+        pruner run on rank 0 only, so only rank 0 can fail there (disk full, trial
+        pruned); the others must stop at the same epoch instead of waiting for rank 0 in
+        the next all-reduce.
         """
         error: Exception | None = None
         try:
             for cb in self.callbacks:
                 cb.on_epoch_end(self, state, row)
+            for cb in self.callbacks:
+                cb.on_checkpoint(self, state, row)
         except Exception as exc:
             if self.world_size == 1:
                 raise
@@ -160,11 +203,7 @@ class Trainer:
         s = self.settings
         split = self.bundle.train
         shard = Shard(self.rank, self.world_size) if self.world_size > 1 else None
-        count = n_batches(
-            len(split) if shard is None else shard.length(len(split)),
-            s.batch_size,
-            s.limit_batches,
-        )
+        count = batches_per_epoch(len(split), s, self.world_size)
         for cb in self.callbacks:
             cb.on_epoch_start(self, state, count)
         self.model.train()
@@ -187,8 +226,9 @@ class Trainer:
             self._sync_gradients(stepping)
             with self._autocast():
                 outputs = self._forward(batch)
-                loss = self.loss_fn(outputs, batch.y)
-            objective = loss + self._penalty() if (s.l1 or s.l2) else loss
+                objective, loss = self._objective(outputs, batch.y)
+            if s.l2:
+                objective = objective + self._penalty()
             diverged, stopping = self._step_checks(objective)
             if diverged:
                 raise TrainingDiverged(
@@ -208,7 +248,7 @@ class Trainer:
             n = len(batch)
             seen += n
             loss_sum.add_(loss.detach(), alpha=n)
-            metric_sum += tasks.batch_metric(self.task, outputs.detach(), batch.y)
+            metric_sum += tasks.batch_metric(self.task, outputs.detach(), batch.y, self.target_std)
             for cb in self.callbacks:
                 cb.on_batch_end(self, state, index, loss)
             if self.world_size == 1 and self.stop_flag is not None and self.stop_flag.requested:
@@ -267,8 +307,11 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
+        if self._l1_groups:
+            self._soft_threshold()
         self.optimizer.zero_grad(set_to_none=True)
         state.step += 1
+        self._step_lr = self.optimizer.param_groups[0]["lr"]
         if self.scheduler is not None and s.scheduler_interval == "step":
             self.scheduler.step()
 
@@ -289,7 +332,7 @@ class Trainer:
                 outputs = self._forward(batch, model)
             n = len(batch)
             loss_sum += float(self.loss_fn(outputs, batch.y)) * n
-            metric_sum += float(tasks.batch_metric(self.task, outputs, batch.y))
+            metric_sum += float(tasks.batch_metric(self.task, outputs, batch.y, self.target_std))
             seen += n
         self.model.train(was_training)
         loss_sum, metric_sum, total = distributed.sum_across_ranks([loss_sum, metric_sum, seen])
@@ -309,33 +352,46 @@ class Trainer:
         return model(batch.x, batch.lengths)
 
     def _penalty(self) -> torch.Tensor:
-        """Explicit L1/L2 terms on weight matrices and kernels, not biases or norms."""
-        s = self.settings
+        """The explicit L2 term on weight matrices and kernels, not biases or norms."""
         total = torch.zeros((), device=self._penalised[0].device)
         for p in self._penalised:
-            if s.l1:
-                total = total + s.l1 * p.abs().sum()
-            if s.l2:
-                total = total + s.l2 * p.pow(2).sum()
+            total = total + self.settings.l2 * p.pow(2).sum()
         return total
+
+    @torch.no_grad()
+    def _soft_threshold(self) -> None:
+        """L1 as a proximal step after each optimizer step: ``w <- sign(w) * max(|w| - t, 0)``.
+
+        A subgradient ``l1 * sign(w)`` in the loss only makes small weights oscillate
+        around zero; the proximal step of the same penalty sets them to exactly zero, with
+        any optimizer (ISTA for SGD). ``t = lr * l1 / d`` with ``d`` the optimizer's own
+        per-weight step scale (:func:`step_scale`: Adam's ``sqrt(v) + eps``, 1 for SGD), so
+        ``l1`` means the same objective, loss + l1 * sum|w|, whichever optimizer runs.
+        """
+        for index, params in self._l1_groups:
+            group = self.optimizer.param_groups[index]  # fresh: load_state_dict replaces them
+            lr_l1 = float(group["lr"]) * self.settings.l1
+            for p in params:
+                scale = step_scale(self.optimizer.state.get(p, {}), group)
+                if scale is None:
+                    p.copy_(functional.softshrink(p, lr_l1))
+                else:
+                    p.copy_(p.sign() * (p.abs() - lr_l1 / scale).clamp_min_(0))
 
     # ------------------------------------------------------- schedule and best
     def _step_epoch_scheduler(self, row: dict[str, float]) -> None:
         if self.scheduler is None or self.settings.scheduler_interval != "epoch":
             return
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(row[self.settings.monitor])
+            self.scheduler.step(row[self.settings.scheduler_monitor or self.monitor.name])
         else:
             self.scheduler.step()
 
     def _track_best(self, state: FitState, row: dict[str, float]) -> None:
-        value = row[self.settings.monitor]
-        if math.isnan(value):
-            return
-        best = state.best_value
-        better = best is None or (value < best if self.monitor_mode == "min" else value > best)
-        if better:
-            state.best_value, state.best_epoch = value, state.epoch
+        """The one record of the best epoch: ``best.pt``, early stopping and the summary
+        all read ``state.best_epoch``."""
+        if self.monitor.improved(row, state.best_row()):
+            state.best_value, state.best_epoch = row[self.monitor.name], state.epoch
 
     # ------------------------------------------------------------- checkpoint
     @property
@@ -363,6 +419,8 @@ class Trainer:
             "history": state.history,
             "best_value": state.best_value,
             "best_epoch": state.best_epoch,
+            "should_stop": state.should_stop,
+            "stop_reason": state.stop_reason,
             "rng": {
                 "torch": torch.get_rng_state(),
                 "shuffle": self.generator.get_state(),
@@ -396,16 +454,75 @@ class Trainer:
             history=list(ckpt["history"]),
             best_value=ckpt["best_value"],
             best_epoch=ckpt["best_epoch"],
+            should_stop=ckpt.get("should_stop", False),
+            stop_reason=ckpt.get("stop_reason", ""),
         )
 
 
-def near_zero_fraction(model: nn.Module, tolerance: float = 1e-3) -> float:
-    """Share of weight entries (matrices and kernels) with ``|w| < tolerance``.
+def batches_per_epoch(n_train: int, settings: TrainerSettings, world_size: int = 1) -> int:
+    """Training batches one process runs per epoch (its DDP shard, ``limit_batches``)."""
+    per_process = Shard(0, world_size).length(n_train) if world_size > 1 else n_train
+    return n_batches(per_process, settings.batch_size, settings.limit_batches)
 
-    The seeds' point about L1: it drives many weights to (nearly) zero, giving a sparse
-    model; L2 only shrinks them. Reported after training so the two can be compared.
+
+def optimizer_steps_per_epoch(n_train: int, settings: TrainerSettings, world_size: int = 1) -> int:
+    """Optimizer steps per epoch: a step every ``accumulate`` batches and after the last.
+
+    A per-step schedule counts these, not batches, or it ends early under accumulation.
+    """
+    return -(-batches_per_epoch(n_train, settings, world_size) // settings.accumulate)
+
+
+def _plain_objective(
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """``objective`` for a bare loss function: it trains on exactly what it reports."""
+
+    def objective(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        loss = loss_fn(outputs, targets)
+        return loss, loss
+
+    return objective  # type: ignore[return-value]
+
+
+def _l1_groups(
+    optimizer: torch.optim.Optimizer, penalised: list[nn.Parameter]
+) -> list[tuple[int, list[nn.Parameter]]]:
+    """Each optimizer group's index with its penalised tensors (each has its own lr).
+
+    Indices, not the group dicts: ``optimizer.load_state_dict`` (resume) makes new ones.
+    """
+    wanted = {id(p) for p in penalised}
+    groups = [[p for p in g["params"] if id(p) in wanted] for g in optimizer.param_groups]
+    return [(i, params) for i, params in enumerate(groups) if params]
+
+
+def step_scale(state: dict[str, Any], group: dict[str, Any]) -> torch.Tensor | None:
+    """The per-weight denominator an adaptive optimizer divides its step by, or None.
+
+    Adam/AdamW: ``sqrt(v / (1 - beta2^t)) + eps`` (``max_exp_avg_sq`` with amsgrad);
+    RMSprop: ``sqrt(square_avg) + eps``; Adagrad: ``sqrt(sum) + eps``. SGD and others
+    step in plain gradient units (None). Kept on the device: no host sync per step.
+    """
+    eps = group.get("eps", 1e-8)
+    if "exp_avg_sq" in state and "betas" in group:
+        v = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
+        correction = 1 - group["betas"][1] ** state["step"]
+        return (v / correction).sqrt_().add_(eps)
+    for key in ("square_avg", "sum"):  # RMSprop, Adagrad
+        if key in state:
+            return state[key].sqrt().add_(eps)
+    return None
+
+
+def sparsity(model: nn.Module, tolerance: float = 1e-3) -> tuple[float, float]:
+    """Shares of weight entries (matrices and kernels) that are exactly 0 and ``< tolerance``.
+
+    The seeds' point about L1: it drives many weights to zero, giving a sparse model; L2
+    only shrinks them. Exact zeros are what a sparse format or pruning can drop.
     """
     weights = [p.detach() for p in model.parameters() if p.dim() > 1]
-    total = sum(w.numel() for w in weights)
+    total = max(sum(w.numel() for w in weights), 1)
+    zero = sum(int((w == 0).sum()) for w in weights)
     small = sum(int((w.abs() < tolerance).sum()) for w in weights)
-    return small / max(total, 1)
+    return zero / total, small / total

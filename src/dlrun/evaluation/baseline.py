@@ -34,10 +34,10 @@ from dataclasses import dataclass
 
 import torch
 
-from dlrun.config import metric_mode
 from dlrun.data.spec import DataBundle, Split, Task
 from dlrun.evaluation.predict import Predictions, Scored, score
 from dlrun.evaluation.significance import point
+from dlrun.monitor import metric_mode
 from dlrun.tasks import loss_fn
 
 CLASSIFIERS = ("prior", "stratified", "uniform")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from dlrun.data.spec import Task
 from dlrun.display import interval, number
+from dlrun.monitor import lower_is_better as lower_is_better  # the one direction table
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -65,9 +66,6 @@ PRIMARY: dict[Task, str] = {
     Task.LANGUAGE_MODEL: "loss",
 }
 
-LOWER_IS_BETTER = frozenset(
-    {"loss", "rmse", "mse", "mae", "mape", "hamming_loss", "perplexity", "bits_per_token"}
-)
 
 LOSS_UNITS: dict[Task, str] = {
     Task.MULTICLASS: "cross entropy in nats per sample",
@@ -88,11 +86,6 @@ class Row:
     baseline: float | None
     val: float | None
     versus: str  # better, worse, equal, n/a; the primary metric: the interval verdict
-
-
-def lower_is_better(key: str) -> bool:
-    """Whether a smaller value of metric ``key`` (``val_`` prefix allowed) is better."""
-    return key.removeprefix("val_") in LOWER_IS_BETTER
 
 
 def versus(key: str, model: float | None, baseline: float | None) -> str:

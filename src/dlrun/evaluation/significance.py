@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dlrun.config import metric_mode
 from dlrun.data.spec import Task
+from dlrun.monitor import metric_mode
 
 if TYPE_CHECKING:
     from dlrun.evaluation.predict import Scored

@@ -19,11 +19,16 @@ Padded batches (``lengths``): a forward-only core runs over the padded batch and
 at each sequence's last valid step is read (steps before it never see the padding); a
 bidirectional core packs the batch, so its backward direction starts at the true end.
 
-Truncated backpropagation through time (``tbptt_steps``): the time axis is processed in
-chunks of that many steps and the hidden state is detached between chunks. The forward
-values are exactly those of one pass; gradients flow back at most to the start of the
-current chunk, which bounds the cost of long sequences (the seeds' "limit backpropagation
-to a limited number of time steps").
+Truncated backpropagation through time (``tbptt_steps=k``) bounds the cost of long
+sequences (the seeds' "limit backpropagation to a limited number of time steps"); the
+forward values are exactly those of one pass. Windows are aligned so the steps that carry
+the loss get a full ``k`` steps of gradient:
+- sequence -> vector: the loss sits at each sequence's last valid step, so the state at
+  ``length - k`` is computed without gradient and only the last ``k`` steps of every
+  sequence are backpropagated through (with padded batches, each sequence its own k).
+  Chunking from the start would leave the end a remainder: T=32, k=10 gave 2 steps.
+- per-step outputs (language models): chunks of ``k`` counted back from the end, the state
+  detached between them, so only the first chunk can be short.
 """
 
 from __future__ import annotations
@@ -109,9 +114,13 @@ class _Recurrent(nn.Module):
         return {}
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        out = self._run(self.inputs(x), lengths)
+        h = self.inputs(x)
         if self.per_step:
-            return self.head(out)
+            return self.head(self._run(h, lengths))
+        if self.tbptt_steps is not None and torch.is_grad_enabled():
+            out, lengths = self._last_window(h, lengths, self.tbptt_steps)
+        else:
+            out = self._run(h, lengths)
         hidden = self.core.hidden_size
         summary = pool_steps(out[..., :hidden], lengths, "last")
         if self.core.bidirectional:  # the backward direction ends at step 0
@@ -126,13 +135,51 @@ class _Recurrent(nn.Module):
             return pad_packed_sequence(out, batch_first=True, total_length=h.shape[1])[0]
         if self.tbptt_steps is None:
             return self.core(h)[0]
+        steps, k = h.shape[1], self.tbptt_steps
+        sizes = [steps % k] * (steps % k > 0) + [k] * (steps // k)  # full chunks at the end
         outs: list[torch.Tensor] = []
         state: State | None = None
-        for chunk in h.split(self.tbptt_steps, dim=1):
+        for chunk in h.split(sizes, dim=1):
             out, state = self.core(chunk, state)
             outs.append(out)
             state = _detach(state)
         return torch.cat(outs, dim=1)
+
+    def _last_window(
+        self, h: torch.Tensor, lengths: torch.Tensor | None, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Outputs over each sequence's last ``k`` valid steps, and their lengths.
+
+        The state entering the window comes from a pass without gradient over the steps
+        before it (packed to each sequence's own start when lengths differ).
+        """
+        steps = h.shape[1]
+        if lengths is None:
+            start = max(steps - k, 0)
+            with torch.no_grad():
+                state = self.core(h[:, :start])[1] if start else None
+            return self.core(h[:, start:], state)[0], None
+        ends = lengths.to(h.device).long().clamp(1, steps)
+        starts = (ends - k).clamp(min=0)
+        index = (starts.unsqueeze(1) + torch.arange(min(k, steps), device=h.device)).clamp(
+            max=steps - 1
+        )
+        window = h.gather(1, index.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+        return self.core(window, self._state_at(h, starts))[0], ends - starts
+
+    @torch.no_grad()
+    def _state_at(self, h: torch.Tensor, starts: torch.Tensor) -> State | None:
+        """The core's state after ``starts[i]`` steps of sequence i (zeros where 0)."""
+        if not bool(starts.any()):
+            return None
+        packed = pack_padded_sequence(
+            h, starts.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+        )
+        state = self.core(packed)[1]
+        keep = (starts > 0).to(h.dtype).view(1, -1, 1)
+        if isinstance(state, tuple):
+            return tuple(s * keep for s in state)  # type: ignore[return-value]
+        return state * keep
 
 
 class RNN(_Recurrent):

@@ -17,8 +17,8 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from dlrun.config import metric_mode
 from dlrun.errors import UserError
+from dlrun.monitor import optuna_direction
 from dlrun.sweep.protocol import (
     INTERRUPTED_ATTR,
     PRUNER_ATTR,
@@ -39,21 +39,13 @@ def resolve_direction(direction: str, monitor: str) -> str:
 
     The objective a dlrun job returns is the best value of ``trainer.monitor``. With
     ``direction=auto`` the monitored metric's name decides (``val_loss`` is minimised,
-    ``val_accuracy`` maximised). ``trainer.monitor=auto`` means "the task's default",
-    and the task is only known once a job has loaded its data, after the study must
-    already exist; so that combination asks the user to name one of the two.
+    ``val_accuracy`` maximised); ``trainer.monitor=auto`` is ``val_loss`` for every task.
     """
     if direction in ("minimize", "maximize"):
         return direction
     if direction != "auto":
         raise UserError(f"hydra.sweeper.direction={direction}: use auto, minimize or maximize")
-    if monitor == "auto":
-        raise UserError(
-            "hydra.sweeper.direction=auto needs to know the objective: set trainer.monitor "
-            "(e.g. trainer.monitor=val_accuracy or trainer.monitor=val_loss), or set "
-            "hydra.sweeper.direction=maximize|minimize"
-        )
-    return "minimize" if metric_mode(monitor) == "min" else "maximize"
+    return optuna_direction(monitor)
 
 
 def absolute_storage(url: str) -> str:

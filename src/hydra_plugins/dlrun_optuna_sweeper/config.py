@@ -19,7 +19,7 @@ class DlrunOptunaSweeperConf:
     sampler: str = "tpe"
     seed: int | None = 0
     # auto: minimise or maximise trainer.monitor by its name (val_loss: min, val_accuracy:
-    # max); trainer.monitor=auto then has to be made explicit, see dlrun.sweep.study
+    # max); trainer.monitor=auto is val_loss (dlrun.monitor)
     direction: str = "auto"
     # the study's target number of finished trials; a resumed study only runs the rest
     n_trials: int = 20

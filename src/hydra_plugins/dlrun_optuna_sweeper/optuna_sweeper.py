@@ -247,7 +247,7 @@ class DlrunOptunaSweeper(Sweeper):
         """Tell Optuna how the trial ended and write ``trial.json`` into the job's dir."""
         from optuna.trial import TrialState
 
-        from dlrun.config import metric_mode
+        from dlrun.monitor import metric_mode
         from dlrun.sweep.outcome import job_dir, judge, monitored_metric, write_trial_record
         from dlrun.sweep.protocol import FAIL_REASON_ATTR, JOB_DIR_ATTR, PRUNED_AT_ATTR
 
