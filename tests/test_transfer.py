@@ -135,7 +135,7 @@ def test_the_ready_transfer_experiment_pays_off_over_seeds(tmp_path: Path) -> No
     spec = importlib.util.spec_from_file_location("transfer", ROOT / "scripts" / "transfer.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    results = module.experiment(tmp_path, seeds=3, per_class=5, epochs=10, pretrain_epochs=30)
+    results = module.experiment(tmp_path, seeds=5, per_class=5, epochs=10, pretrain_epochs=30)
     mean = {arm: sum(v) / len(v) for arm, v in results.items()}
-    assert mean["fine-tune"] > mean["scratch"] + 0.02
-    assert mean["feature extraction"] > mean["scratch"] + 0.02
+    assert mean["fine-tune"] > mean["scratch"] + 0.03  # the README's table: +0.050, +0.046
+    assert mean["feature extraction"] > mean["scratch"] + 0.03
