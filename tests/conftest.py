@@ -68,6 +68,19 @@ def read_history(run_dir: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
+def load_script(name: str) -> Any:
+    """``scripts/<name>.py`` as a module (its sibling modules importable, as when run)."""
+    import importlib.util
+
+    if str(ROOT / "scripts") not in sys.path:
+        sys.path.insert(0, str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def group_options(group: str) -> list[str]:
     """Every option of a config group, read from configs/<group>/*.yaml."""
     return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from dlrun.data.spec import Task
-from tests.conftest import ROOT, SHRINK, compose_cfg, run_cli, run_tool, train_run
+from tests.conftest import SHRINK, compose_cfg, load_script, run_cli, run_tool, train_run
 
 
 class Fixed(torch.nn.Module):
@@ -177,10 +175,7 @@ def test_bagging_members_in_parallel_jobs_of_a_sweep(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_ready_bagging_experiment_beats_the_single_model(tmp_path: Path) -> None:
-    sys.path.insert(0, str(ROOT / "scripts"))  # the script imports experiment_runs
-    spec = importlib.util.spec_from_file_location("bagging", ROOT / "scripts" / "bagging.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("bagging")
     results = module.experiment(tmp_path, seeds=5, members=10, extra=[], name="mlp_bagging")
     for metric, sign in (("loss", 1), ("accuracy", -1)):  # the README's means over 5 seeds
         single, bagged = results[metric]["single model"], results[metric]["bagging (10 members)"]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import ROOT, SHRINK, compose_cfg, train_run
+from tests.conftest import SHRINK, compose_cfg, load_script, train_run
 from tests.test_models import SPECS, make
 
 
@@ -129,12 +128,7 @@ def test_freezing_trains_the_new_layers_only(source: Path, tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_the_ready_transfer_experiment_pays_off_over_seeds(tmp_path: Path) -> None:
-    import sys
-
-    sys.path.insert(0, str(ROOT / "scripts"))  # the script imports experiment_runs
-    spec = importlib.util.spec_from_file_location("transfer", ROOT / "scripts" / "transfer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("transfer")
     results = module.experiment(tmp_path, seeds=5, per_class=5, epochs=10, pretrain_epochs=30)
     mean = {arm: sum(v) / len(v) for arm, v in results.items()}
     assert mean["fine-tune"] > mean["scratch"] + 0.03  # the README's table: +0.050, +0.046
