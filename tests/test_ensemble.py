@@ -180,3 +180,24 @@ def test_the_ready_bagging_experiment_beats_the_single_model(tmp_path: Path) -> 
     for metric, sign in (("loss", 1), ("accuracy", -1)):  # the README's means over 5 seeds
         single, bagged = results[metric]["single model"], results[metric]["bagging (10 members)"]
         assert sign * sum(bagged) < sign * sum(single)
+
+
+def test_a_resumed_bag_keeps_its_finished_members(tmp_path: Path) -> None:
+    import shutil
+
+    from dlrun.rundir import write_status
+
+    run_dir = tmp_path / "bag"
+    made = run_cli("model=mlp", "data=iris", "ensemble.bagging=2", *SHRINK,
+                   f"hydra.run.dir={run_dir}", cwd=tmp_path)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    first = (run_dir / "member_1" / "checkpoints" / "best.pt").stat().st_mtime_ns
+    shutil.rmtree(run_dir / "member_2" / "checkpoints")  # as if stopped in member 2's
+    (run_dir / "member_2" / "metrics.json").unlink()  # first epoch
+    write_status(run_dir, "interrupted", reason="test")
+    resumed = run_cli(f"resume={run_dir}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "member 1/2 (member_1): done" in resumed.stdout
+    assert (run_dir / "member_1" / "checkpoints" / "best.pt").stat().st_mtime_ns == first
+    assert (run_dir / "member_2" / "checkpoints" / "best.pt").is_file()
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"

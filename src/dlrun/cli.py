@@ -321,8 +321,12 @@ def _check_resumable(run_dir: Path, rest: list[str]) -> None:
             f"{status.get('hostname')}, last heartbeat {status.get('heartbeat')}); "
             "stop it first (Ctrl-C), then resume"
         )
-    started = (run_dir / "checkpoints" / "last.pt").is_file() or any(run_dir.glob("fold_*/"))
-    if not started:  # a k-fold run resumes from its fold_<i>/ dirs
+    started = (
+        (run_dir / "checkpoints" / "last.pt").is_file()
+        or any(run_dir.glob("fold_*/"))
+        or any(run_dir.glob("member_*/checkpoints/last.pt"))
+    )
+    if not started:  # a k-fold run resumes from its fold_<i>/ dirs, a bag from member_<i>/
         _fail(
             f"resume={run_dir}: no checkpoints/last.pt: the run stopped before its first "
             "epoch was saved; start it again instead"
