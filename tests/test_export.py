@@ -180,3 +180,23 @@ def test_gpt_language_model_exports_with_its_fixed_context(tmp_path: Path) -> No
     contract = json.loads((out / "contract.json").read_text())
     assert contract["inputs"][0] == {"name": "x", "shape": ["N", 64], "dtype": "int64"}
     assert contract["outputs"][0]["shape"] == ["N", 64, contract["spec"]["vocab_size"]]
+
+
+def test_a_second_export_never_overwrites_the_first(iris_run: Path, tmp_path: Path) -> None:
+    from dlrun.errors import UserError
+    from dlrun.export_cli import DEFAULTS, export_saved
+
+    args = {**DEFAULTS, "run": str(iris_run), "exporter": "legacy", "format": "torchscript"}
+    first, _ = export_saved(args)
+    before = (first / "model.pt").read_bytes()
+    second, _ = export_saved(args)
+    assert second == first.with_name(f"{first.name}_2")
+    assert (first / "model.pt").read_bytes() == before
+    given = tmp_path / "mine"
+    given.mkdir()
+    (given / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="already holds files"):
+        export_saved({**args, "out": str(given)})
+    assert [p.name for p in given.iterdir()] == ["notes.txt"]
+    out, _ = export_saved({**args, "out": str(tmp_path / "new" / "folder")})
+    assert (out / "model.pt").is_file() and (out / "contract.json").is_file()

@@ -243,3 +243,21 @@ def test_a_run_from_before_preprocess_json_is_rebuilt_from_its_data(tmp_path: Pa
     out, summary = _predict(run=run_dir, input=tmp_path / "x.npy")
     assert any("rebuilt from its data config" in n for n in summary["notes"])
     assert len(_rows(out / "predictions.csv")) == 1
+
+
+def test_ckpt_last_predicts_with_the_last_weights(tmp_path: Path) -> None:
+    import torch
+
+    run_dir = tmp_path / "run"
+    train_run(run_dir, "model=mlp", "data=iris", *SHRINK)
+    last = run_dir / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    state["model"] = {k: -v if v.is_floating_point() else v for k, v in state["model"].items()}
+    last.unlink()  # a hard link to best.pt after one epoch: write a new file
+    torch.save(state, last)  # last.pt now holds other weights than best.pt
+    np.save(tmp_path / "x.npy", np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]))
+    best, _ = _predict(run=run_dir, input=tmp_path / "x.npy")
+    changed, summary = _predict(run=run_dir, input=tmp_path / "x.npy", ckpt="last")
+    assert summary["ckpt"] == "last"
+    best_probs, last_probs = (_probs(_rows(d / "predictions.csv")) for d in (best, changed))
+    assert np.abs(best_probs - last_probs).max() > 1e-3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import socket
 import subprocess
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import train_run
@@ -132,6 +134,24 @@ def test_bad_payloads_get_a_4xx_and_the_server_stays_up(
     assert httpx.get(f"{server}/health").status_code == 200
 
 
+def test_a_chunked_body_without_a_length_is_held_to_the_limit_too(server: str) -> None:
+    row = json.dumps(ROW).encode()
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: Transfer-Encoding: chunked
+        yield b'{"inputs": [' + row
+        for _ in range(400):
+            yield b", " + row
+        yield b"]}"
+
+    answer = httpx.post(f"{server}/predict", content=chunks(),
+                        headers={"content-type": "application/json"})  # fmt: skip
+    assert answer.status_code == 413 and "at most 10485" in answer.json()["detail"]
+    small = httpx.post(f"{server}/predict", content=iter([b'{"input": ', row, b"}"]),
+                       headers={"content-type": "application/json"})  # fmt: skip
+    assert small.status_code == 200, small.text
+    assert httpx.get(f"{server}/health").status_code == 200
+
+
 def test_concurrent_requests_all_get_their_own_answer(server: str) -> None:
     rows = [[5.0 + i / 10, 3.0, 1.0 + i / 5, 0.2 + i / 10] for i in range(16)]
     alone = [httpx.post(f"{server}/predict", json={"input": r}).json() for r in rows]
@@ -186,3 +206,106 @@ def test_bad_arguments_stop_before_serving(iris_run: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2 and "runtime=tflite is invalid" in result.stderr
+
+
+# --- every input kind, and an ensemble, answer as dlrun-predict does -----------------
+# In process (the same app, its lifespan and batcher, through httpx's ASGI transport):
+# the real-socket behaviour is covered above; here it is what each kind of input becomes.
+
+
+def _waves() -> list[list[float]]:
+    rng = np.random.default_rng(1)
+    return [rng.normal(size=n).round(3).tolist() for n in (30, 100, 64)]
+
+
+def _sine() -> list[float]:
+    return np.sin(np.arange(120) / 4.0).round(4).tolist()
+
+
+KINDS = {  # name: (training overrides, JSON inputs, file for dlrun-predict)
+    "image": (["model=lenet", "data=digits"],
+              lambda: (np.arange(2 * 64).reshape(2, 8, 8) % 17 / 16.0).tolist(),
+              lambda values, path: np.save(path / "x.npy", np.array(values, np.float32))),
+    "text": (["model=cnn1d", "data=text_classes"],
+             lambda: ["format(value, spec) returns a string", "break at line 3"],
+             lambda values, path: (path / "x.txt").write_text("\n".join(values) + "\n")),
+    "series": (["model=gru", "data=sine"], lambda: [_sine()],
+               lambda values, path: np.save(path / "x.npy", np.array(values[0]))),
+    "sequence": (["model=lstm", "data=waveforms"], _waves,
+                 lambda values, path: np.savez(
+                     path / "x.npz", x=np.array([v + [0.0] * (100 - len(v)) for v in values]),
+                     lengths=np.array([len(v) for v in values]))),
+    "ensemble": (["model=mlp", "data=iris"],
+                 lambda: [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]],
+                 lambda values, path: np.save(path / "x.npy", np.array(values))),
+}  # fmt: skip
+
+
+def _predicted_rows(run_dir: Path, tmp_path: Path, values: list, write: object) -> list[list]:
+    """dlrun-predict's rows (prediction and probabilities) for the same inputs."""
+    from dlrun.predict_cli import DEFAULTS, predict_saved
+
+    write(values, tmp_path)  # type: ignore[operator]
+    (source,) = [p for p in tmp_path.iterdir() if p.name.startswith("x.")]
+    out, _ = predict_saved({**DEFAULTS, "run": str(run_dir), "input": str(source)})
+    with (out / "predictions.csv").open() as handle:
+        return [row[3:] for row in list(csv.reader(handle))[1:]]
+
+
+async def _in_process(app: object, values: list) -> list:
+    """POST ``values``, GET /metadata and POST a wrong input, with the app's lifespan."""
+    async with app.router.lifespan_context(app):  # type: ignore[attr-defined]
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://serve") as client:
+            return [
+                await client.post("/predict", json={"inputs": values}),
+                await client.get("/metadata"),
+                await client.post("/predict", json={"inputs": [{"not": "this"}]}),
+            ]
+
+
+def _trained(tmp_path: Path, overrides: list[str], members: int) -> Path:
+    """A small run, or an ensemble dir (dlrun-ensemble) of ``members`` such runs."""
+    shrink = ["trainer.epochs=1", "trainer.limit_batches=2"]
+    if not members:
+        train_run(tmp_path / "run", *overrides, *shrink)
+        return tmp_path / "run"
+    from dlrun.ensemble_cli import DEFAULTS, build
+
+    runs = [tmp_path / f"member{i}" for i in range(members)]
+    for i, run in enumerate(runs):
+        train_run(run, *overrides, *shrink, f"optimizer.lr={0.01 * (i + 1)}")
+    out, _ = build(
+        {**DEFAULTS, "runs": f"[{','.join(map(str, runs))}]", "out": str(tmp_path / "ens")}
+    )
+    return out
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_input_kind_is_served_as_dlrun_predict_reads_its_file(
+    kind: str, tmp_path: Path
+) -> None:
+    from dlrun.serve_cli import DEFAULTS, build_app
+
+    overrides, make_values, write = KINDS[kind]
+    run_dir = _trained(tmp_path, overrides, members=2 if kind == "ensemble" else 0)
+    values = make_values()
+    expected = _predicted_rows(run_dir, tmp_path, values, write)
+    if kind == "series":
+        expected = expected[-1:]  # a served series gets the forecast past its end
+    app = build_app({**DEFAULTS, "run": str(run_dir)}, tmp_path)
+    answer, meta, wrong = asyncio.run(_in_process(app, values))
+    assert answer.status_code == 200, answer.text
+    got = answer.json()["predictions"]
+    assert len(got) == len(expected)
+    for served, row in zip(got, expected, strict=True):
+        if "value" in served:
+            assert served["value"] == pytest.approx([float(v) for v in row[0:1]], abs=1e-4)
+        else:
+            assert served["label"] == row[0]
+            probs = list(served["probabilities"].values())
+            assert probs == pytest.approx([float(v) for v in row[1:]], abs=1e-5)
+    meta = meta.json()
+    assert meta["input_kind"] == ("table" if kind == "ensemble" else kind)
+    assert len(meta["members"]) == (2 if kind == "ensemble" else 0)
+    assert wrong.status_code == 422 and "\n" not in wrong.json()["detail"]

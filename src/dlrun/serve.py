@@ -209,18 +209,55 @@ def describe(predictor: Any, runtime: str, limits: Limits) -> dict[str, Any]:
     }
 
 
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is a 413 before the app reads
+    it. The body is counted as it arrives, not only by its Content-Length: a chunked
+    upload, which declares no length, could otherwise fill the memory; at most ``limit``
+    bytes are ever held."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            what = f"request body of {int(declared)} bytes"
+            return await self._refuse(what, scope, receive, send)
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return await self.app(scope, receive, send)
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                what = f"request body of at least {size} bytes"
+                return await self._refuse(what, scope, receive, send)
+            more = bool(message.get("more_body"))
+        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        async def replay() -> dict:
+            nonlocal body
+            if body is None:
+                return await receive()
+            message, body = body, None
+            return message
+
+        return await self.app(scope, replay, send)
+
+    async def _refuse(self, what: str, scope: dict, receive: Callable, send: Callable) -> None:
+        response = JSONResponse({"detail": f"{what}; at most {self.limit}"}, status_code=413)
+        await response(scope, receive, send)
+
+
 def _add_error_handlers(app: FastAPI, limits: Limits) -> None:
     """Every bad request is a 4xx with one line of ``detail``; the server stays up."""
 
-    @app.middleware("http")
-    async def body_limit(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limits.max_body_bytes:
-            return JSONResponse(
-                {"detail": f"request body of {length} bytes; at most {limits.max_body_bytes}"},
-                status_code=413,
-            )
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
