@@ -138,10 +138,10 @@ def test_a_chunked_body_without_a_length_is_held_to_the_limit_too(server: str) -
     row = json.dumps(ROW).encode()
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: Transfer-Encoding: chunked
-        yield b'{"inputs": [' + row
-        for _ in range(400):
-            yield b", " + row
-        yield b"]}"
+        yield b'{"input": ' + row + b', "padding": "'
+        for _ in range(40):  # one input, but 40 KB: over max_body_mb=0.01
+            yield b"x" * 1000
+        yield b'"}'
 
     answer = httpx.post(f"{server}/predict", content=chunks(),
                         headers={"content-type": "application/json"})  # fmt: skip
