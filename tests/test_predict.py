@@ -261,3 +261,39 @@ def test_ckpt_last_predicts_with_the_last_weights(tmp_path: Path) -> None:
     assert summary["ckpt"] == "last"
     best_probs, last_probs = (_probs(_rows(d / "predictions.csv")) for d in (best, changed))
     assert np.abs(best_probs - last_probs).max() > 1e-3
+
+
+NO_TORCH_PROBE = """
+import runpy, sys
+module, sys.argv = sys.argv[1], sys.argv[1:]
+try:
+    runpy.run_module(module, run_name="__main__")
+finally:
+    print("TORCH_IMPORTED" if "torch" in sys.modules else "TORCH_NOT_IMPORTED")
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "message"),
+    [
+        ("dlrun.predict_cli", ["run=nope", "input=x.csv"], "run dir not found: nope"),
+        ("dlrun.predict_cli", ["run=.", "input=nope.csv"], "input not found: nope.csv"),
+        ("dlrun.predict_cli", ["run=.", "input=.", "ckpt=middle"], "ckpt=middle is invalid"),
+        ("dlrun.export_cli", ["run=nope"], "run dir not found: nope"),
+        ("dlrun.serve_cli", ["run=nope"], "run dir not found: nope"),
+        ("dlrun.ensemble_cli", ["runs=[nope,other]"], "run dir not found: nope, other"),
+    ],
+)
+def test_a_mistyped_argument_is_refused_before_torch_is_imported(
+    module: str, args: list[str], message: str, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", NO_TORCH_PROBE, module, *args],
+                            capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    prog = "dlrun-" + module.split(".")[1].removesuffix("_cli")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1
+    assert lines[0].startswith(f"{prog}: error: {message}")
+    assert "TORCH_NOT_IMPORTED" in result.stdout

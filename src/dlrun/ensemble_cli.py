@@ -77,6 +77,7 @@ def chosen_runs(args: dict[str, Any]) -> tuple[list[Path], Path]:
 
 def build(args: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     """Assemble and evaluate per ``args``; returns the ensemble dir and its metrics."""
+    runs, parent = chosen_runs(args)  # before torch: a mistyped path is refused at once
     from dlrun import ensembling
     from dlrun.display import make_console
     from dlrun.nn.ensemble import METHODS
@@ -84,7 +85,6 @@ def build(args: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
 
     if args["method"] not in METHODS:
         raise UserError(f"method={args['method']} is invalid: use {', '.join(METHODS)}")
-    runs, parent = chosen_runs(args)
     if args["sweep"]:
         label = f"ensemble_top{len(runs)}"
     else:

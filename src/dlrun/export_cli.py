@@ -64,10 +64,13 @@ def check_args(args: dict[str, Any]) -> None:
 
 def export_saved(args: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     """Export per ``args``; returns the folder and the parity report written there."""
+    from dlrun.saved_run import check_run_arg
+
+    check_run_arg(args["run"], args["ckpt"])
+    check_args(args)
     from dlrun.predictor import load_predictor
     from dlrun.rundir import new_output_dir
 
-    check_args(args)
     fmt, quantized = args["format"], args["quantize"] != "none"
     predictor = load_predictor(Path(args["run"]), args["ckpt"], "cpu")
     contract = predictor.contract

@@ -54,6 +54,11 @@ KINDS = {"threshold": float}
 
 def predict_saved(args: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     """Predict per ``args``; returns the output folder and the summary written there."""
+    from dlrun.saved_run import check_run_arg
+
+    check_run_arg(args["run"], args["ckpt"])
+    if not Path(args["input"]).exists():
+        raise UserError(f"input not found: {args['input']}")
     from dlrun.data.inputs import read_inputs
     from dlrun.evaluation.files import write_json
     from dlrun.predictor import interpret, load_predictor, raw_outputs

@@ -65,6 +65,16 @@ def checkpoint_path(run_dir: Path, ckpt: str) -> Path:
     return Path(ckpt) if ckpt.endswith(".pt") else run_dir / "checkpoints" / f"{ckpt}.pt"
 
 
+def check_run_arg(run: str | Path, ckpt: str = "best") -> Path:
+    """The run dir named by ``run=``, checked before torch is imported: a mistyped path
+    or ``ckpt=`` is refused at once, not after seconds of loading libraries."""
+    run_dir = Path(run)
+    if not run_dir.is_dir():
+        raise UserError(f"run dir not found: {run_dir}")
+    checkpoint_path(run_dir, ckpt)  # refuses an unknown ckpt= choice
+    return run_dir
+
+
 def load_run(run_dir: Path, ckpt: str = "best", device: str | None = None) -> tuple[dict, Any]:
     """Config and :class:`~dlrun.runner.Experiment` with ``ckpt`` weights loaded."""
     path = checkpoint_path(run_dir, ckpt)

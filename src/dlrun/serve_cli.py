@@ -54,7 +54,9 @@ RUNTIMES = ("torch", "onnx")
 def build_app(args: dict[str, Any], workdir: Path) -> Any:
     """The FastAPI app for ``args``; an ONNX model is exported into ``workdir``."""
     from dlrun.config import require
+    from dlrun.saved_run import check_run_arg
 
+    check_run_arg(args["run"], args["ckpt"])
     require("dlrun-serve")
     if args["runtime"] not in RUNTIMES:
         raise UserError(f"runtime={args['runtime']} is invalid: use {', '.join(RUNTIMES)}")
