@@ -201,3 +201,25 @@ def test_a_resumed_bag_keeps_its_finished_members(tmp_path: Path) -> None:
     assert (run_dir / "member_1" / "checkpoints" / "best.pt").stat().st_mtime_ns == first
     assert (run_dir / "member_2" / "checkpoints" / "best.pt").is_file()
     assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
+
+
+def test_a_k_fold_run_ensembles_its_fold_models(tmp_path: Path) -> None:
+    from dlrun.ensemble_cli import DEFAULTS, build
+    from dlrun.errors import UserError
+    from dlrun.predictor import load_predictor
+
+    run_dir = tmp_path / "kfold"
+    made = run_cli("model=mlp", "data=iris", "eval.protocol=kfold", "eval.folds=3", *SHRINK,
+                   f"hydra.run.dir={run_dir}", cwd=tmp_path)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    with pytest.raises(UserError, match=r"dlrun-ensemble runs=\["):
+        load_predictor(run_dir)  # one model per fold: the message says how to use them
+    out, metrics = build({**DEFAULTS, "runs": f"[{run_dir}]", "out": str(tmp_path / "ens")})
+    table = metrics["ensemble"]["members"]
+    assert list(table) == [f"members/{k}_kfold_fold_{k}" for k in (1, 2, 3)]
+    for k in (1, 2, 3):
+        fold = json.loads((run_dir / f"fold_{k}" / "metrics.json").read_text())["test"]
+        assert table[f"members/{k}_kfold_fold_{k}"]["accuracy"] == pytest.approx(fold["accuracy"])
+    assert len(load_predictor(out).members) == 3
+    with pytest.raises(UserError, match="at least two models"):
+        build({**DEFAULTS, "runs": f"[{run_dir / 'fold_1'}]", "out": str(tmp_path / "one")})

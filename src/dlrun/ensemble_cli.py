@@ -54,8 +54,6 @@ def chosen_runs(args: dict[str, Any]) -> tuple[list[Path], Path]:
         raise UserError("give runs=[<run>,...] or sweep=<multirun dir> (one of them)")
     if args["runs"]:
         runs = run_list(args["runs"])
-        if len(runs) < 2:
-            raise UserError("an ensemble needs at least two runs")
         missing = [str(r) for r in runs if not r.is_dir()]
         if missing:
             raise UserError(f"run dir not found: {', '.join(missing)}")

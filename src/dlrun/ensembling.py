@@ -153,20 +153,49 @@ def write_ensemble(out: Path, members: list[str], method: str, extra: dict | Non
     write_json(out / "ensemble.json", payload)
 
 
+def member_sources(runs: list[Path]) -> list[tuple[Path, Path]]:
+    """Each member's (dir with its checkpoints, run dir with its ``.hydra`` config). A
+    k-fold run stands for its fold models (``fold_1/`` ...): all were scored on the one
+    untouched test split, so they ensemble like runs of one seed."""
+    sources = []
+    for run in runs:
+        folds = [f for f in run.glob("fold_*") if (f / "checkpoints" / "best.pt").is_file()]
+        if folds and not (run / "checkpoints").is_dir():
+            folds.sort(key=lambda f: int(f.name[5:]) if f.name[5:].isdigit() else 0)
+            sources += [(fold, run) for fold in folds]
+        else:
+            sources.append((run, run))
+    if len(sources) < 2:
+        raise UserError("an ensemble needs at least two models (runs, or a k-fold run's folds)")
+    return sources
+
+
+def _copy_config(run: Path, target: Path, fold: bool) -> None:
+    """The run's ``.hydra``; a fold model's config says holdout: it is one model."""
+    shutil.copytree(run / ".hydra", target / ".hydra")
+    if fold:
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.load(target / ".hydra" / "config.yaml")
+        cfg.eval.protocol = "holdout"
+        OmegaConf.save(cfg, target / ".hydra" / "config.yaml")
+
+
 def assemble(runs: list[Path], out: Path, method: str) -> list[str]:
     """Copy ``runs`` (their config, checkpoints and contract) into ``out/members/``."""
     from dlrun.engine.checkpoint import copy_checkpoint
     from dlrun.rundir import write_json
 
     names = []
-    for k, run in enumerate(runs, start=1):
-        if not (run / ".hydra" / "config.yaml").is_file():
-            raise UserError(f"{run} is not a run dir (no .hydra/config.yaml)")
+    for k, (run, config) in enumerate(member_sources(runs), start=1):
+        if not (config / ".hydra" / "config.yaml").is_file():
+            raise UserError(f"{config} is not a run dir (no .hydra/config.yaml)")
         if not (run / "checkpoints" / "best.pt").is_file():
             raise UserError(f"{run} has no checkpoints/best.pt: it did not train")
-        target = out / "members" / f"{k}_{run.name}"
+        name = run.name if run == config else f"{config.name}_{run.name}"
+        target = out / "members" / f"{k}_{name}"
         (target / "checkpoints").mkdir(parents=True)
-        shutil.copytree(run / ".hydra", target / ".hydra")
+        _copy_config(config, target, fold=run != config)
         for ckpt in ("best.pt", "last.pt"):
             if (run / "checkpoints" / ckpt).is_file():
                 copy_checkpoint(run / "checkpoints" / ckpt, target / "checkpoints" / ckpt)

@@ -65,7 +65,8 @@ def load_predictor(run_dir: Path, ckpt: str = "best", device: str = "auto") -> P
     if cfg["eval"]["protocol"] != "holdout":
         raise UserError(
             f"{run_dir} is a {cfg['eval']['protocol']} run with one model per fold; "
-            "combine its fold models with dlrun-ensemble, or name a holdout run"
+            f"combine its fold models with dlrun-ensemble runs=[{run_dir}], or name a "
+            "holdout run"
         )
     path = checkpoint_path(run_dir, ckpt)
     contract, loaded, notes = _contract(run_dir, cfg)
