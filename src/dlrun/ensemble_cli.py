@@ -3,8 +3,9 @@
     dlrun-ensemble runs=[<run dir>,<run dir>,...] [method=average|vote] [out=<new dir>]
     dlrun-ensemble sweep=<multirun dir> [top_k=5] [method=average|vote] [out=<new dir>]
 
-runs= takes the runs as they are; sweep= takes the top_k completed jobs of a sweep,
-ranked by their best validation value (the leaderboard's order), never by test scores.
+runs= takes the runs as they are (a k-fold run stands for its fold models); sweep=
+takes the top_k completed jobs of a sweep, ranked by their best validation value (the
+leaderboard's order), never by test scores.
 Members must share their data settings and seed (one test split): a member trained on
 another split may have trained on the others' test examples.
 
