@@ -200,6 +200,23 @@ def test_the_onnx_runtime_serves_the_same_answers(server: str, iris_run: Path) -
         )
 
 
+def test_bench_serve_measures_a_bounded_load(server: str, iris_run: Path) -> None:
+    import argparse
+
+    from dlrun.predictor import load_predictor
+    from tests.conftest import load_script
+
+    bench = load_script("bench_serve")
+    predictor = load_predictor(iris_run, device="cpu")
+    args = argparse.Namespace(requests=12, batch=5, concurrency=3, repeats=2)
+    with httpx.Client() as client:
+        rows = bench.measure(client, server, predictor, args)
+    assert [(r["batch"], r["requests"]) for r in rows] == [(1, 12), (5, 10)]
+    for row in rows:
+        assert row["p50_ms"] <= row["p99_ms"] and row["samples_per_s"] > 0
+        assert row["ratio"] == pytest.approx(row["in_process_samples_per_s"] / row["samples_per_s"])
+
+
 def test_bad_arguments_stop_before_serving(iris_run: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "dlrun.serve_cli", f"run={iris_run}", "runtime=tflite"],
