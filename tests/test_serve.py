@@ -188,6 +188,32 @@ def test_the_batcher_runs_waiting_requests_as_one_batch() -> None:
     assert calls == [6]  # three requests, one model call
 
 
+def test_a_failing_model_call_fails_its_requests_only() -> None:
+    import torch
+
+    from dlrun.serve import Batcher
+
+    def backend(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        if (batch[0] < 0).any():
+            raise RuntimeError("bad batch")
+        return batch[0] + 1
+
+    async def scenario() -> list:
+        batcher = Batcher(backend, max_batch=64)
+        worker = asyncio.create_task(batcher.run_forever())
+        results = []
+        for x in (-torch.ones(2, 1), torch.ones(1, 1)):  # a failing call, then a good one
+            request = asyncio.create_task(batcher.submit((x,)))
+            await asyncio.wait({request, worker}, return_when=asyncio.FIRST_COMPLETED)
+            assert not worker.done(), worker.exception()  # the worker must keep serving
+            results.append(request.exception() or request.result())
+        worker.cancel()
+        return results
+
+    error, after = asyncio.run(scenario())
+    assert isinstance(error, RuntimeError) and after.tolist() == [[2.0]]
+
+
 def test_the_onnx_runtime_serves_the_same_answers(server: str, iris_run: Path) -> None:
     pytest.importorskip("onnxruntime")
     expected = httpx.post(f"{server}/predict", json={"input": ROW}).json()["predictions"]
