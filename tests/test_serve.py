@@ -38,8 +38,8 @@ def iris_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
-def _serve(run_dir: Path, *args: str) -> Iterator[str]:
-    """Start dlrun-serve on a free port of 127.0.0.1; yield its URL; stop it."""
+def _start(run_dir: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    """dlrun-serve on a free port of 127.0.0.1, once it answers /health; and its URL."""
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "dlrun.serve_cli", f"run={run_dir}", f"port={port}",
@@ -47,16 +47,24 @@ def _serve(run_dir: Path, *args: str) -> Iterator[str]:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(proc.communicate())
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("the server never answered /health")
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+
+
+def _serve(run_dir: Path, *args: str) -> Iterator[str]:
+    """Start dlrun-serve; yield its URL; stop it."""
+    proc, url = _start(run_dir, *args)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the server never answered /health"
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
         yield url
     finally:
         proc.terminate()
@@ -241,6 +249,17 @@ def test_bench_serve_measures_a_bounded_load(server: str, iris_run: Path) -> Non
     for row in rows:
         assert row["p50_ms"] <= row["p99_ms"] and row["samples_per_s"] > 0
         assert row["ratio"] == pytest.approx(row["in_process_samples_per_s"] / row["samples_per_s"])
+
+
+def test_sigterm_stops_the_server_gracefully_with_exit_0(iris_run: Path) -> None:
+    import signal
+
+    proc, url = _start(iris_run)
+    assert httpx.post(f"{url}/predict", json={"input": ROW}).status_code == 200
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr  # not 143: uvicorn's re-raised SIGTERM is handled
+    assert "Traceback" not in stderr
 
 
 def test_bad_arguments_stop_before_serving(iris_run: Path) -> None:

@@ -20,7 +20,8 @@ the model at start (into a temporary folder) and serves it with ONNX Runtime.
 Bad requests get a 4xx and one line; the server keeps running. It listens on 127.0.0.1
 unless host= says otherwise (host=0.0.0.0 exposes it to the network: there is no
 authentication). Needs pip install 'dlrun[serve]' (and 'dlrun[export]' for onnx).
-Exit codes: 0 stopped (Ctrl-C), 2 bad arguments or run dir.
+Exit codes: 0 stopped (Ctrl-C or SIGTERM: a graceful shutdown), 2 bad arguments or run
+dir, 130 interrupted before the server was up.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from dlrun.cli_args import errors_reported, parse_key_values
+from dlrun.engine.interrupts import stop_signals_handled_by
 from dlrun.errors import UserError
 
 USAGE = (__doc__ or "").strip()
@@ -120,7 +122,16 @@ def main() -> None:
             f"  (docs: /docs)",
             flush=True,
         )
-        uvicorn.run(app, host=args["host"], port=args["port"], log_level="warning")
+        with stop_signals_handled_by(_stop):  # uvicorn shuts down, then re-raises
+            uvicorn.run(app, host=args["host"], port=args["port"], log_level="warning")
+
+
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM as Ctrl-C. While serving, uvicorn shuts down gracefully, re-raises the
+    signal here and takes the KeyboardInterrupt as a normal stop: exit 0, as for Ctrl-C
+    (SIGTERM's default would kill the process with 143 after the shutdown). Before the
+    server is up it is an interruption: one line and 130."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
