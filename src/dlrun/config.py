@@ -157,6 +157,7 @@ def validate(cfg: dict[str, Any], choices: Mapping[str, Any] | None = None) -> N
     before a sweep starts, since a single run doesn't use them.
     """
     problems: list[str] = _data_problems(cfg.get("data") or {}) + _transfer_problems(cfg)
+    problems += _ensemble_problems(cfg)
     run_choices = {k: v for k, v in (choices or {}).items() if not k.startswith("hydra/")}
     problems += missing_packages(run_choices)
 
@@ -233,19 +234,6 @@ def validate(cfg: dict[str, Any], choices: Mapping[str, Any] | None = None) -> N
     need(evaluation["repeats"] >= 1, "eval.repeats", "must be >= 1")
     for split in cfg["eval"]["splits"]:
         need(split in ("val", "test"), "eval.splits", "list of val and/or test")
-    bagging, member = cfg["ensemble"]["bagging"], cfg["ensemble"]["member"]
-    need(bagging == 0 or bagging >= 2, "ensemble.bagging", "0 (off) or a number of members >= 2")
-    need(
-        member is None or (bagging >= 2 and 0 <= member < bagging),
-        "ensemble.member",
-        "null, or a member index from 0 to ensemble.bagging - 1 (with ensemble.bagging=N)",
-    )
-    one_of("ensemble.method", "average", "vote")
-    need(
-        not bagging or evaluation["protocol"] == "holdout",
-        "ensemble.bagging",
-        "bagging trains on the holdout split; use eval.protocol=holdout",
-    )
     lr = opt.get("lr")
     need(
         isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0,
@@ -338,6 +326,21 @@ def _transfer_problems(cfg: dict[str, Any]) -> list[str]:
         except UserError as exc:
             problems.append(str(exc))
     return problems
+
+
+def _ensemble_problems(cfg: dict[str, Any]) -> list[str]:
+    """``ensemble.*`` (bagging; :mod:`dlrun.ensembling`), in validate's wording."""
+    ens = cfg["ensemble"]
+    bagging, member, method = ens["bagging"], ens["member"], ens["method"]
+    checks = [
+        (bagging == 0 or bagging >= 2, "ensemble.bagging", "0 (off) or a number of members >= 2"),
+        (member is None or (bagging >= 2 and 0 <= member < bagging), "ensemble.member",
+         "null, or a member index from 0 to ensemble.bagging - 1 (with ensemble.bagging=N)"),
+        (method in ("average", "vote"), "ensemble.method", "use average, vote"),
+        (not bagging or cfg["eval"]["protocol"] == "holdout", "ensemble.bagging",
+         "bagging trains on the holdout split; use eval.protocol=holdout"),
+    ]  # fmt: skip
+    return [f"{key}={_value(cfg, key)!r} is invalid: {why}" for ok, key, why in checks if not ok]
 
 
 def _data_problems(data: dict[str, Any]) -> list[str]:
