@@ -26,6 +26,28 @@ from dlrun.errors import UserError
 CLASSES = ("sine", "square", "triangle", "sawtooth")
 
 
+def _generate(
+    rng: np.random.Generator,
+    n_samples: int,
+    length_range: tuple[int, int],
+    period_range: tuple[float, float],
+    noise: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Balanced labels, lengths and (N, max_length) values, drawn in a fixed order so a
+    ``generator_seed`` always gives the same samples."""
+    (min_length, max_length), (min_period, max_period) = length_range, period_range
+    labels = np.arange(n_samples) % len(CLASSES)
+    rng.shuffle(labels)
+    lengths = rng.integers(min_length, max_length + 1, n_samples)
+    cycles = (
+        np.arange(max_length)[None, :] / rng.uniform(min_period, max_period, (n_samples, 1))
+        + rng.uniform(0.0, 1.0, (n_samples, 1))
+    ) % 1.0
+    amplitude = rng.uniform(0.5, 1.5, (n_samples, 1))
+    values = amplitude * _shape(cycles, labels) + noise * rng.standard_normal(cycles.shape)
+    return labels, lengths, values
+
+
 def load_waveforms(
     seed: int,
     n_samples: int = 1600,
@@ -49,15 +71,9 @@ def load_waveforms(
             f"Need 1 <= data.min_length ({min_length}) <= data.max_length ({max_length})."
         )
     rng = np.random.default_rng(generator_seed)
-    labels = np.arange(n_samples) % len(CLASSES)
-    rng.shuffle(labels)
-    lengths = rng.integers(min_length, max_length + 1, n_samples)
-    cycles = (
-        np.arange(max_length)[None, :] / rng.uniform(min_period, max_period, (n_samples, 1))
-        + rng.uniform(0.0, 1.0, (n_samples, 1))
-    ) % 1.0
-    amplitude = rng.uniform(0.5, 1.5, (n_samples, 1))
-    values = amplitude * _shape(cycles, labels) + noise * rng.standard_normal(cycles.shape)
+    labels, lengths, values = _generate(
+        rng, n_samples, (min_length, max_length), (min_period, max_period), noise
+    )
     real = np.arange(max_length)[None, :] < lengths[:, None]
 
     idx = stratified_split(labels, seed, val_fraction, test_fraction)
