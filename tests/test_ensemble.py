@@ -158,6 +158,8 @@ def test_bagging_in_one_run(tmp_path: Path) -> None:
     for member in ("member_1", "member_2"):
         saved = json.loads((run_dir / member / "metrics.json").read_text())
         assert saved["member"]["bootstrap"] and (run_dir / member / ".hydra").is_dir()
+        config = (run_dir / member / ".hydra" / "config.yaml").read_text()
+        assert "bagging: 0" in config  # a member is one model, not a bag again
     result = run_tool("dlrun.export_cli", f"run={run_dir}", "exporter=legacy")
     assert result.returncode == 0, result.stderr
     parity = json.loads((run_dir / "export" / "onnx" / "parity.json").read_text())

@@ -170,7 +170,7 @@ def member_sources(runs: list[Path]) -> list[tuple[Path, Path]]:
     return sources
 
 
-def _copy_config(run: Path, target: Path, fold: bool) -> None:
+def _copy_run_config(run: Path, target: Path, fold: bool) -> None:
     """The run's ``.hydra``; a fold model's config says holdout: it is one model."""
     shutil.copytree(run / ".hydra", target / ".hydra")
     if fold:
@@ -195,7 +195,7 @@ def assemble(runs: list[Path], out: Path, method: str) -> list[str]:
         name = run.name if run == config else f"{config.name}_{run.name}"
         target = out / "members" / f"{k}_{name}"
         (target / "checkpoints").mkdir(parents=True)
-        _copy_config(config, target, fold=run != config)
+        _copy_run_config(config, target, fold=run != config)
         for ckpt in ("best.pt", "last.pt"):
             if (run / "checkpoints" / ckpt).is_file():
                 copy_checkpoint(run / "checkpoints" / ckpt, target / "checkpoints" / ckpt)
