@@ -15,9 +15,16 @@ TORCH_VARIANT ?= auto
 TORCH_INDEX ?= https://download.pytorch.org/whl
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Optional extras installed with the dev tools, e.g. make install EXTRAS=tracking (MLflow)
+EXTRAS ?=
+comma := ,
 
-.PHONY: FORCE help install run test test-distributed test-all lint format bench bench-serve \
-  transfer bagging sweep smoke mutation clean
+# The fast suite runs in parallel (pytest-xdist), one worker per core; tests use their own
+# tmp dirs and cwd, so any split is safe. make test PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= auto
+
+.PHONY: FORCE help install run test test-distributed test-browser test-services test-all lint \
+  format bench bench-startup bench-data bench-serve transfer bagging sweep smoke mutation clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -28,24 +35,43 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python scripts/install_torch.py --variant "$(TORCH_VARIANT)" --pin "$(TORCH)" \
 	  --index "$(TORCH_INDEX)"
-	$(BIN)/python -m pip install -q -e ".[dev]" "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev$(if $(EXTRAS),$(comma)$(EXTRAS))]" "$(TORCH)"
 	touch $(STAMP)
 
-# A build or pin named on the command line is installed even into a .venv already set up.
-ifneq ($(filter command line,$(origin TORCH_VARIANT) $(origin TORCH)),)
+# A build, pin or extra named on the command line is installed even into a .venv set up.
+ifneq ($(filter command line,$(origin TORCH_VARIANT) $(origin TORCH) $(origin EXTRAS)),)
 $(STAMP): FORCE
 endif
 
-install: $(STAMP) ## Create .venv with dlrun and its dev tools; TORCH_VARIANT=auto|cpu|cuda|cu126
+install: $(STAMP) ## Create .venv with dlrun and its dev tools; TORCH_VARIANT=auto|cpu|cuda|cu126, EXTRAS=tracking
 
 run: $(STAMP) ## Train and evaluate the default experiment (LeNet-5 on digits)
 	$(BIN)/dlrun $(ARGS)
 
-test: $(STAMP) ## Run the fast test suite (no slow, gpu or distributed tests)
-	$(BIN)/python -m pytest -q -m "not slow and not gpu and not distributed" $(PYTEST_ARGS)
+test: $(STAMP) ## Run the fast test suite (no slow, gpu, distributed, browser or services tests)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) \
+	  -m "not slow and not gpu and not distributed and not browser and not services" $(PYTEST_ARGS)
 
 test-distributed: $(STAMP) ## Run the multi-process (torch.distributed) tests that aren't slow
 	$(BIN)/python -m pytest -q -m "distributed and not slow and not gpu" $(PYTEST_ARGS)
+
+# The extras a target needs are installed on first use (again when pyproject.toml changes);
+# Debian packages (Chromium, PostgreSQL) when missing, where this user may (root, apt-get).
+$(VENV)/.browser: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[browser]" "$(TORCH)"
+	touch $@
+
+$(VENV)/.services: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[tracking,wandb,postgres]" "$(TORCH)"
+	touch $@
+
+test-browser: $(VENV)/.browser ## Open report.html/leaderboard.html in headless Chromium (installs it)
+	@bash scripts/apt_install.sh chromedriver chromium chromium-driver
+	$(BIN)/python -m pytest -q -m "browser and not slow" $(PYTEST_ARGS)
+
+test-services: $(VENV)/.services ## MLflow server, W&B offline, PostgreSQL-shared Optuna (installs them)
+	@bash scripts/apt_install.sh pg_ctl postgresql
+	$(BIN)/python -m pytest -q -m "services and not slow" $(PYTEST_ARGS)
 
 test-all: $(STAMP) ## Run every test (GPU tests skip without CUDA)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -58,8 +84,15 @@ format: $(STAMP) ## Format the code with ruff
 	$(BIN)/ruff check --fix src tests scripts
 	$(BIN)/ruff format src tests scripts
 
-bench: $(STAMP) ## Time dlrun's trainer against a hand-written PyTorch loop
+bench: $(STAMP) ## Trainer vs a hand-written loop, then whole-process start-up vs a Lightning peer
 	$(BIN)/python scripts/bench_overhead.py $(ARGS)
+	$(MAKE) --no-print-directory bench-startup
+
+bench-startup: $(STAMP) ## Wall time of --help, a one-batch run, the default run vs Lightning
+	$(BIN)/python scripts/bench_startup.py $(STARTUP_ARGS)
+
+bench-data: $(STAMP) ## Image-folder input pipeline at 1k/10k/100k images: first batch, images/s, cache, memory
+	$(BIN)/python scripts/bench_data.py $(ARGS)
 
 bench-serve: $(STAMP) ## Load-test dlrun-serve on 127.0.0.1 against the model in-process
 	$(BIN)/python scripts/bench_serve.py $(ARGS)

@@ -134,7 +134,7 @@ def with_dlrun(
         probe = _FirstStep()
         callbacks: list[Callback] = [probe]
         if files:
-            callbacks += [HistoryCSV(Path(tmp) / "history.csv"), Checkpointer(Path(tmp))]
+            callbacks += [HistoryCSV(Path(tmp)), Checkpointer(Path(tmp))]
         trainer = Trainer(
             model, bundle, opt, tasks.loss_fn(bundle.spec.task), settings, callbacks=callbacks
         )

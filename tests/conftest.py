@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from dlrun.cli import _register, config_dir
+from dlrun.config import RunConfig, to_run_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = Path(config_dir())
@@ -24,14 +24,12 @@ CONFIGS = Path(config_dir())
 SHRINK = ["trainer.epochs=1", "trainer.limit_batches=2"]
 
 
-def compose_cfg(*overrides: str) -> dict[str, Any]:
-    """The resolved run config for ``overrides``, as the CLI would build it."""
+def compose_cfg(*overrides: str) -> RunConfig:
+    """The typed run config for ``overrides``, as the CLI hands it to the runner."""
     _register()
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose(config_name="train", overrides=list(overrides))
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)
-    return container
+    return to_run_config(cfg)
 
 
 def run_in_process(run_dir: Path, *overrides: str) -> dict[str, Any]:
@@ -102,7 +100,7 @@ def run_cli(
 
 
 def sigterm_after_first_epoch(
-    *args: str, run_dir: Path, cwd: Path, timeout: float = 120
+    *args: str, run_dir: Path, cwd: Path, timeout: float = 120, env: dict[str, str] | None = None
 ) -> tuple[int, str]:
     """Start ``dlrun`` (a very long run), SIGTERM it once ``last.pt`` exists.
 
@@ -113,6 +111,7 @@ def sigterm_after_first_epoch(
         [sys.executable, "-m", "dlrun.cli", *args, "trainer.epochs=100000",
          f"hydra.run.dir={run_dir}"],
         cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **(env or {})},
     )  # fmt: skip
     try:
         deadline = time.monotonic() + timeout

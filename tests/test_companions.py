@@ -190,7 +190,7 @@ def test_a_saved_config_that_does_not_fit_the_schema_is_one_message(
     saved: str, message: str, tmp_path: Path
 ) -> None:
     from dlrun.errors import UserError
-    from dlrun.saved_run import read_run_config
+    from dlrun.restore import read_run_config
 
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "config.yaml").write_text(saved)

@@ -14,14 +14,17 @@ from dlrun.config import metric_mode, validate
 from dlrun.errors import UserError
 from tests.conftest import compose_cfg, group_options, run_cli
 
-GROUPS = ["model", "data", "activation", "optimizer", "scheduler", "regularization", "trainer"]
+GROUPS = [
+    "model", "data", "activation", "optimizer", "scheduler", "regularization", "trainer",
+    "callbacks",
+]  # fmt: skip
 
 
 def test_default_config_is_lenet_on_digits() -> None:
     cfg = compose_cfg()
-    assert cfg["model"]["_target_"].endswith("LeNet5")
-    assert cfg["data"]["_target_"].endswith("load_digits_images")
-    assert cfg["trainer"]["device"] == "auto"
+    assert cfg.model["_target_"].endswith("LeNet5")
+    assert cfg.data["_target_"].endswith("load_digits_images")
+    assert cfg.trainer.device == "auto"
     validate(cfg)
 
 
@@ -36,10 +39,10 @@ def test_every_option_of_every_group_composes_and_validates(group: str) -> None:
 
 
 def test_regularization_presets_override_their_base() -> None:
-    assert compose_cfg("regularization=dropout")["regularization"]["dropout"] == 0.3
-    assert compose_cfg("regularization=l2")["regularization"]["l2"] > 0
-    strong = compose_cfg("regularization=strong")["regularization"]
-    assert strong["dropout"] > 0 and strong["l2"] > 0 and strong["early_stopping"]["enabled"]
+    assert compose_cfg("regularization=dropout").regularization.dropout == 0.3
+    assert compose_cfg("regularization=l2").regularization.l2 > 0
+    strong = compose_cfg("regularization=strong").regularization
+    assert strong.dropout > 0 and strong.l2 > 0 and strong.early_stopping.enabled
 
 
 def test_misspelled_key_is_rejected_at_composition() -> None:

@@ -121,6 +121,9 @@ def test_every_data_config_has_a_loader_and_no_seed_or_name():
         "sunspots",
         "csv",
         "csv_series",
+        "image_folder",
+        "text_folder",
+        "array",
     } == set(names)
     for name in names:
         cfg = OmegaConf.load(CONFIGS / f"{name}.yaml")

@@ -248,8 +248,8 @@ def test_numeric_target_override_through_hydra(tmp_path):
 
     path = _lines(tmp_path / "years.csv", _rows(","))
     cfg = compose_cfg("data=csv", f"data.path={path}", "data.target=2010")
-    assert cfg["data"]["target"] == 2010  # what Hydra hands over
-    kwargs = {k: v for k, v in cfg["data"].items() if k != "_target_"}
+    assert cfg.data["target"] == 2010  # what Hydra hands over
+    kwargs = {k: v for k, v in cfg.data.items() if k != "_target_"}
     assert load_csv(0, **kwargs).meta["target"] == "2010"
 
 

@@ -28,7 +28,7 @@ from dlrun.engine.launch import WorkerCrashed, _outcome
 from dlrun.engine.trainer import FitState, Trainer, TrainerSettings
 from dlrun.errors import UserError
 from dlrun.models.mlp import MLP
-from tests.conftest import compose_cfg, run_cli, sigterm_after_first_epoch
+from tests.conftest import compose_cfg, read_history, run_cli, sigterm_after_first_epoch
 
 # 1258 training samples (val_fraction 0.1495 leaves an even count), so two ranks of
 # batch 32 see exactly the samples one process of batch 64 sees at every step. No
@@ -217,6 +217,21 @@ def test_two_processes_match_one_process_with_double_batch(
     assert metrics["train"]["best_value"] == pytest.approx(
         single_process["train"]["best_value"], abs=1e-4
     )
+
+
+@pytest.mark.distributed
+def test_a_registry_monitor_sees_every_process_share_of_val(tmp_path: Path) -> None:
+    """val_f1_macro from two processes (each scores half of val) equals one process's."""
+    columns = []
+    for name, options in (("one", ["trainer.batch_size=64"]),
+                          ("two", ["trainer.devices=2", "trainer.batch_size=32"])):  # fmt: skip
+        cwd = tmp_path / name
+        cwd.mkdir()
+        result = run_cli(*COMMON, "trainer.monitor=val_f1_macro", *options, cwd=cwd)
+        assert result.returncode == 0, result.stderr
+        columns.append([row["val_f1_macro"] for row in read_history(_only_run_dir(cwd))])
+    assert len(columns[0]) == 3
+    assert columns[1] == pytest.approx(columns[0], abs=1e-4)
 
 
 @pytest.mark.distributed

@@ -17,9 +17,9 @@ from torch import nn
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split, Task
 from dlrun.errors import UserError
 from dlrun.evaluation import evaluate_run, headline_table
-from dlrun.evaluation.baseline import KINDS
 from dlrun.evaluation.report import fmt
 from dlrun.evaluation.significance import VERDICTS
+from dlrun.tasks import info
 
 N = 48
 
@@ -136,10 +136,11 @@ def test_evaluate_run_writes_every_file(task: Task, tmp_path: Path) -> None:
     assert comparison["verdict"] in VERDICTS
     assert comparison["beats_baseline"] is (comparison["verdict"] == "better")
     assert comparison["verdict"] != "better"  # an untrained model on random targets
-    assert result["baseline_kind"] in KINDS[task]
+    assert result["baseline_kind"] in info(task).baselines
     assert result["baseline_selection"]["split"] == "val"  # never the compared split
     pictures = PICTURES[task] | {"learning_curves.png"}
-    assert set(result["files"]) == {"metrics.json", "predictions.csv", "report.md"} | pictures
+    pages = {"report.md", "report.html"}
+    assert set(result["files"]) == {"metrics.json", "predictions.csv", *pages} | pictures
     for name in pictures:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (out / name).stat().st_size > 1000

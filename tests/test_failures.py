@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from dlrun import rundir
+from dlrun.engine.callbacks import StatusHeartbeat
 from dlrun.engine.checkpoint import load_checkpoint
-from dlrun.engine.runstate import StatusHeartbeat
 from tests.conftest import run_cli
 
 IRIS = ["model=mlp", "data=iris", "trainer.progress=none"]
@@ -375,7 +375,7 @@ main()
         ("importing Hydra", "hydra", "interrupted (Ctrl-C) while starting; nothing was trained"),
         ("importing torch", "torch", "interrupted (Ctrl-C) while starting; nothing was trained"),
         ("training", None, "stopped by SIGINT during epoch"),
-        ("evaluating", "dlrun.evaluation.run", "interrupted (Ctrl-C) after epoch 1; resume"),
+        ("evaluating", "dlrun.evaluation.evaluate", "interrupted (Ctrl-C) after epoch 1; resume"),
     ],
 )
 def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(

@@ -110,3 +110,15 @@ def test_the_script_needs_only_the_standard_library() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "--variant" in out.stdout
+
+
+def test_make_install_adds_the_extras_it_is_given() -> None:
+    """``make install EXTRAS=tracking``: MLflow with the dev tools, even into a set-up .venv."""
+    out = subprocess.run(
+        ["make", "-n", "-C", str(ROOT), "install", "EXTRAS=tracking,wandb"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert '-e ".[dev,tracking,wandb]"' in out.stdout

@@ -7,6 +7,7 @@ shrunk through overrides so the whole matrix runs in seconds on two CPU cores.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from torch import nn
 from dlrun.data.spec import DataKind, DataSpec, Task
 from dlrun.errors import UserError
 from dlrun.models import build_model
+from dlrun.models.family import ModelFamily, contract_problem, families
 from dlrun.nn.activations import BinaryStep, Maxout, pieces
 from dlrun.tasks import loss_fn
 
@@ -40,42 +42,21 @@ SPECS: dict[str, DataSpec] = {
     "tok_lm": DataSpec("tok", Task.LANGUAGE_MODEL, DataKind.TOKENS, (T,), VOCAB, vocab_size=VOCAB),
 }
 
-# Overrides that shrink each default config to a few hundred parameters.
-SHRINK: dict[str, dict[str, Any]] = {
-    "mlp": {"hidden": [8, 8]},
-    "lenet": {"channels": [2, 3], "fc": [8, 8]},
-    "alexnet": {"channels": [2, 3, 3, 3, 2], "fc": [8, 8]},
-    "googlenet": {"width": 0.0625},
-    "resnet": {"width": 2},
-    "separable": {"width": 0.0625},
-    "cnn1d": {"channels": [4, 4], "kernel_size": 3, "embed_dim": 4},
-    "rnn": {"hidden_size": 6, "num_layers": 2, "embed_dim": 4},
-    "lstm": {"hidden_size": 6, "num_layers": 2, "embed_dim": 4},
-    "gru": {"hidden_size": 6, "num_layers": 2, "embed_dim": 4},
-    "gpt": {"n_layer": 1, "n_head": 2, "n_embd": 8, "block_size": 16},
-}
+# Every family is found in configs/model/; each shrinks itself with its own ``tiny``.
+FAMILIES: dict[str, type[ModelFamily]] = families()
 
-_RECURRENT = ["img_multiclass", "seq_multiclass", "seq_forecast", "tok_binary", "tok_lm"]
+
+def compatible(model: str, data: str) -> bool:
+    """Whether ``model`` takes ``data`` by its declared contract (checked before building)."""
+    try:
+        FAMILIES[model].check(SPECS[data], model)
+    except UserError:
+        return False
+    return True
+
+
 COMPATIBLE: dict[str, list[str]] = {
-    "mlp": [
-        "tab_multiclass",
-        "tab_binary",
-        "tab_multilabel",
-        "tab_regression",
-        "img_multiclass",
-        "seq_multiclass",
-        "seq_forecast",
-    ],
-    "lenet": ["img_multiclass"],
-    "alexnet": ["img_multiclass"],
-    "googlenet": ["img_multiclass"],
-    "resnet": ["img_multiclass"],
-    "separable": ["img_multiclass"],
-    "cnn1d": ["seq_multiclass", "seq_forecast", "tok_binary"],
-    "rnn": _RECURRENT,
-    "lstm": _RECURRENT,
-    "gru": _RECURRENT,
-    "gpt": ["tok_binary", "tok_lm"],
+    model: [data for data in SPECS if compatible(model, data)] for model in FAMILIES
 }
 ACTIVATIONS = [
     "identity",
@@ -120,7 +101,7 @@ def make(
     """Build ``model`` for ``data`` the way the CLI does, shrunk; seeded."""
     spec = SPECS[data] if isinstance(data, str) else data
     torch.manual_seed(0)
-    cfg = load("model", model, **{**SHRINK[model], **overrides})
+    cfg = load("model", model, **{**FAMILIES[model].tiny, **overrides})
     return build_model(cfg, spec, activation(act), dropout, model)
 
 
@@ -162,7 +143,8 @@ def forward_backward(model: nn.Module, spec: DataSpec, act: str) -> None:
     assert not unused, f"parameters without a gradient: {unused}"
     assert all(torch.isfinite(g).all() for g in grads.values())
     zero = [name for name, g in grads.items() if not g.any()]
-    if act == "step":  # the step's gradient is zero: layers before it cannot learn
+    steps = any(isinstance(m, BinaryStep) for m in model.modules())
+    if act == "step" and steps:  # the step's gradient is zero: layers before it can't learn
         assert zero, "binary step let a gradient through"
     else:
         assert len(zero) < len(grads)
@@ -179,8 +161,36 @@ def user_error(exc: BaseException | None) -> UserError | None:
 
 
 def test_every_config_is_in_the_matrix() -> None:
-    assert {p.stem for p in (CONFIGS / "model").glob("*.yaml")} == set(SHRINK)
+    assert set(FAMILIES) == {p.stem for p in (CONFIGS / "model").glob("*.yaml")}
     assert {p.stem for p in (CONFIGS / "activation").glob("*.yaml")} == {*ACTIVATIONS, "softmax"}
+
+
+@pytest.mark.parametrize("model", list(FAMILIES))
+def test_every_family_honours_the_contract(model: str) -> None:
+    """dlrun.models.family.ModelFamily, checked for each configs/model/*.yaml."""
+    cls = FAMILIES[model]
+    assert issubclass(cls, ModelFamily) and contract_problem(cls) is None
+    options = set(load("model", model)) - {"_target_"}
+    params = inspect.signature(cls.__init__).parameters
+    assert options <= set(params), f"the YAML sets options __init__ lacks: {options - set(params)}"
+    assert all(params[name].default is not inspect.Parameter.empty for name in options)
+    assert set(cls.tiny) <= options, "tiny may only shrink options the YAML lists"
+    # every kind it declares works for some spec, and a language-model spec iff per_token
+    working = COMPATIBLE[model]
+    assert {SPECS[data].kind for data in working} == set(cls.accepts)
+    assert ("tok_lm" in working) is cls.per_token
+
+
+def test_a_class_that_is_not_a_family_is_refused() -> None:
+    with pytest.raises(UserError, match="not a dlrun model family"):
+        build_model({"_target_": "torch.nn.Linear"}, SPECS["tab_binary"], nn.ReLU, 0.0, "x")
+    with pytest.raises(TypeError, match="__init__ must start with spec, act, dropout"):
+
+        class _Broken(ModelFamily):
+            accepts = frozenset({DataKind.TABULAR})
+
+            def __init__(self, spec: DataSpec, dropout: float = 0.0) -> None:
+                super().__init__()
 
 
 @pytest.mark.parametrize("act", ACTIVATIONS)
@@ -381,16 +391,17 @@ def test_tbptt_for_language_models_leaves_only_the_first_chunk_short() -> None:
     assert receives == [5, 6, 7, 8]
 
 
+# Every family that reads sequences, on each padded spec it takes, plus option variants.
 LENGTH_CASES = [
-    ("mlp", "seq_forecast", {}),
-    ("cnn1d", "seq_forecast", {}),
+    (model, data, {})
+    for model, datas in COMPATIBLE.items()
+    for data in datas
+    if SPECS[data].kind in (DataKind.SEQUENCE, DataKind.TOKENS) and data != "tok_lm"
+] + [
     ("cnn1d", "tok_binary", {"pool": "mean"}),
-    ("rnn", "seq_multiclass", {}),
-    ("lstm", "tok_binary", {}),
     ("gru", "seq_forecast", {"tbptt_steps": 3}),
     ("lstm", "seq_multiclass", {"bidirectional": True}),
     ("gru", "tok_binary", {"bidirectional": True}),
-    ("gpt", "tok_binary", {}),
     ("gpt", "tok_binary", {"pool": "mean"}),
 ]
 
@@ -412,7 +423,7 @@ def test_padding_is_ignored(model: str, data: str, overrides: dict[str, Any]) ->
     with torch.no_grad():
         out = net(x, lengths)
         torch.testing.assert_close(net(x_other, lengths), out)
-        if model == "mlp":  # fixed input size: no unpadded sequence to compare with
+        if DataKind.TABULAR in FAMILIES[model].accepts:  # it flattens: a fixed input size
             return
         alone = net(x[1:2, :5])  # the length-5 sequence without any padding
     torch.testing.assert_close(out[1:2], alone)

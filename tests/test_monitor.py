@@ -13,10 +13,9 @@ from dlrun import config, monitor
 from dlrun.data.spec import Task
 from dlrun.engine.callbacks import EarlyStopping
 from dlrun.engine.checkpoint import load_checkpoint
-from dlrun.engine.schedules import build_scheduler
 from dlrun.evaluation import report
 from dlrun.monitor import Monitor, metric_mode
-from dlrun.runner import make_callbacks, make_settings
+from dlrun.runner import make_callbacks, make_monitor, make_schedule
 from tests.conftest import compose_cfg, read_history, run_in_process
 
 MINIMISED = ["loss", "val_loss", "hamming_loss", "rmse", "val_rmse", "mse", "mae", "mape",
@@ -62,20 +61,20 @@ def test_a_tie_on_the_monitor_is_broken_by_val_loss() -> None:
 
 
 def test_plateau_follows_trainer_monitor_unless_told_otherwise() -> None:
-    cfg = compose_cfg("scheduler=plateau")["scheduler"]
+    cfg = compose_cfg("scheduler=plateau").scheduler
     opt = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)
     kwargs = {"epochs": 3, "steps_per_epoch": 2}
-    assert build_scheduler(cfg, opt, monitor="val_accuracy", **kwargs)[0].mode == "max"
-    own = {**cfg, "monitor": "val_loss"}
-    assert build_scheduler(own, opt, monitor="val_accuracy", **kwargs)[0].mode == "min"
-    settings = make_settings(compose_cfg("scheduler=plateau"), Task.MULTICLASS)
-    assert settings.monitor == settings.scheduler_monitor == "val_loss"
+    follower = make_schedule(cfg, opt, monitor="val_accuracy", **kwargs)
+    assert follower.scheduler.mode == "max" and follower.monitor == "val_accuracy"
+    own = make_schedule({**cfg, "monitor": "val_loss"}, opt, monitor="val_accuracy", **kwargs)
+    assert own.scheduler.mode == "min" and own.monitor == "val_loss"
+    assert make_monitor(compose_cfg("scheduler=plateau"), Task.MULTICLASS).name == "val_loss"
 
 
 def test_early_stopping_follows_trainer_monitor_unless_told_otherwise(tmp_path: Path) -> None:
     def stopper(*overrides: str) -> EarlyStopping:
         cfg = compose_cfg("regularization=early_stopping", *overrides)
-        monitor_name = make_settings(cfg, Task.MULTICLASS).monitor
+        monitor_name = make_monitor(cfg, Task.MULTICLASS).name
         callbacks = make_callbacks(cfg, tmp_path, Console(quiet=True), monitor_name, False)
         return next(cb for cb in callbacks if isinstance(cb, EarlyStopping))
 
@@ -143,7 +142,7 @@ def test_regularization_choices_no_longer_report_identical_numbers(tmp_path: Pat
 def test_monitor_settings_are_checked_before_anything_runs() -> None:
     config.validate(compose_cfg("scheduler=plateau"))  # null: follow trainer.monitor
     config.validate(compose_cfg("scheduler=plateau", "scheduler.monitor=val_accuracy"))
-    for bad in ["scheduler.monitor=val_f1", "regularization.early_stopping.monitor=f1"]:
+    for bad in ["scheduler.monitor=val_f3", "regularization.early_stopping.monitor=f1"]:
         cfg = compose_cfg("scheduler=plateau", bad)
         with pytest.raises(config.UserError, match=bad.split("=")[0]):
             config.validate(cfg)

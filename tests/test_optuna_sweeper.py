@@ -30,7 +30,7 @@ from optuna.distributions import (  # noqa: E402
 )
 from optuna.trial import TrialState  # noqa: E402
 
-from dlrun.config import RunSchema  # noqa: E402
+from dlrun.config import RunConfig  # noqa: E402
 from dlrun.errors import UserError  # noqa: E402
 from dlrun.sweep.outcome import judge  # noqa: E402
 from dlrun.sweep.protocol import (  # noqa: E402
@@ -132,7 +132,7 @@ def test_direction_follows_the_monitored_metric(direction: str, monitor: str, ex
 
 
 @dataclass
-class _SchemaWithTrial(RunSchema):
+class _SchemaWithTrial(RunConfig):
     trial: Any = None
 
 
@@ -146,14 +146,14 @@ def test_trial_identity_overrides_compose(schema: str) -> None:
             store.store(name="dlrun_schema", node=_SchemaWithTrial)
         cfg = compose_cfg(*identity.overrides())
     finally:
-        store.store(name="dlrun_schema", node=RunSchema)
-    assert cfg["trial"] == {"storage": identity.storage, "study_name": "it's", "number": 7}
+        store.store(name="dlrun_schema", node=RunConfig)
+    assert cfg.trial == {"storage": identity.storage, "study_name": "it's", "number": 7}
 
 
 def test_search_configs_compose() -> None:
     for name, monitor in [("lenet_digits", "val_accuracy"), ("mlp_iris", "val_loss")]:
         cfg = compose_cfg(f"{HPARAMS}={name}")
-        assert cfg["trainer"]["monitor"] == monitor
+        assert cfg.trainer.monitor == monitor
 
 
 # --- pruning callback ----------------------------------------------------------------

@@ -45,7 +45,7 @@ def _refused(result: subprocess.CompletedProcess[str], workdir: Path) -> str:
         (["trainer.epochs=abc"], "trainer.epochs: Value 'abc' of type 'str' could not be"),
         (["trainer.epochs=1,2"], "add -m to sweep"),
         (["optimizer.lr=[1,"], "cannot parse 'optimizer.lr=[1,'"),
-        (["++foo=1", *TINY], "unknown key foo; the config has: activation, data"),
+        (["++foo=1", *TINY], "unknown key foo; the config has: activation, callbacks, data"),
     ],
 )
 def test_bad_override_is_one_line_with_the_closest_valid_one(

@@ -235,10 +235,10 @@ def test_a_language_model_points_to_generate() -> None:
         from_values(["abc"], Contract(spec, {"type": "text", "vocab": ["a", "b", "c"]}))
 
 
-def test_a_run_from_before_preprocess_json_is_rebuilt_from_its_data(tmp_path: Path) -> None:
+def test_a_run_from_before_contract_json_is_rebuilt_from_its_data(tmp_path: Path) -> None:
     run_dir = tmp_path / "old"
     train_run(run_dir, "model=mlp", "data=iris", *SHRINK)
-    (run_dir / "preprocess.json").unlink()
+    (run_dir / "contract.json").unlink()
     np.save(tmp_path / "x.npy", np.array([[5.1, 3.5, 1.4, 0.2]]))
     out, summary = _predict(run=run_dir, input=tmp_path / "x.npy")
     assert any("rebuilt from its data config" in n for n in summary["notes"])

@@ -24,7 +24,7 @@ from dlrun.engine import callbacks
 original = callbacks.Checkpointer.on_checkpoint
 def on_checkpoint(self, trainer, state, row):
     original(self, trainer, state, row)
-    if trainer.settings.seed == 1 and state.epoch == 1:
+    if trainer.seed == 1 and state.epoch == 1:
         os.kill(os.getpid(), signal.SIGKILL)
 callbacks.Checkpointer.on_checkpoint = on_checkpoint
 sys.argv = ["dlrun", *sys.argv[1:]]
@@ -240,8 +240,7 @@ def test_the_heartbeat_records_only_checkpointed_epochs(tmp_path: Path) -> None:
     matters: every on_epoch_end runs before any on_checkpoint)."""
     from rich.console import Console
 
-    from dlrun.engine.callbacks import Checkpointer
-    from dlrun.engine.runstate import StatusHeartbeat
+    from dlrun.engine.callbacks import Checkpointer, StatusHeartbeat
     from dlrun.runner import make_callbacks
     from tests.conftest import compose_cfg
 
@@ -254,7 +253,7 @@ def test_the_heartbeat_records_only_checkpointed_epochs(tmp_path: Path) -> None:
 
 def test_an_early_stop_survives_a_resume_and_more_epochs_reopen_it() -> None:
     from dlrun.engine.callbacks import EarlyStopping
-    from dlrun.engine.runstate import resume_early_stopping
+    from dlrun.engine.resume import resume_early_stopping
     from dlrun.engine.trainer import FitState
     from dlrun.monitor import Monitor
 
@@ -305,7 +304,7 @@ def test_a_restarted_follower_counts_patience_from_the_resumed_epoch() -> None:
 def test_more_epochs_lengthen_a_one_cycle_schedule_on_resume() -> None:
     import torch
 
-    from dlrun.engine.runstate import schedule_length_kept
+    from dlrun.engine.resume import schedule_length_kept
 
     def one_cycle(total: int) -> torch.optim.lr_scheduler.OneCycleLR:
         opt = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)

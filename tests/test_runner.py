@@ -55,8 +55,8 @@ def test_early_stopping_stops_and_says_why(tmp_path: Path) -> None:
 
 
 def test_kfold_trains_k_models_and_reports_mean_and_std(tmp_path: Path) -> None:
+    from dlrun.crossval import cross_validate
     from dlrun.evaluation.significance import VERDICTS
-    from dlrun.validation import cross_validate
 
     cfg = compose_cfg(*SHRINK, "model=mlp", "data=iris", "eval.protocol=kfold", "eval.folds=3")
     console = Console(record=True, width=200)
@@ -95,24 +95,24 @@ def test_kfold_scores_the_held_out_fold_but_selects_on_an_inner_split(
     """Checkpoints (and early stopping) never see the fold they are scored on."""
     import torch
 
-    from dlrun import validation
+    from dlrun import crossval
     from dlrun.data.sklearn_sets import load_iris
 
     data = load_iris(seed=0)
     for split, start in ((data.train, 0), (data.val, 1000), (data.test, 2000)):
         split.x[:, 0] = torch.arange(start, start + len(split)).float()  # a row id
-    monkeypatch.setattr(validation, "instantiate", lambda node, seed: data)
+    monkeypatch.setattr(crossval, "instantiate", lambda node, seed: data)
     seen = []
 
-    def fake(cfg, run_dir, console, bundle, eval_bundle):
+    def fake(cfg, run_dir, console, bundle, eval_bundle, context):
         seen.append((bundle, eval_bundle))
         return json.loads('{"val": {}, "test": {}, "train": {"best_value": null}}')
 
-    monkeypatch.setattr(validation, "train_and_evaluate", fake)
-    monkeypatch.setattr(validation, "_aggregate", lambda *args: {})
-    monkeypatch.setattr(validation, "_print_summary", lambda *args: None)
+    monkeypatch.setattr(crossval, "train_and_evaluate", fake)
+    monkeypatch.setattr(crossval, "_aggregate", lambda *args: {})
+    monkeypatch.setattr(crossval, "_print_summary", lambda *args: None)
     cfg = compose_cfg(*SHRINK, "model=mlp", "data=iris", "eval.protocol=kfold", "eval.folds=3")
-    validation.cross_validate(cfg, tmp_path, Console(quiet=True))
+    crossval.cross_validate(cfg, tmp_path, Console(quiet=True))
 
     def ids(split) -> set[int]:
         return set(split.x[:, 0].long().tolist())
@@ -131,7 +131,7 @@ def test_kfold_scores_the_held_out_fold_but_selects_on_an_inner_split(
 
 
 def test_iterated_kfold_repeats_the_folds(tmp_path: Path) -> None:
-    from dlrun.validation import cross_validate
+    from dlrun.crossval import cross_validate
 
     cfg = compose_cfg(
         *SHRINK,
@@ -147,8 +147,8 @@ def test_iterated_kfold_repeats_the_folds(tmp_path: Path) -> None:
 def test_kfold_is_refused_for_forecasting(tmp_path: Path) -> None:
     import pytest
 
+    from dlrun.crossval import cross_validate
     from dlrun.errors import UserError
-    from dlrun.validation import cross_validate
 
     cfg = compose_cfg(*SHRINK, "model=lstm", "data=sine", "eval.protocol=kfold")
     with pytest.raises(UserError, match="temporal"):

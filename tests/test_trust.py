@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ def _copied_run(tmp_path: Path, config: dict | None = None, overrides: list | No
     if overrides is not None:
         (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
         return run_dir
-    cfg = compose_cfg("model=mlp", "data=iris")
+    cfg = asdict(compose_cfg("model=mlp", "data=iris"))
     for dotted, value in (config or {}).items():
         node = cfg
         *parents, leaf = dotted.split(".")
@@ -83,7 +84,7 @@ def test_allowed_targets_come_from_the_config_groups() -> None:
 def test_every_target_a_group_names_is_allowed() -> None:
     from dlrun.trust import check_saved_config
 
-    for group in ("model", "data", "activation", "optimizer", "scheduler", "logger"):
+    for group in ("model", "data", "activation", "optimizer", "scheduler", "logger", "callbacks"):
         for option in group_options(group):
             check_saved_config(compose_cfg(f"{group}={option}"), f"{group}={option}")
 

@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -29,6 +29,8 @@ from dlrun.errors import UserError, os_error_line, write_error
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
+
+    from dlrun.config import RunConfig, RunContext
 
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 
@@ -79,7 +81,8 @@ class _Job:
 
     run_dir: Path
     multirun: bool
-    container: dict[str, Any]
+    cfg: RunConfig  # the composed config, typed (dlrun.config.to_run_config)
+    context: RunContext  # names and the status.json owner, for the run
     identity: dict[str, Any]  # pid, hostname, started_at of this attempt
     choices: dict[str, Any]  # the config group options Hydra picked (model=..., ...)
 
@@ -104,7 +107,7 @@ def run(cfg: DictConfig) -> float:
         return _skipped(plan)
     job = _job(cfg, plan.job_dir if plan else output_dir, multirun, hydra_cfg)
     if plan is not None and plan.kind == sweepdir.RESUME:
-        job.container["resume"] = str(job.run_dir)
+        job.cfg.resume = str(job.run_dir)
     if plan is not None and plan.kind == sweepdir.RETRY and plan.kept_in is not None:
         kept = plan.kept_in.relative_to(job.run_dir)
         print(f"{job.run_dir.name}: {plan.earlier} earlier, runs again ({kept}/ keeps that try)")
@@ -117,18 +120,23 @@ def run(cfg: DictConfig) -> float:
 
 
 def _job(cfg: DictConfig, run_dir: Path, multirun: bool, hydra_cfg: Any) -> _Job:
-    from omegaconf import OmegaConf
+    from dlrun.config import RunContext, to_run_config
 
-    container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    container["model_name"] = hydra_cfg.runtime.choices.get("model")
-    container["summary"] = _summary(cfg)
+    typed = to_run_config(cfg)
+    choices = dict(hydra_cfg.runtime.choices)
     identity = rundir.process_identity()
     # The training process writes status.json "running" with the identity of this one
-    # (see dlrun.engine.runstate); that is also how a refusal is told from a failure.
-    container["run_status"] = {"dir": str(run_dir), **identity}
-    _share_cores_between_parallel_jobs(container, hydra_cfg)
-    choices = dict(hydra_cfg.runtime.choices)
-    return _Job(run_dir, multirun, container, identity, choices)
+    # (see dlrun.engine.callbacks.StatusHeartbeat); that is also how a refusal is told
+    # from a failure.
+    context = RunContext(
+        model_name=str(choices.get("model") or "model"),
+        data_name=str(choices.get("data") or "data"),
+        summary=_summary(cfg),
+        status_dir=str(run_dir),
+        identity=dict(identity),
+    )
+    _share_cores_between_parallel_jobs(typed, hydra_cfg)
+    return _Job(run_dir, multirun, typed, context, identity, choices)
 
 
 def _run(job: _Job) -> float:
@@ -137,7 +145,7 @@ def _run(job: _Job) -> float:
     started = time.time()
     archive: Path | None = None
     try:
-        validate(job.container, choices=job.choices)
+        validate(job.cfg, choices=job.choices)
         archive = _continue_completed(job)
         metrics = _train(job)
         from dlrun.evaluation.files import write_json
@@ -157,20 +165,19 @@ def _train(job: _Job) -> dict[str, Any]:
     from dlrun.display import make_console
 
     console = make_console()  # a pipe or CI log gets whole lines, not 80 columns
-    container, run_dir = job.container, job.run_dir
-    if container["ensemble"]["bagging"]:  # N members, or member i of a swept bag
+    if job.cfg.ensemble.bagging:  # N members, or member i of a swept bag
         from dlrun import ensembling
 
-        member = container["ensemble"]["member"] is not None
+        member = job.cfg.ensemble.member is not None
         train = ensembling.train_member if member else ensembling.bag
-        return train(container, run_dir, console)
-    if container["eval"]["protocol"] == "holdout":
+        return train(job.cfg, job.run_dir, console)
+    if job.cfg.eval.protocol == "holdout":
         from dlrun.runner import train_and_evaluate
 
-        return train_and_evaluate(job.container, job.run_dir, console)
-    from dlrun.validation import cross_validate
+        return train_and_evaluate(job.cfg, job.run_dir, console, context=job.context)
+    from dlrun.crossval import cross_validate
 
-    return cross_validate(job.container, job.run_dir, console)
+    return cross_validate(job.cfg, job.run_dir, console, job.context)
 
 
 def _continue_completed(job: _Job) -> Path | None:
@@ -178,10 +185,10 @@ def _continue_completed(job: _Job) -> Path | None:
 
     ``resume_arguments`` already checked that more epochs were asked for.
     """
-    status = rundir.read_status(job.run_dir) if job.container.get("resume") else None
+    status = rundir.read_status(job.run_dir) if job.cfg.resume else None
     if not status or status.get("status") != "completed":
         return None
-    job.container["resume_completed"] = True
+    job.context.continuing = True
     archive = rundir.archive_results(job.run_dir, int(status.get("epoch") or 0))
     if archive is not None:
         kept = archive.relative_to(job.run_dir)
@@ -266,7 +273,7 @@ def _skipped(plan: sweepdir.JobPlan) -> float:
     return math.nan if best is None else float(best)
 
 
-def _share_cores_between_parallel_jobs(container: dict[str, Any], hydra_cfg: Any) -> None:
+def _share_cores_between_parallel_jobs(cfg: RunConfig, hydra_cfg: Any) -> None:
     """Give each of ``n_jobs`` parallel sweep jobs its share of the CPU cores.
 
     Without this every joblib worker starts torch with all cores and n_jobs x cores
@@ -274,10 +281,10 @@ def _share_cores_between_parallel_jobs(container: dict[str, Any], hydra_cfg: Any
     """
     launcher = hydra_cfg.launcher
     n_jobs = launcher.get("n_jobs") if launcher is not None else None
-    if container["trainer"]["num_threads"] is None and n_jobs and n_jobs != 1:
+    if cfg.trainer.num_threads is None and n_jobs and n_jobs != 1:
         cores = os.cpu_count() or 1
         jobs = cores if n_jobs < 0 else n_jobs
-        container["trainer"]["num_threads"] = max(1, cores // jobs)
+        cfg.trainer.num_threads = max(1, cores // jobs)
 
 
 def _hydra_app() -> Callable[[], Any]:
@@ -285,6 +292,42 @@ def _hydra_app() -> Callable[[], Any]:
 
     _register()
     return hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")(run)
+
+
+HELP_FLAGS = ("--help", "-h", "--hydra-help")
+
+
+@contextlib.contextmanager
+def _one_repository_for_help(argv: list[str]) -> Iterator[None]:
+    """For ``--help``: build Hydra's config repository once, not once per question.
+
+    To list the config groups, Hydra asks for each group's options about 100 times and
+    builds (deep-copies) a fresh caching repository of every config for each question:
+    over half of ``dlrun --help``'s time. Within one help the answers can't change, so
+    the repository made for the first question answers the others (same text, tested).
+    """
+    if not any(flag in argv for flag in HELP_FLAGS):
+        yield
+        return
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    original = getattr(ConfigLoaderImpl, "_parse_overrides_and_create_caching_repo", None)
+    if not callable(original):  # another Hydra: its help is only slower
+        yield
+        return
+    made: dict[tuple[int, str | None, tuple[str, ...]], Any] = {}
+
+    def reused(self: Any, config_name: str | None, overrides: list[str]) -> Any:
+        key = (id(self), config_name, tuple(overrides))
+        if key not in made:
+            made[key] = original(self, config_name, overrides)
+        return made[key]
+
+    ConfigLoaderImpl._parse_overrides_and_create_caching_repo = reused  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ConfigLoaderImpl._parse_overrides_and_create_caching_repo = original  # type: ignore[method-assign]
 
 
 def resume_arguments(argv: list[str]) -> list[str]:
@@ -369,7 +412,8 @@ def main() -> None:
         with one_line_errors(task=run):
             sys.argv = [sys.argv[0], *resume_arguments(sys.argv[1:]), *worker_overrides()]
             check_command_line(sys.argv[1:])
-            _hydra_app()()
+            with _one_repository_for_help(sys.argv[1:]):
+                _hydra_app()()
     except SystemExit as exc:
         code = exc.code
     except KeyboardInterrupt:

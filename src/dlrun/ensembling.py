@@ -1,13 +1,13 @@
 """Ensembles of trained runs, and bagging: several models, one evaluated answer.
 
 An ensemble dir is a run dir of its own: ``ensemble.json`` (method and member dirs),
-one member run dir per model inside it, ``preprocess.json``/``reference.pt`` (the
+one member run dir per model inside it, ``contract.json``/``reference.pt`` (the
 members' shared input contract) and the files an evaluation writes (metrics.json,
 report.md, predictions.csv, plots). ``dlrun-predict``, ``dlrun-export`` and
 ``dlrun-serve`` take it like any run (:mod:`dlrun.predictor`).
 
 Members must have been tested on the same test split (equal fingerprints in their
-``preprocess.json``): a member trained with another seed could have trained on the
+``contract.json``): a member trained with another seed could have trained on the
 others' test examples, and the ensemble's score would be optimistic.
 
 Bagging (``ensemble.bagging=N``) trains N members, each on a bootstrap resample of the
@@ -30,7 +30,7 @@ from typing import Any
 
 from dlrun.errors import UserError
 
-MEMBER_FILES = ("preprocess.json", "reference.pt", "metrics.json", "status.json")
+MEMBER_FILES = ("contract.json", "preprocess.json", "reference.pt", "metrics.json", "status.json")
 HEADLINE = ("accuracy", "f1_macro", "roc_auc", "rmse", "mae", "loss")
 
 
@@ -203,7 +203,7 @@ def assemble(runs: list[Path], out: Path, method: str) -> list[str]:
             if (run / name).is_file():
                 shutil.copyfile(run / name, target / name)
         names.append(str(target.relative_to(out)))
-    for name in ("preprocess.json", "reference.pt"):  # shared by all (checked on load)
+    for name in ("contract.json", "preprocess.json", "reference.pt"):  # shared by all (checked on load)
         if (out / names[0] / name).is_file():
             shutil.copyfile(out / names[0] / name, out / name)
     write_ensemble(out, names, method, {"sources": [str(r) for r in runs]})

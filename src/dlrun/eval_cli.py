@@ -24,10 +24,13 @@ import re
 import statistics
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlrun.cli_args import errors_reported, parse_key_values
 from dlrun.errors import UserError
+
+if TYPE_CHECKING:
+    from dlrun.config import RunConfig
 
 USAGE = (__doc__ or "").strip()
 DEFAULTS: dict[str, Any] = {
@@ -50,7 +53,7 @@ class EvaluationFailed(UserError):
 
 def evaluate_saved(args: dict[str, Any]) -> Path:
     """Evaluate per ``args``; returns the folder that holds the results."""
-    from dlrun.saved_run import checkpoint_path
+    from dlrun.restore import checkpoint_path
 
     run_dir = Path(args["run"])
     if args["split"] not in ("test", "val"):
@@ -66,10 +69,10 @@ def _evaluate_dir(run_dir: Path, args: dict[str, Any], out_arg: str, verbose: bo
     from rich.console import Console
 
     from dlrun.evaluation.report import headline_table
-    from dlrun.saved_run import checkpoint_path, load_model, read_run_config
+    from dlrun.restore import checkpoint_path, load_model, read_run_config
 
     cfg = read_run_config(run_dir)  # refuses targets that aren't dlrun's
-    if cfg["eval"]["protocol"] != "holdout":
+    if cfg.eval.protocol != "holdout":
         return _evaluate_folds(run_dir, cfg, args, out_arg)
     exp = load_model(cfg, checkpoint_path(run_dir, args["ckpt"]), args["device"])
     out = _claim_out(run_dir, args, out_arg)
@@ -78,12 +81,12 @@ def _evaluate_dir(run_dir: Path, args: dict[str, Any], out_arg: str, verbose: bo
     return out
 
 
-def _evaluate_folds(run_dir: Path, cfg: dict[str, Any], args: dict[str, Any], out_arg: str) -> Path:
+def _evaluate_folds(run_dir: Path, cfg: RunConfig, args: dict[str, Any], out_arg: str) -> Path:
     """Every fold model on the test split, then the mean and std over folds."""
     from rich.console import Console
 
     from dlrun.evaluation.files import write_json
-    from dlrun.saved_run import checkpoint_path, load_model
+    from dlrun.restore import checkpoint_path, load_model
 
     split = args["split"]
     if split == "val":
@@ -95,7 +98,7 @@ def _evaluate_folds(run_dir: Path, cfg: dict[str, Any], args: dict[str, Any], ou
         raise UserError("ckpt=<file> names one checkpoint; a k-fold run has one per fold")
     folds = fold_dirs(run_dir)
     if not folds:
-        raise UserError(f"{run_dir} is a {cfg['eval']['protocol']} run without fold_<i>/ dirs")
+        raise UserError(f"{run_dir} is a {cfg.eval.protocol} run without fold_<i>/ dirs")
     console, out, bundle = Console(), None, None
     per_fold: dict[str, dict[str, Any]] = {}
     for fold in folds:
@@ -109,7 +112,7 @@ def _evaluate_folds(run_dir: Path, cfg: dict[str, Any], args: dict[str, Any], ou
     summary = _mean_std(per_fold)
     write_json(
         out / "metrics.json",
-        {"protocol": cfg["eval"]["protocol"], "split": split, "ckpt": args["ckpt"],
+        {"protocol": cfg.eval.protocol, "split": split, "ckpt": args["ckpt"],
          "folds": list(per_fold), split: summary, "per_fold": per_fold},
     )  # fmt: skip
     console.print(_summary_table(summary, split, len(per_fold)))
@@ -159,7 +162,7 @@ def _claim_out(run_dir: Path, args: dict[str, Any], out_arg: str) -> Path:
 
 
 def _evaluate(
-    exp: Any, cfg: dict[str, Any], trained_in: Path, out: Path, args: dict[str, Any]
+    exp: Any, cfg: RunConfig, trained_in: Path, out: Path, args: dict[str, Any]
 ) -> dict[str, Any]:
     from dlrun.evaluation import evaluate_run
 
@@ -176,7 +179,7 @@ def _evaluate(
         splits=(args["split"],),
         batch_size=args["batch_size"],
         device=exp.device,
-        threshold=cfg["eval"]["threshold"] if threshold is None else threshold,
+        threshold=cfg.eval.threshold if threshold is None else threshold,
         history=history,
         run_summary=f"re-evaluation of {trained_in} ({args['ckpt']} checkpoint)",
     )

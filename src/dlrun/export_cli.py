@@ -10,7 +10,7 @@ Writes into <run>/export/<format>[_int8]/ (_2, _3, ... when taken) or out=:
   contract.json               its input contract: input names, shapes and dtypes, the
                               output (raw logits or values) and how to read it (softmax,
                               sigmoid, the target scaler), class names, and the run's
-                              preprocessing (the same as preprocess.json)
+                              preprocessing (as in the run's contract.json)
   parity.json                 the check on the run's test split: max |difference| of the
                               outputs against the PyTorch model, agreement of predicted
                               labels, accuracy (or RMSE) and file size of each file
@@ -64,7 +64,7 @@ def check_args(args: dict[str, Any]) -> None:
 
 def export_saved(args: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     """Export per ``args``; returns the folder and the parity report written there."""
-    from dlrun.saved_run import check_run_arg
+    from dlrun.restore import check_run_arg
 
     check_run_arg(args["run"], args["ckpt"])
     check_args(args)

@@ -35,18 +35,19 @@ def generate_text(args: dict) -> str:
     """The prompt followed by ``max_new_tokens`` generated characters."""
     import torch
 
-    from dlrun.data.spec import Task
-    from dlrun.saved_run import load_run
+    from dlrun.restore import load_run, run_context
+    from dlrun.tasks import info
 
     if args["temperature"] < 0:
         raise UserError("temperature must be >= 0 (0 = always the most likely token)")
     if args["max_new_tokens"] < 1:
         raise UserError("max_new_tokens must be >= 1")
-    cfg, exp = load_run(Path(args["run"]), args["ckpt"], args["device"])
+    _, exp = load_run(Path(args["run"]), args["ckpt"], args["device"])
     spec = exp.bundle.spec
-    if spec.task is not Task.LANGUAGE_MODEL or not hasattr(exp.model, "generate"):
+    if not info(spec.task).per_token or not hasattr(exp.model, "generate"):
         raise UserError(
-            f"{args['run']} is a {spec.task} run of model={cfg.get('model_name')}; "
+            f"{args['run']} is a {spec.task} run of "
+            f"model={run_context(Path(args['run'])).model_name}; "
             "generation needs a language-model run (e.g. dlrun experiment=gpt_text)"
         )
     index = {token: i for i, token in enumerate(spec.vocab)}

@@ -153,21 +153,27 @@ def _bagging_ensemble(config: DictConfig, sweep_dir: Path) -> None:
 
 
 class Leaderboard(Callback):
-    """Before a sweep: refuse a config every job would reject. After it: write
-    leaderboard.csv/.md, print it, and exit non-zero if a job failed. A sweep whose every
-    job was refused before training for the same reason leaves nothing behind."""
+    """Before a sweep: refuse a config every job would reject, then open the trackers'
+    parent run. After it: write leaderboard.csv/.md/.html, print it, end the parent run
+    (with the leaderboard as its files), and exit non-zero if a job failed. A sweep
+    whose every job was refused before training for the same reason leaves nothing
+    behind."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from dlrun.config import validate
+        from dlrun.config import to_run_config, validate
         from dlrun.errors import UserError
         from dlrun.overrides import check_sweep
 
         main = {k: v for k, v in config.items() if k != "hydra"}
         try:
             check_sweep(config)  # every swept value composes; plugins installed
-            validate(OmegaConf.to_container(OmegaConf.create(main), resolve=True))
+            plain: Any = OmegaConf.to_container(OmegaConf.create(main), resolve=True)
+            validate(to_run_config(OmegaConf.create(main)))
         except UserError as exc:
             _exit(2, f"{exc} (the sweep was not started)")
+        overrides = list(config.hydra.overrides.task)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        _trackers().sweep_started(sweep_dir, plain.get("logger"), plain, overrides)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from dlrun import leaderboard
@@ -181,7 +187,8 @@ class Leaderboard(Callback):
             leaderboard.print_tables(sweep_dir, jobs)
         except Exception as exc:  # Hydra would demote it to a warning and exit 0
             _exit(1, f"could not write the leaderboard: {exc!r}")
-        print(f"leaderboard: {csv_path} {md_path}")
+        print(f"leaderboard: {csv_path} {md_path} {md_path.with_suffix('.html')}")
+        _trackers().sweep_ended(sweep_dir, leaderboard.tracker_summary(jobs))
         _bagging_ensemble(config, sweep_dir)
         failed = [j for j in jobs if j.status == "failed"]
         if failed:
@@ -201,3 +208,28 @@ def _refuse_if_all_jobs_were_refused(sweep_dir: Path) -> None:
         return
     discard(sweep_dir)
     _exit(2, f"{reasons.pop()} (every job was refused; the sweep left nothing)")
+
+
+class Trackers(Callback):
+    """Around every run or sweep job, for the trackers (``logger=...``): the tracking
+    worker starts with the job; after it the trackers get the run's final metrics, tags
+    and files, and its end state (:func:`dlrun.tracking.job_ended`)."""
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _trackers().job_started(_logger_node(config))
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        _trackers().job_ended(Path(config.hydra.runtime.output_dir), _logger_node(config))
+
+
+def _logger_node(config: DictConfig) -> Any:
+    """The job's ``logger`` config as plain data (None when the config has none)."""
+    if "logger" not in config:
+        return None
+    return OmegaConf.to_container(config.logger, resolve=True)
+
+
+def _trackers() -> Any:
+    from dlrun import tracking
+
+    return tracking

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from dlrun.display import interval, number
+from dlrun.document import Cell, Document, Heading, Paragraph, Scatter, Table, to_markdown
 from dlrun.evaluation.significance import VERDICTS, t_interval
+from dlrun.html_page import write_page
 from dlrun.monitor import metric_mode
 from dlrun.rundir import run_status
 
@@ -126,6 +128,24 @@ def rank(jobs: list[Job]) -> list[Job]:
     return sorted(jobs, key=key)
 
 
+def tracker_summary(jobs: list[Job]) -> dict[str, Any]:
+    """What a sweep's parent run in the trackers gets: how many jobs ended how, and the
+    leader's monitored value and test metrics (``logger=mlflow``, ...)."""
+    values = {
+        "jobs": float(len(jobs)),
+        "jobs_completed": float(sum(j.status == "completed" for j in jobs)),
+        "jobs_failed": float(sum(j.status == "failed" for j in jobs)),
+    }
+    tags: dict[str, str] = {}
+    leaders = [j for j in rank(jobs) if j.status == "completed" and _is_number(j.best_value)]
+    if leaders:
+        leader = leaders[0]
+        values[f"best_{leader.monitor or 'value'}"] = float(leader.best_value)  # type: ignore[arg-type]
+        values.update({f"best_job_test_{k}": float(v) for k, v in leader.test.items()})
+        tags["best_job"] = leader.name
+    return {"values": values, "tags": tags}
+
+
 def table_rows(jobs: list[Job]) -> tuple[list[str], list[list[Any]]]:
     """Header and rows, one per job, in rank order, as values (numbers stay numbers).
 
@@ -207,7 +227,11 @@ def seed_groups(jobs: list[Job]) -> tuple[list[str], list[list[str]]]:
 
 
 def write(sweep_dir: Path) -> tuple[list[Job], Path, Path]:
-    """Write ``leaderboard.csv`` and ``leaderboard.md``; returns the jobs and both paths."""
+    """Write ``leaderboard.csv``, ``.md`` and ``.html``; returns the jobs, CSV and MD paths.
+
+    The Markdown and the HTML page are two renderings of one document
+    (:func:`leaderboard_document`); the page adds sorting and the scatter view.
+    """
     jobs = collect(sweep_dir)
     header, rows = table_rows(jobs)
     csv_path = sweep_dir / "leaderboard.csv"
@@ -215,19 +239,79 @@ def write(sweep_dir: Path) -> tuple[list[Job], Path, Path]:
         writer = csv.writer(fh)
         writer.writerow(header)
         writer.writerows([["" if v is None else v for v in row] for row in rows])
-    shown_header, shown = _display(header, rows)
-    md = [f"# Leaderboard: {sweep_dir.name}", "", _markdown(shown_header, shown)]
+    doc = leaderboard_document(sweep_dir, jobs)
+    md_path = sweep_dir / "leaderboard.md"
+    md_path.write_text(to_markdown(doc), encoding="utf-8")
+    write_page(doc, sweep_dir / "leaderboard.html")
+    return jobs, csv_path, md_path
+
+
+def leaderboard_document(sweep_dir: Path, jobs: list[Job]) -> Document:
+    """The ranked table (each job linked to its report), the overlap note, the seed
+    groups, and a scatter of the swept values against the monitored metric."""
+    header, rows = table_rows(jobs)
+    shown_header, shown = _display_cells(header, rows)
+    job_column = header.index("job")
+    for row in shown:
+        report = sweep_dir / row[job_column].text / "report.md"
+        if report.is_file():
+            row[job_column] = Cell(
+                row[job_column].text, row[job_column].text, href=_rel(report, sweep_dir)
+            )
+    doc = Document(
+        f"Leaderboard: {sweep_dir.name}", [Table(shown_header, shown, name="leaderboard")]
+    )
     note = overlap_note(jobs)
     if note:
-        md += ["", note]
+        doc.add(Paragraph(note))
     g_header, g_rows = seed_groups(jobs)
     if g_rows:
-        md += ["", "## Mean ± std over seeds [95% t-interval]", "", _markdown(g_header, g_rows)]
+        doc.add(
+            Heading("Mean ± std over seeds [95% t-interval]"),
+            Table(g_header, [[Cell(c) for c in row] for row in g_rows], name="seed-groups"),
+        )
     failed = [j for j in jobs if j.status not in ("completed", "pruned")]
-    md += ["", f"{len(jobs)} jobs, {len(failed)} not completed."]
-    md_path = sweep_dir / "leaderboard.md"
-    md_path.write_text("\n".join(md) + "\n")
-    return jobs, csv_path, md_path
+    doc.add(Paragraph(f"{len(jobs)} jobs, {len(failed)} not completed."))
+    scatter = _scatter(sweep_dir, jobs)
+    if scatter is not None:
+        doc.add(scatter)
+    return doc
+
+
+def _scatter(sweep_dir: Path, jobs: list[Job]) -> Scatter | None:
+    """Each job's swept values against its best monitored value (HTML only)."""
+    params = [k for k in swept_keys(jobs) if not k.startswith("trial.")]
+    if not params or len(jobs) < 2:
+        return None
+    monitor = next((j.monitor for j in jobs if j.monitor), "best value")
+    points = []
+    for job in jobs:
+        page = next(
+            (n for n in ("report.html", "report.md") if (sweep_dir / job.name / n).is_file()), None
+        )
+        points.append(
+            {
+                "job": job.name,
+                "href": f"{job.name}/{page}" if page else None,
+                "status": job.status,
+                "value": job.best_value if _is_number(job.best_value) else None,
+                "params": {k: _param_value(job.overrides.get(k, "")) for k in params},
+            }
+        )
+    return Scatter(points, f"best {monitor}", params)
+
+
+def _param_value(text: str) -> float | str:
+    """A swept value as a number where it is one (so the scatter can place it on an axis)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return value if math.isfinite(value) else text
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
 
 
 def print_tables(sweep_dir: Path, jobs: list[Job]) -> None:
@@ -274,25 +358,38 @@ def print_tables(sweep_dir: Path, jobs: list[Job]) -> None:
 
 def _display(header: list[str], rows: list[list[Any]]) -> tuple[list[str], list[list[str]]]:
     """Rows for people: numbers rounded, each interval in one cell, verdict with its CI."""
+    shown_header, shown = _display_cells(header, rows)
+    return shown_header, [[cell.text for cell in row] for row in shown]
+
+
+def _display_cells(header: list[str], rows: list[list[Any]]) -> tuple[list[str], list[list[Cell]]]:
+    """:func:`_display`'s rows as cells that keep each value to sort by (HTML tables)."""
     headlines = {row[header.index("headline")] for row in rows} - {None}
     own = "95% CI" + (f" ({next(iter(headlines))})" if len(headlines) == 1 else "")
     pairs = {"ci_low": own, "diff_ci_low": "vs baseline"}
     skip = {"ci_high", "diff_ci_high", "vs_baseline", "headline"}
-    shown_header, shown = [], [[] for _ in rows]
+    shown_header: list[str] = []
+    shown: list[list[Cell]] = [[] for _ in rows]
     for i, name in enumerate(header):
         if name in skip:
             continue
         shown_header.append(pairs.get(name, name))
         for row, out in zip(rows, shown, strict=True):
             if name == "ci_low":
-                out.append(_interval_cell(row[i], row[i + 1]))
+                out.append(Cell(_interval_cell(row[i], row[i + 1]), _midpoint(row[i], row[i + 1])))
             elif name == "diff_ci_low":
                 verdict = row[header.index("vs_baseline")] or ""
                 cell = _interval_cell(row[i], row[i + 1], signed=True)
-                out.append(f"{verdict} {cell}" if verdict else "")
+                out.append(Cell(f"{verdict} {cell}" if verdict else "", row[i]))
             else:
-                out.append(_fmt(row[i]))
+                value = row[i]
+                sort = _param_value(value) if isinstance(value, str) else value
+                out.append(Cell(_fmt(value), sort if _is_number(sort) else None))
     return shown_header, shown
+
+
+def _midpoint(low: Any, high: Any) -> float | None:
+    return (low + high) / 2 if _is_number(low) and _is_number(high) else None
 
 
 def main() -> None:
@@ -371,13 +468,6 @@ def _spread(values: list[Any]) -> str:
         return number(numbers[0])
     spread = f"{number(statistics.mean(numbers))} ± {number(statistics.stdev(numbers), 2)}"
     return f"{spread} {interval(t_interval(numbers))}"
-
-
-def _markdown(header: list[str], rows: list[list[str]]) -> str:
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-    return "\n".join([line(header), line(["---"] * len(header)), *(line(r) for r in rows)])
 
 
 if __name__ == "__main__":

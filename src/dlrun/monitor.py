@@ -7,9 +7,11 @@ this in one ``MonitorCallback`` base for the same reason: two tables drift apart
 
 Torch-free on purpose: config validation and ``dlrun --help`` import it.
 
-- Direction comes from the metric's name: a name ending in one of
-  :data:`LOWER_IS_BETTER` (``val_loss``, ``hamming_loss``, ``val_rmse``, ...) is
-  minimised, anything else (accuracy, F1, AUC, R²) maximised.
+- Direction comes from the metric registry (:mod:`dlrun.metric_registry`), where each
+  metric is defined once with its direction; ``val_``/``train_`` prefixes name the split.
+  A name the registry does not list (a column of an older run, a tracker's key) falls
+  back to its ending: one of :data:`LOWER_IS_BETTER` (``..._loss``, ``..._error``) is
+  minimised, anything else maximised.
 - ``trainer.monitor=auto`` means ``val_loss`` for every task, as in Keras: it is defined
   for every task, never saturates the way accuracy does on small data, and is what the
   model is trained to lower.
@@ -24,7 +26,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-# Name endings of metrics where smaller is better.
+from dlrun import metric_registry
+
+# Name endings of metrics where smaller is better, for names the registry doesn't list.
 LOWER_IS_BETTER: tuple[str, ...] = (
     "loss",  # loss, val_loss, hamming_loss
     "rmse",
@@ -42,6 +46,9 @@ TIE_BREAK = "val_loss"  # decides between epochs with equal monitored values
 
 def lower_is_better(metric: str) -> bool:
     """Whether a smaller value of ``metric`` is better (``val_``/``train_`` prefixes allowed)."""
+    known = metric_registry.direction(metric)
+    if known is not None:
+        return known == "min"
     return metric.endswith(LOWER_IS_BETTER)
 
 
@@ -99,7 +106,8 @@ class Monitor:
     def improved(self, row: Mapping[str, float], best: Mapping[str, float] | None) -> bool:
         """Whether epoch ``row`` is better than the ``best`` row so far (None: no best yet)."""
         value = float(row[self.name])
-        best_value = None if best is None else float(best[self.name])
+        # a best row without this metric (a resumed run that watches a new one): no best yet
+        best_value = None if best is None or self.name not in best else float(best[self.name])
         if self.better(value, best_value):
             return True
         tie = self.tie_break

@@ -9,8 +9,9 @@ The rules (README, "Overrides"):
   typed nodes) or hand it to a constructor that fails mid-run, so it is refused the same
   way. ``+group=option`` (a config group) is Hydra's and stays allowed.
 * ``++key=value`` is the escape hatch: it passes an extra keyword argument, unchecked, to
-  the target of model, data, activation, optimizer, scheduler or logger
-  (``++optimizer.amsgrad=true``). Anywhere else nothing would read it, so it is refused.
+  the target of model, data, activation, optimizer, scheduler, logger or a callback
+  (``++optimizer.amsgrad=true``, ``++callbacks.mine._target_=pkg.Mine``). Anywhere else
+  nothing would read it, so it is refused.
 
 A misspelt option (``model=resnt``) gets the closest option and the choices; a Hydra
 plugin that isn't installed (``hydra/launcher=joblib``) gets its ``pip install``. All of
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from dlrun.config import (
     OPTIONAL_CHOICES,
-    RunSchema,
+    RunConfig,
     config_dir,
     install_hint,
     missing_packages,
@@ -66,13 +67,13 @@ def group_names() -> frozenset[str]:
 @functools.cache
 def untyped_nodes() -> frozenset[str]:
     """Schema fields whose keys depend on the chosen option (``Any`` in the schema)."""
-    return frozenset(f.name for f in fields(RunSchema) if f.type in ("Any", Any))
+    return frozenset(f.name for f in fields(RunConfig) if f.type in ("Any", Any))
 
 
 @functools.cache
 def schema_keys() -> frozenset[str]:
     """Every dotted key the typed schema defines (untyped nodes by their name only)."""
-    return frozenset(_schema_paths(RunSchema, ""))
+    return frozenset(_schema_paths(RunConfig, ""))
 
 
 def _schema_paths(cls: type, prefix: str) -> Iterator[str]:

@@ -16,7 +16,7 @@ input= by the run's data:
                                      past the end of the series
   sequences (waveforms)              a .npy/.npz (x, lengths) or a CSV, a sequence a row
 
-Everything preprocessing needs is read from the run dir (preprocess.json), so a copied
+Everything preprocessing needs is read from the run dir (contract.json), so a copied
 run predicts the same numbers without the training data. Columns the model doesn't use
 are ignored, images of another size are resized, categories and characters never seen
 in training are encoded as in training (zeros, left out): each fallback is named in one
@@ -54,7 +54,7 @@ KINDS = {"threshold": float}
 
 def predict_saved(args: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     """Predict per ``args``; returns the output folder and the summary written there."""
-    from dlrun.saved_run import check_run_arg
+    from dlrun.restore import check_run_arg
 
     check_run_arg(args["run"], args["ckpt"])
     if not Path(args["input"]).exists():

@@ -1,8 +1,8 @@
 """A finished run, or an ensemble of runs, ready to predict: model + input contract.
 
 ``dlrun-predict``, ``dlrun-export`` and ``dlrun-serve`` all start here. A run dir is
-read as untrusted input (:mod:`dlrun.saved_run`); the model is rebuilt from its config
-and the data spec saved with it (``preprocess.json``), so no training data is loaded.
+read as untrusted input (:mod:`dlrun.restore`); the model is rebuilt from its config
+and the data spec saved with it (``contract.json``), so no training data is loaded.
 A run trained before dlrun saved that file still works where its data can be loaded:
 the contract is rebuilt from the data config, and a note says so.
 
@@ -59,7 +59,7 @@ def load_predictor(run_dir: Path, ckpt: str = "best", device: str = "auto") -> P
     """The predictor of a run dir or an ensemble dir, on ``device``."""
     if (run_dir / ENSEMBLE_FILE).is_file():
         return _load_ensemble(run_dir, ckpt, device)
-    from dlrun.saved_run import checkpoint_path, load_model, read_run_config
+    from dlrun.restore import checkpoint_path, load_model, read_run_config
 
     cfg = read_run_config(run_dir)
     if cfg["eval"]["protocol"] != "holdout":
@@ -83,7 +83,7 @@ def _contract(run_dir: Path, cfg: dict[str, Any]) -> tuple[Contract, DataBundle 
 
     bundle = instantiate(cfg["data"], seed=cfg["seed"])
     note = (
-        f"{run_dir} has no preprocess.json (trained before dlrun saved one): its "
+        f"{run_dir} has no contract.json (trained before dlrun saved one): its "
         "preprocessing was rebuilt from its data config"
     )
     return contract_of(bundle), bundle, [note]

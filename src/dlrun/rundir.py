@@ -293,6 +293,13 @@ def _alive(status: dict[str, Any]) -> bool:
     return beat is not None and time.time() - beat < STALE_AFTER_S
 
 
+def process_alive(record: dict[str, Any]) -> bool:
+    """Whether the process a record names (``pid``, ``hostname``, ``started_at``,
+    ``heartbeat``, as :func:`process_identity` and :func:`now_iso` write them) may still
+    be at work: the test status.json's readers use, shared with the Optuna sweepers."""
+    return _alive(record)
+
+
 def run_status(run_dir: Path) -> dict[str, Any] | None:
     """``status.json`` as a reader should take it: a "running" run whose process is gone
     (``kill -9``, out of memory, a reboot) is reported ``interrupted``, and resumable."""

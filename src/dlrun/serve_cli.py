@@ -14,7 +14,7 @@ Routes:
   GET /metadata   the input contract, how to send inputs, the run's test metrics
   GET /docs       OpenAPI docs (/openapi.json)
 
-Inputs are preprocessed exactly as in training (the run's preprocess.json). Concurrent
+Inputs are preprocessed exactly as in training (the run's contract.json). Concurrent
 requests are batched into one model call (up to max_batch rows). runtime=onnx exports
 the model at start (into a temporary folder) and serves it with ONNX Runtime.
 Bad requests get a 4xx and one line; the server keeps running. It listens on 127.0.0.1
@@ -56,7 +56,7 @@ RUNTIMES = ("torch", "onnx")
 def build_app(args: dict[str, Any], workdir: Path) -> Any:
     """The FastAPI app for ``args``; an ONNX model is exported into ``workdir``."""
     from dlrun.config import require
-    from dlrun.saved_run import check_run_arg
+    from dlrun.restore import check_run_arg
 
     check_run_arg(args["run"], args["ckpt"])
     require("dlrun-serve")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Mapping
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +55,13 @@ def find_targets(node: Any, where: str = "") -> Iterator[tuple[str, Any]]:
             yield from find_targets(value, f"{where}[{i}]")
 
 
-def check_saved_config(cfg: Mapping[str, Any], source: Path | str) -> None:
-    """Refuse a saved config that names a target dlrun's configs don't (before building)."""
+def check_saved_config(cfg: Any, source: Path | str) -> None:
+    """Refuse a saved config that names a target dlrun's configs don't (before building).
+
+    ``cfg`` is a plain mapping or the typed :class:`~dlrun.config.RunConfig`."""
     allowed = allowed_targets()
-    for key, target in find_targets(cfg):
+    tree = asdict(cfg) if is_dataclass(cfg) and not isinstance(cfg, type) else cfg
+    for key, target in find_targets(tree):
         if target is not None and target not in allowed:
             raise UserError(
                 f"{source} names {key}={target!r}, which is not one of dlrun's own "
@@ -108,7 +112,9 @@ def _replay_problem(override: Any, groups: frozenset[str]) -> str | None:
     value = override.value()
     if key in groups:
         options = {p.stem for p in (Path(config_dir()) / key).glob("*.yaml")}
-        return None if value is None or value in options else f"{value!r} is not an option"
+        chosen = value if isinstance(value, list) else [value]  # logger=[mlflow,tensorboard]
+        bad = [v for v in chosen if v is not None and (not isinstance(v, str) or v not in options)]
+        return f"{bad[0]!r} is not an option" if bad else None
     targets = [value] if key.split(".")[-1] == "_target_" else []
     targets += [t for _, t in find_targets(value)]
     bad = [t for t in targets if t is not None and t not in allowed_targets()]

@@ -68,34 +68,45 @@ def iterate(
     batch order is the same on every device for the same seed. With ``shard``, every
     rank draws that same permutation from its identically seeded generator and keeps its
     own strided part, so no sampler state has to be exchanged between processes.
+
+    A streamed split (:class:`dlrun.data.stream.StreamedSplit`) gets the very same
+    positions from :func:`batch_positions` and reads them through its DataLoader, so a
+    run draws the same batches, and resumes exactly, whether its data is in memory or not.
     """
-    if shard is not None:
-        yield from _iterate_shard(split, batch_size, shuffle, generator, limit, drop_last, shard)
+    if not isinstance(split, Split):
+        yield from split.batches(batch_positions(
+            len(split), batch_size, shuffle, generator, limit, drop_last, shard
+        ))  # fmt: skip
         return
-    n = len(split)
-    count = n_batches(n, batch_size, limit, drop_last)
-    if shuffle:
-        order = torch.randperm(n, generator=generator).to(split.x.device)
-        for b in range(count):
-            yield split.subset(order[b * batch_size : (b + 1) * batch_size])
-    else:
-        for b in range(count):
+    if shard is None and not shuffle:
+        for b in range(n_batches(len(split), batch_size, limit, drop_last)):
             sl = slice(b * batch_size, (b + 1) * batch_size)
             lengths = None if split.lengths is None else split.lengths[sl]
             yield Split(split.x[sl], split.y[sl], lengths)
+        return
+    for positions in batch_positions(
+        len(split), batch_size, shuffle, generator, limit, drop_last, shard
+    ):
+        yield split.subset(positions.to(split.x.device))
 
 
-def _iterate_shard(
-    split: Split,
+def batch_positions(
+    n: int,
     batch_size: int,
     shuffle: bool,
     generator: torch.Generator | None,
     limit: int | None,
     drop_last: bool,
-    shard: Shard,
-) -> Iterator[Split]:
-    n = len(split)
+    shard: Shard | None,
+) -> list[torch.Tensor]:
+    """The sample positions of every batch of one epoch, on the CPU.
+
+    The one place an epoch's order is drawn: ``randperm`` from ``generator`` when
+    shuffling (the trainer's generator, saved in ``last.pt``, so a resumed run draws the
+    same order), this process's part of it under ``shard``.
+    """
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    mine = shard.take(order).to(split.x.device)
-    for b in range(n_batches(mine.numel(), batch_size, limit, drop_last)):
-        yield split.subset(mine[b * batch_size : (b + 1) * batch_size])
+    if shard is not None:
+        order = shard.take(order)
+    count = n_batches(order.numel(), batch_size, limit, drop_last)
+    return [order[b * batch_size : (b + 1) * batch_size] for b in range(count)]

@@ -3,13 +3,16 @@
 Written into the run dir when training starts, so a run dir alone (copied to another
 machine, without the training data) can predict, be exported and be served:
 
-- ``preprocess.json``: the :class:`~dlrun.data.spec.DataSpec` (task, input shape,
+- ``contract.json``: the :class:`~dlrun.data.spec.DataSpec` (task, input shape,
   class names, vocabulary), every statistic the loader fit on the training split (the
   ``preprocess`` state of :mod:`dlrun.data.table`, :mod:`dlrun.data.pixels`, ...), the
   target scaler, and a fingerprint of the test split (ensemble members must share it);
 - ``reference.pt``: the training and validation targets (tensors only, loaded with
   ``weights_only=True``), from which the evaluator's baselines are fit when new data
   with targets is scored, exactly as they were for the run's own test split.
+
+``preprocess.json`` beside them is the loader's preprocessing alone
+(:mod:`dlrun.data.notes`); the contract holds the same state under ``preprocess``.
 
 Plain JSON and tensors, never a pickle: a run dir from elsewhere is untrusted input.
 """
@@ -28,7 +31,7 @@ from dlrun.errors import UserError
 if TYPE_CHECKING:
     from dlrun.data.spec import DataBundle, Split
 
-PREPROCESS_FILE = "preprocess.json"
+CONTRACT_FILE = "contract.json"
 REFERENCE_FILE = "reference.pt"
 FORMAT = 1
 # meta keys the evaluator and the baselines read (everything else is for reports only)
@@ -54,7 +57,7 @@ def contract_of(bundle: DataBundle) -> Contract:
     """The contract of a loaded dataset (its loader's ``meta["preprocess"]``)."""
     steps = dict(bundle.meta.get("preprocess") or {"type": "raw"})
     meta = {k: bundle.meta[k] for k in _META_KEYS if k in bundle.meta}
-    padded = bundle.train.lengths is not None
+    padded = getattr(bundle.train, "lengths", None) is not None
     # text lines of any length are right-padded to the block, so token classifiers read
     # lengths too (a full block gives the same output with or without them)
     text = steps.get("type") == "text" and bundle.spec.task is not Task.LANGUAGE_MODEL
@@ -62,13 +65,13 @@ def contract_of(bundle: DataBundle) -> Contract:
 
 
 def save_contract(run_dir: Path, bundle: DataBundle) -> None:
-    """Write ``preprocess.json`` and ``reference.pt`` into ``run_dir``."""
+    """Write ``contract.json`` and ``reference.pt`` into ``run_dir``."""
     import torch
 
     from dlrun.rundir import write_json
 
     contract = contract_of(bundle)
-    write_json(run_dir / PREPROCESS_FILE, to_dict(contract))
+    write_json(run_dir / CONTRACT_FILE, to_dict(contract))
     reference = {"train_y": bundle.train.y.cpu(), "val_y": bundle.val.y.cpu()}
     if bundle.spec.task is Task.FORECAST:  # the seasonal baseline fits its period on these
         channel = int(bundle.meta.get("target_channel", 0))
@@ -80,7 +83,7 @@ def save_contract(run_dir: Path, bundle: DataBundle) -> None:
 
 
 def to_dict(contract: Contract) -> dict[str, Any]:
-    """The JSON form of a contract (``preprocess.json``)."""
+    """The JSON form of a contract (``contract.json``)."""
     spec = asdict(contract.spec)
     spec["task"], spec["kind"] = str(contract.spec.task), str(contract.spec.kind)
     return {
@@ -115,7 +118,7 @@ def from_dict(data: Any, source: Path | str) -> Contract:
 
 def load_contract(run_dir: Path) -> Contract | None:
     """The run's saved contract, or None for a run trained before dlrun saved one."""
-    path = run_dir / PREPROCESS_FILE
+    path = run_dir / CONTRACT_FILE
     if not path.is_file():
         return None
     try:
@@ -153,7 +156,10 @@ def reference_bundle(contract: Contract, run_dir: Path | None, test: Split) -> D
 def fingerprint(split: Split) -> str:
     """SHA-256 of a split's inputs and targets: equal fingerprints, equal test sets."""
     digest = hashlib.sha256()
-    for tensor in (split.x, split.y):
+    # a streamed split has no inputs in memory: its targets (in order) stand for it
+    for tensor in (getattr(split, "x", None), split.y):
+        if tensor is None:
+            continue
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()

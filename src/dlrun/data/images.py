@@ -27,9 +27,8 @@ import torch
 
 from dlrun.data.download import RemoteFile, download
 from dlrun.data.pixels import image_state, pixel_stats, standardise_uint8
-from dlrun.data.sklearn_sets import _bundle
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
-from dlrun.data.splits import SplitIndices
+from dlrun.data.splits import SplitIndices, cut_bundle
 from dlrun.errors import UserError
 
 MNIST_MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -309,4 +308,4 @@ def _image_bundle(
         "preprocess": image_state(train_x.shape[1], train_x.shape[2:], mean, std),
     }
     labels = torch.from_numpy(np.concatenate([train_y, test_y]))
-    return _bundle(spec, torch.from_numpy(x), labels, idx, meta)
+    return cut_bundle(spec, torch.from_numpy(x), labels, idx, meta)

@@ -181,15 +181,8 @@ def forecast_bundle(
     scaled = scaler.transform(values)
     parts = []
     for split, (start, stop) in bounds.items():
-        x, y, _ = windows(
-            scaled,
-            start,
-            stop,
-            window,
-            horizon,
-            stride if split == "train" else 1,
-            target_channel,
-        )
+        step = stride if split == "train" else 1
+        x, y, _ = windows(scaled, start, stop, window, horizon, step, target_channel)
         if len(x) == 0:
             raise UserError(
                 f"The {split} part of {name} has {stop - start} steps, fewer than "
@@ -219,13 +212,8 @@ def forecast_bundle(
             split: [str(times[start]), str(times[stop - 1])]
             for split, (start, stop) in bounds.items()
         }
-    spec = DataSpec(
-        name=name,
-        task=Task.FORECAST,
-        kind=DataKind.SEQUENCE,
-        input_shape=(window, values.shape[1]),
-        n_outputs=horizon,
-    )
+    shape = (window, values.shape[1])
+    spec = DataSpec(name, Task.FORECAST, DataKind.SEQUENCE, input_shape=shape, n_outputs=horizon)
     return DataBundle(spec, *parts, meta=meta)
 
 

@@ -1,5 +1,8 @@
 """scikit-learn's bundled datasets: real data that loads offline in milliseconds.
 
+scikit-learn reads each one the first time; its arrays are then cached on disk
+(:mod:`dlrun.data.cache`) so later runs don't pay for importing scikit-learn.
+
 Splits are stratified for classification; features are standardised with statistics of
 the training split only. Regression targets are standardised too (so one learning rate
 suits every dataset) and the scaler is kept in ``meta["target_scaler"]``: the evaluator
@@ -13,16 +16,20 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from dlrun.data.cache import sklearn_dataset
 from dlrun.data.pixels import encode_images, image_state
-from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split, Task
+from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
 from dlrun.data.splits import (
     SplitIndices,
     Standardizer,
+    cut_bundle,
+    encode_targets,
     per_class,
     select_classes,
     stratified_split,
 )
 from dlrun.data.table import encode_table, fit_table
+from dlrun.tasks import info
 
 
 def load_digits_images(
@@ -39,11 +46,9 @@ def load_digits_images(
     ``train_per_class`` keeps that many training images of each class (seeded): the
     small labelled sets transfer learning is for. Val and test keep their full size.
     """
-    from sklearn.datasets import load_digits
-
-    raw = load_digits()
-    images = raw.images.astype(np.float32) / 16.0
-    y = raw.target.astype(np.int64)
+    raw = sklearn_dataset("load_digits", ("images", "target"))
+    images = raw["images"].astype(np.float32) / 16.0
+    y = raw["target"].astype(np.int64)
     names = tuple(str(d) for d in range(10))
     if classes is not None:
         keep, y, names = select_classes(y, classes, names)
@@ -62,26 +67,24 @@ def load_digits_images(
         n_outputs=len(names),
         class_names=names,
     )
-    return _bundle(spec, x, torch.from_numpy(y), idx, {"preprocess": state})
+    return cut_bundle(spec, x, torch.from_numpy(y), idx, {"preprocess": state})
 
 
 def load_digits_flat(
     seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15
 ) -> DataBundle:
     """The same digits as 64 tabular features (for the MLP)."""
-    from sklearn.datasets import load_digits
-
-    raw = load_digits()
-    return _tabular(
+    raw = sklearn_dataset("load_digits", ("data", "target", "feature_names"))
+    return tabular_bundle(
         "digits_flat",
-        raw.data,
-        raw.target,
+        raw["data"],
+        raw["target"],
         Task.MULTICLASS,
         tuple(str(d) for d in range(10)),
         seed,
         val_fraction,
         test_fraction,
-        raw.feature_names,
+        raw["feature_names"],
     )
 
 
@@ -93,20 +96,18 @@ def load_breast_cancer(
     scikit-learn codes malignant as 0; a screening report should count the cancers it
     finds as true positives, so the condition being detected is the positive class.
     """
-    from sklearn.datasets import load_breast_cancer as load
-
-    raw = load()
-    y = (raw.target == 0).astype(np.int64)
-    return _tabular(
+    raw = sklearn_dataset("load_breast_cancer", ("data", "target", "feature_names"))
+    y = (raw["target"] == 0).astype(np.int64)
+    return tabular_bundle(
         "breast_cancer",
-        raw.data,
+        raw["data"],
         y,
         Task.BINARY,
         ("benign", "malignant"),
         seed,
         val_fraction,
         test_fraction,
-        raw.feature_names,
+        raw["feature_names"],
     )
 
 
@@ -122,19 +123,17 @@ def load_wine(seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15
 
 def load_diabetes(seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15) -> DataBundle:
     """Diabetes progression one year after baseline: regression on 10 features."""
-    from sklearn.datasets import load_diabetes as load
-
-    raw = load()
-    return _tabular(
+    raw = sklearn_dataset("load_diabetes", ("data", "target", "feature_names"))
+    return tabular_bundle(
         "diabetes",
-        raw.data,
-        raw.target,
+        raw["data"],
+        raw["target"],
         Task.REGRESSION,
         (),
         seed,
         val_fraction,
         test_fraction,
-        raw.feature_names,
+        raw["feature_names"],
     )
 
 
@@ -142,24 +141,22 @@ def _named_classification(
     name: str, loader: str, seed: int, val_fraction: float, test_fraction: float
 ) -> DataBundle:
     """A scikit-learn multiclass table whose bundle carries its own class names."""
-    import sklearn.datasets
-
-    raw = getattr(sklearn.datasets, loader)()
-    classes = tuple(str(c) for c in raw.target_names)
-    return _tabular(
+    raw = sklearn_dataset(loader, ("data", "target", "target_names", "feature_names"))
+    classes = tuple(str(c) for c in raw["target_names"])
+    return tabular_bundle(
         name,
-        raw.data,
-        raw.target,
+        raw["data"],
+        raw["target"],
         Task.MULTICLASS,
         classes,
         seed,
         val_fraction,
         test_fraction,
-        raw.feature_names,
+        raw["feature_names"],
     )
 
 
-def _tabular(
+def tabular_bundle(
     name: str,
     features: np.ndarray,
     target: np.ndarray,
@@ -170,16 +167,17 @@ def _tabular(
     test_fraction: float,
     columns: Sequence[str] = (),
 ) -> DataBundle:
-    """Standardised features (fit on the training rows), named ``columns`` (default
-    ``feature_<i>``) for new rows to be matched by name."""
+    """A bundle of a feature table: split (stratified for single-label classes), features
+    standardised with training statistics, targets encoded for the task's loss. The
+    features are named ``columns`` (default ``feature_<i>``): new rows match by name."""
     # multilabel rows have several labels at once, so there is no single class to stratify by
-    stratify = task in (Task.MULTICLASS, Task.BINARY)
+    stratify = info(task).single_label
     idx = stratified_split(target, seed, val_fraction, test_fraction, stratify=stratify)
     names = [str(c) for c in columns] or [f"feature_{i}" for i in range(features.shape[1])]
     numeric = {name: features[:, i].astype(np.float64) for i, name in enumerate(names)}
     state = fit_table(numeric, {}, idx.train)
     x = torch.from_numpy(encode_table(state, numeric).x)
-    y, n_outputs, meta = _targets(target, task, idx.train, len(class_names))
+    y, n_outputs, meta = encode_targets(target, task, idx.train, len(class_names))
     meta["preprocess"] = {**state, "target": "target"}
     spec = DataSpec(
         name=name,
@@ -189,42 +187,4 @@ def _tabular(
         n_outputs=n_outputs,
         class_names=class_names,
     )
-    return _bundle(spec, x, y, idx, meta)
-
-
-def _targets(
-    target: np.ndarray, task: Task, train: np.ndarray, n_classes: int
-) -> tuple[torch.Tensor, int, dict]:
-    """Targets as the tensor type the task's loss wants, with ``n_outputs`` and ``meta``.
-
-    Regression targets are standardised with training-split statistics only; the scaler
-    goes to ``meta["target_scaler"]`` so errors can be reported in the data's own units.
-    """
-    if task in (Task.REGRESSION, Task.FORECAST):
-        column = target.reshape(len(target), -1).astype(np.float64)
-        scaler = Standardizer.fit(column[train])
-        meta = {"target_scaler": {"mean": scaler.mean.tolist(), "std": scaler.std.tolist()}}
-        return torch.from_numpy(scaler.transform(column)), column.shape[1], meta
-    if task is Task.BINARY:
-        return torch.from_numpy(target.astype(np.float32)), 1, {}
-    if task is Task.MULTILABEL:
-        return torch.from_numpy(target.astype(np.float32)), target.shape[1], {}
-    return torch.from_numpy(target.astype(np.int64)), n_classes, {}
-
-
-def _bundle(
-    spec: DataSpec,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    idx,
-    meta=None,
-    lengths: torch.Tensor | None = None,
-) -> DataBundle:
-    """Cut whole-dataset tensors into the three splits named by ``idx`` (SplitIndices)."""
-
-    def part(index: np.ndarray) -> Split:
-        t = torch.from_numpy(index)
-        part_lengths = None if lengths is None else lengths[t].contiguous()
-        return Split(x[t].contiguous(), y[t].contiguous(), part_lengths)
-
-    return DataBundle(spec, part(idx.train), part(idx.val), part(idx.test), meta or {})
+    return cut_bundle(spec, x, y, idx, meta)

@@ -47,10 +47,6 @@ class DataSpec:
     vocab_size: int = 0  # TOKENS only
     vocab: tuple[str, ...] = ()  # TOKENS only: id -> token text (characters for char-level)
 
-    @property
-    def is_classification(self) -> bool:
-        return self.task in (Task.MULTICLASS, Task.BINARY, Task.MULTILABEL)
-
 
 @dataclass
 class Split:
@@ -63,6 +59,11 @@ class Split:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
+    @property
+    def device(self) -> torch.device:
+        """Where the batches of this split live (the trainer allocates its sums there)."""
+        return self.x.device
+
     def to(self, device: torch.device | str) -> Split:
         lengths = None if self.lengths is None else self.lengths.to(device)
         return Split(self.x.to(device), self.y.to(device), lengths)
@@ -71,10 +72,31 @@ class Split:
         lengths = None if self.lengths is None else self.lengths[index]
         return Split(self.x[index], self.y[index], lengths)
 
+    def head(self, n: int) -> Split:
+        """The first ``n`` samples on the CPU (what a baseline scores against)."""
+        lengths = None if self.lengths is None else self.lengths[:n].cpu()
+        return Split(self.x[:n].cpu(), self.y[:n].cpu(), lengths)
+
+    def concat(self, other: Split) -> Split:
+        """This split followed by ``other`` (cross-validation pools train and val)."""
+        import torch
+
+        lengths = None
+        if self.lengths is not None and other.lengths is not None:
+            lengths = torch.cat([self.lengths, other.lengths])
+        return Split(torch.cat([self.x, other.x]), torch.cat([self.y, other.y]), lengths)
+
 
 @dataclass
 class DataBundle:
-    """The three splits plus the spec; ``meta`` carries loader facts for reports."""
+    """The three splits plus the spec; ``meta`` carries loader facts for reports.
+
+    A split is either a :class:`Split` of whole tensors or a
+    :class:`dlrun.data.stream.StreamedSplit` read batch by batch through a DataLoader;
+    both have ``y`` in memory, ``len``, ``device``, ``to``, ``subset``, ``head`` and
+    ``concat``, and :func:`dlrun.data.batches.iterate` yields ``Split`` batches from
+    either, so the trainer and the evaluator never tell them apart.
+    """
 
     spec: DataSpec
     train: Split

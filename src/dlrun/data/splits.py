@@ -6,12 +6,17 @@ fitting them on all the data would let the test set leak into training.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
+from dlrun.data.cache import cached
+from dlrun.data.spec import DataBundle, DataSpec, Split, Task
 from dlrun.errors import UserError
+from dlrun.tasks import Targets, info
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,40 @@ def stratified_split(
     test_fraction: float = 0.15,
     stratify: bool = True,
 ) -> SplitIndices:
-    """Shuffled, stratified (by ``y`` when classification) index split into three parts."""
+    """Shuffled, stratified (by ``y`` when classification) index split into three parts.
+
+    scikit-learn's ``train_test_split`` draws it once; the indices are cached on disk
+    (:mod:`dlrun.data.cache`, keyed by a hash of ``y`` and the arguments), so a later
+    run of the same split does not import scikit-learn.
+    """
+    labels = np.ascontiguousarray(y)
+    key = {
+        "y": hashlib.sha256(labels.tobytes()).hexdigest(),
+        "shape": list(labels.shape),
+        "dtype": str(labels.dtype),
+        "seed": int(seed),
+        "val_fraction": float(val_fraction),
+        "test_fraction": float(test_fraction),
+        "stratify": bool(stratify),
+    }
+
+    def build() -> dict[str, np.ndarray]:
+        return _sklearn_split(labels, seed, val_fraction, test_fraction, stratify)
+
+    def partition(parts: dict[str, np.ndarray]) -> bool:
+        names = ("train", "val", "test")
+        if set(parts) != set(names) or any(parts[k].ndim != 1 for k in names):
+            return False
+        every = np.sort(np.concatenate([parts[k] for k in names]))
+        return bool(np.array_equal(every, np.arange(len(labels))))
+
+    parts = cached("split", key, build, partition)
+    return SplitIndices(parts["train"], parts["val"], parts["test"])
+
+
+def _sklearn_split(
+    y: np.ndarray, seed: int, val_fraction: float, test_fraction: float, stratify: bool
+) -> dict[str, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
     index = np.arange(len(y))
@@ -41,7 +79,7 @@ def stratified_split(
     train, val = train_test_split(
         rest, test_size=val_share, random_state=seed + 1, stratify=rest_labels
     )
-    return SplitIndices(np.sort(train), np.sort(val), np.sort(test))
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
 def select_classes(
@@ -108,3 +146,42 @@ class Standardizer:
 
     def inverse(self, x: np.ndarray) -> np.ndarray:
         return (x * self.std + self.mean).astype(np.float32)
+
+
+def encode_targets(
+    target: np.ndarray, task: Task, train: np.ndarray, n_classes: int
+) -> tuple[torch.Tensor, int, dict]:
+    """Targets as the tensor type the task's loss wants, with ``n_outputs`` and ``meta``.
+
+    Regression targets are standardised with training-split statistics only; the scaler
+    goes to ``meta["target_scaler"]`` so errors can be reported in the data's own units.
+    """
+    targets = info(task).targets
+    if targets is Targets.VALUES:
+        column = target.reshape(len(target), -1).astype(np.float64)
+        scaler = Standardizer.fit(column[train])
+        meta = {"target_scaler": {"mean": scaler.mean.tolist(), "std": scaler.std.tolist()}}
+        return torch.from_numpy(scaler.transform(column)), column.shape[1], meta
+    if targets is Targets.BINARY:
+        return torch.from_numpy(target.astype(np.float32)), 1, {}
+    if targets is Targets.LABELS:
+        return torch.from_numpy(target.astype(np.float32)), target.shape[1], {}
+    return torch.from_numpy(target.astype(np.int64)), n_classes, {}
+
+
+def cut_bundle(
+    spec: DataSpec,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    idx,
+    meta=None,
+    lengths: torch.Tensor | None = None,
+) -> DataBundle:
+    """Cut whole-dataset tensors into the three splits named by ``idx`` (SplitIndices)."""
+
+    def part(index: np.ndarray) -> Split:
+        t = torch.from_numpy(index)
+        part_lengths = None if lengths is None else lengths[t].contiguous()
+        return Split(x[t].contiguous(), y[t].contiguous(), part_lengths)
+
+    return DataBundle(spec, part(idx.train), part(idx.val), part(idx.test), meta or {})

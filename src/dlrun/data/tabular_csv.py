@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from dlrun.data.csvfile import CsvTable, is_missing, read_csv, to_numbers
-from dlrun.data.sklearn_sets import _bundle, _targets
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
-from dlrun.data.splits import stratified_split
+from dlrun.data.splits import cut_bundle, encode_targets, stratified_split
 from dlrun.data.table import category, encode_table, feature_names, fit_table
 from dlrun.errors import UserError
+from dlrun.tasks import info
 
 TASKS = ("auto", "multiclass", "binary", "regression")
 # With task=auto, a numeric target with more distinct values than this is regression.
@@ -50,18 +50,8 @@ def load_csv(
     """
     table = read_csv(path, delimiter)
     # Hydra reads data.target=2010 as a number; column names are text
-    target = None if target is None else str(target)
-    drop = [str(name) for name in drop]
-    if target is None:
-        raise UserError(
-            f"Set data.target to the column to predict; {table.path} has: "
-            f"{', '.join(table.header)}."
-        )
-    if task not in TASKS:
-        raise UserError(f"data.task must be one of {', '.join(TASKS)} (got {task!r}).")
+    target = _check_columns(table, None if target is None else str(target), task, drop)
     cells = table.column(target, "target")
-    for name in drop:
-        table.column(name, "drop")  # an unknown name is a typo worth reporting
     rows = np.array([i for i, cell in enumerate(cells) if not is_missing(cell)])
     if len(rows) == 0:
         raise UserError(f"Column {target!r} of {table.path} has no values.")
@@ -71,10 +61,11 @@ def load_csv(
     y, resolved, class_names = _encode_target(
         [cells[i] for i in rows], task, positive_class, target
     )
-    features = [n for n in table.header if n != target and n not in drop]
+    dropped = {str(name) for name in drop}
+    features = [n for n in table.header if n != target and n not in dropped]
     if not features:
         raise UserError(f"{table.path} has no feature columns besides the target {target!r}.")
-    classification = resolved is not Task.REGRESSION
+    classification = info(resolved).classification
     try:
         idx = stratified_split(y, seed, val_fraction, test_fraction, stratify=classification)
     except ValueError as err:
@@ -83,7 +74,7 @@ def load_csv(
             f"({err}); add rows, merge rare classes or set data.task."
         ) from err
     x, state = _encode_features(table, features, rows, idx.train, max_categories)
-    y_tensor, n_outputs, meta = _targets(y, resolved, idx.train, len(class_names))
+    y_tensor, n_outputs, meta = encode_targets(y, resolved, idx.train, len(class_names))
     meta.update(
         path=str(table.path),
         target=target,
@@ -91,15 +82,24 @@ def load_csv(
         rows_without_target=len(table) - len(rows),
         preprocess={**state, "target": target},
     )
-    spec = DataSpec(
-        name=table.path.stem,
-        task=resolved,
-        kind=DataKind.TABULAR,
-        input_shape=(x.shape[1],),
-        n_outputs=n_outputs,
-        class_names=class_names,
-    )
-    return _bundle(spec, torch.from_numpy(x), y_tensor, idx, meta)
+    spec = DataSpec(table.path.stem, resolved, DataKind.TABULAR, input_shape=(x.shape[1],),
+                    n_outputs=n_outputs, class_names=class_names)  # fmt: skip
+    return cut_bundle(spec, torch.from_numpy(x), y_tensor, idx, meta)
+
+
+def _check_columns(table: CsvTable, target: str | None, task: str, drop: Sequence[str]) -> str:
+    """The target column's name, once ``target``, ``task`` and ``drop`` are known good."""
+    if target is None:
+        raise UserError(
+            f"Set data.target to the column to predict; {table.path} has: "
+            f"{', '.join(table.header)}."
+        )
+    if task not in TASKS:
+        raise UserError(f"data.task must be one of {', '.join(TASKS)} (got {task!r}).")
+    table.column(target, "target")
+    for name in drop:
+        table.column(str(name), "drop")  # an unknown name is a typo worth reporting
+    return target
 
 
 def _encode_target(

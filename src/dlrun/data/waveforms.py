@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlrun.data.sklearn_sets import _bundle
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
-from dlrun.data.splits import stratified_split
+from dlrun.data.splits import cut_bundle, stratified_split
 from dlrun.data.table import Encoded
 from dlrun.errors import UserError
 
@@ -96,7 +95,7 @@ def load_waveforms(
         class_names=CLASSES,
     )
     x = torch.from_numpy(scaled.astype(np.float32)).unsqueeze(-1)
-    return _bundle(
+    return cut_bundle(
         spec,
         x,
         torch.from_numpy(labels.astype(np.int64)),

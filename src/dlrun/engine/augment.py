@@ -11,22 +11,18 @@ Only training batches are augmented; validation and test never are.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class AugmentSettings:
-    crop_padding: int = 0  # pixels
-    hflip: bool = False
-    rotate_degrees: float = 0.0
-    translate: float = 0.0  # fraction of the image size
+from dlrun.config import AugmentSettings
 
 
 class BatchAugment:
-    """Random affine augmentation of (N, C, H, W) batches, seeded and checkpointable."""
+    """Random affine augmentation of (N, C, H, W) batches, seeded and checkpointable.
+
+    ``settings`` is ``regularization.augmentation`` (its ``enabled`` is the caller's).
+    """
 
     def __init__(self, settings: AugmentSettings, seed: int) -> None:
         self.settings = settings

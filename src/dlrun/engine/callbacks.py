@@ -1,12 +1,13 @@
-"""Callbacks: objects with typed hook methods the trainer calls at fixed points.
+"""The standard callbacks: progress, files, checkpoints, early stopping, the heartbeat.
 
-No string dispatch: each hook is a real method with a signature, so a typo is an
-AttributeError at import, not a silently ignored hook. The trainer never draws, writes
-CSV or saves files itself; these callbacks do.
+The trainer never draws, writes CSV or saves files itself; these callbacks do. Which ones
+a run gets is the ``callbacks:`` config group (configs/callbacks/default.yaml, built by
+:func:`dlrun.runner.make_callbacks`); early stopping, loggers and the Optuna pruner are
+added by the groups that own their settings. The hook contract is
+:class:`dlrun.engine.trainer.Callback` (re-exported here).
 
-At the end of an epoch the trainer calls ``on_epoch_end`` of every callback, then
-``on_checkpoint`` of every callback: whatever a callback updates in ``on_epoch_end``
-(early stopping's patience) is in the checkpoint of that epoch, in any callback order.
+The run dir's layout is fixed (``history.csv``, ``train.log``, ``checkpoints/``): resume,
+``dlrun-eval`` and the report read it, so these callbacks take the run dir, not paths.
 """
 
 from __future__ import annotations
@@ -17,58 +18,41 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlrun.engine.checkpoint import copy_checkpoint, save_checkpoint
+from dlrun.engine.trainer import Callback, FitState, Trainer
 from dlrun.monitor import Monitor
+from dlrun.rundir import HEARTBEAT_S, process_identity, write_status
 
 if TYPE_CHECKING:
     import torch
     from rich.console import Console
 
-    from dlrun.engine.trainer import FitState, Trainer
-
-
-class Callback:
-    """Base class: every hook does nothing unless a subclass overrides it."""
-
-    def on_fit_start(self, trainer: Trainer, state: FitState) -> None:
-        return None
-
-    def on_epoch_start(self, trainer: Trainer, state: FitState, n_batches: int) -> None:
-        return None
-
-    def on_batch_end(
-        self, trainer: Trainer, state: FitState, batch: int, loss: torch.Tensor
-    ) -> None:
-        return None
-
-    def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
-        return None
-
-    def on_checkpoint(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
-        """After every callback's ``on_epoch_end``: the place to save the epoch's state."""
-        return None
-
-    def on_fit_end(self, trainer: Trainer, state: FitState) -> None:
-        return None
-
-    def state_dict(self) -> dict[str, Any]:
-        """State to keep in checkpoints so a resumed run behaves as if never stopped."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        return None
+__all__ = [
+    "Callback",
+    "Checkpointer",
+    "EarlyStopping",
+    "HistoryCSV",
+    "ProgressReporter",
+    "StatusHeartbeat",
+    "TrainLog",
+    "epochs",
+]
 
 
 class HistoryCSV(Callback):
     """Rewrites ``history.csv`` after every epoch so it is complete even after a crash."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    main_process_only = True
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / "history.csv"
 
     def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
         rows = state.history
         tmp = self.path.with_suffix(".csv.tmp")
         with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            # every column any epoch has (a resumed run may record a new val_<metric>)
+            columns = list(dict.fromkeys([*rows[-1], *(key for row in rows for key in row)]))
+            writer = csv.DictWriter(fh, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)
         tmp.replace(self.path)
@@ -77,11 +61,14 @@ class HistoryCSV(Callback):
 class Checkpointer(Callback):
     """Saves ``last.pt`` every epoch and ``best.pt`` when the monitored metric improves.
 
-    It saves in ``on_checkpoint``, after every callback has updated its state.
+    It saves in ``on_checkpoint``, after every callback has updated its state, into
+    ``<run_dir>/checkpoints``.
     """
 
-    def __init__(self, directory: Path, extra: dict | None = None) -> None:
-        self.directory = directory
+    main_process_only = True
+
+    def __init__(self, run_dir: Path, extra: dict | None = None) -> None:
+        self.directory = Path(run_dir) / "checkpoints"
         self.extra = extra or {}
 
     def on_checkpoint(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
@@ -155,6 +142,8 @@ class ProgressReporter(Callback):
     from the device at most a few times a second, so the bar never slows training.
     """
 
+    main_process_only = True
+
     def __init__(self, console: Console, mode: str = "auto", refresh_s: float = 0.2) -> None:
         self.console = console
         self.show_bar = mode == "bar" or (mode == "auto" and console.is_terminal)
@@ -227,8 +216,10 @@ class ProgressReporter(Callback):
 class TrainLog(Callback):
     """Appends the epoch lines and the stop reason to ``train.log`` as they happen."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    main_process_only = True
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / "train.log"
 
     def write(self, line: str) -> None:
         with self.path.open("a") as fh:
@@ -250,25 +241,44 @@ class TrainLog(Callback):
         self.write(f"{state.outcome} with {epochs(state.epoch)} completed: {why}")
 
 
-class TensorBoardLogger(Callback):
-    """Writes every history value as a TensorBoard scalar (``logger=tensorboard``)."""
+class StatusHeartbeat(Callback):
+    """Keeps ``status.json`` in ``status_dir`` saying "running", and how far.
 
-    def __init__(self, log_dir: Path) -> None:
-        from dlrun.errors import UserError
+    It beats in the checkpoint phase, listed after the :class:`Checkpointer`, so the
+    ``epoch`` it records is always one that ``last.pt`` holds: a run that then fails (a
+    full disk while writing the next epoch) reports exactly how far it can be resumed
+    from. Between epochs it beats at most every ``every_s`` seconds, checked with one
+    clock read per batch, so a reader on another host can tell a long epoch from a dead
+    process. ``identity`` is the pid, host and start time of the process the user
+    started (the CLI, which may not be this process when training runs in spawned
+    workers); it defaults to this process.
+    """
 
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as exc:
-            raise UserError(
-                "logger=tensorboard needs the tensorboard package: pip install tensorboard"
-            ) from exc
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+    main_process_only = True
 
-    def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
-        for key, value in row.items():
-            if key != "epoch":
-                self.writer.add_scalar(key, value, global_step=state.epoch)
-        self.writer.flush()
+    def __init__(
+        self,
+        status_dir: Path,
+        identity: dict[str, Any] | None = None,
+        every_s: float = HEARTBEAT_S,
+    ) -> None:
+        self.run_dir = Path(status_dir)
+        self.identity = identity or process_identity()
+        self.every_s = every_s
+        self._next = 0.0
 
-    def on_fit_end(self, trainer: Trainer, state: FitState) -> None:
-        self.writer.close()
+    def beat(self, epoch: int) -> None:
+        write_status(self.run_dir, "running", epoch=epoch, **self.identity)
+        self._next = time.monotonic() + self.every_s
+
+    def on_fit_start(self, trainer: Trainer, state: FitState) -> None:
+        self.beat(state.epoch)
+
+    def on_batch_end(
+        self, trainer: Trainer, state: FitState, batch: int, loss: torch.Tensor
+    ) -> None:
+        if time.monotonic() >= self._next:
+            self.beat(state.epoch)
+
+    def on_checkpoint(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
+        self.beat(state.epoch)  # listed after the Checkpointer: last.pt holds this epoch

@@ -4,9 +4,10 @@ Two ways in, one code path after:
 
 * ``dlrun trainer.devices=N`` (one machine): the Hydra process claims the run dir as
   usual, then :func:`spawn_run` starts N workers with ``spawn``. Each worker gets the
-  same environment variables ``torchrun`` would set and calls the ordinary
-  :func:`dlrun.runner.train_and_evaluate`; rank 0 writes the run dir, sends its metrics
-  back, and the parent finishes the run (metrics.json, status.json) as for one process.
+  same environment variables ``torchrun`` would set and calls the function it was given
+  (the runner passes its own ``train_and_evaluate``: this module never imports the
+  runner); rank 0 writes the run dir, sends its metrics back, and the parent finishes
+  the run (metrics.json, status.json) as for one process.
 * ``torchrun --nnodes=2 --nproc_per_node=4 ... -m dlrun.cli ...`` (several machines):
   every process runs the whole CLI and joins the group torchrun describes;
   ``trainer.devices`` is ignored. Hydra would give every process its own run dir, so
@@ -25,14 +26,18 @@ import signal
 import sys
 import tempfile
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlrun.engine.interrupts import RunInterrupted, stop_signals_handled_by
 from dlrun.errors import UserError
+
+if TYPE_CHECKING:
+    from dlrun.config import RunConfig
 
 # Environment variables a launched worker finds set (torchrun's names).
 _LAUNCH_VARS = ("RANK", "WORLD_SIZE")
@@ -93,13 +98,13 @@ def finish_cli_process(code: int | str | None) -> None:
 
 # ------------------------------------------------------------- trainer.devices = N
 def spawn_run(
-    cfg: dict[str, Any], run_dir: Path, bundle: Any = None, eval_bundle: Any = None
+    target: Callable[..., dict[str, Any]], cfg: RunConfig, run_dir: Path, *rest: Any
 ) -> dict[str, Any]:
     """Train with ``trainer.devices`` processes on this machine; rank 0's metrics.
 
-    ``bundle`` (a :class:`DataBundle` given instead of the config's data, as
-    cross-validation does) and ``eval_bundle`` (the data to score, when not the
-    training bundle) are sent to every worker.
+    Each worker calls ``target(cfg, run_dir, console, *rest)`` (a module-level function,
+    so ``spawn`` can send it). ``rest`` (the runner's data bundles and run context) is
+    sent to every worker; the typed config pickles as it is.
 
     Raises :class:`RunInterrupted` or :class:`UserError` with the first worker's own
     message, or :class:`WorkerCrashed` with its traceback, so the CLI records the run as
@@ -111,11 +116,11 @@ def spawn_run(
 
     from dlrun.engine.distributed import free_port
 
-    world = cfg["trainer"]["devices"]
-    _check_devices(cfg["trainer"]["device"], world)
-    cfg = {**cfg, "trainer": dict(cfg["trainer"])}
-    if cfg["trainer"]["num_threads"] is None:  # N processes x all cores would thrash
-        cfg["trainer"]["num_threads"] = max(1, (os.cpu_count() or 1) // world)
+    world = cfg.trainer.devices
+    _check_devices(cfg.trainer.device, world)
+    if cfg.trainer.num_threads is None:  # N processes x all cores would thrash
+        threads = max(1, (os.cpu_count() or 1) // world)
+        cfg = replace(cfg, trainer=replace(cfg.trainer, num_threads=threads))
     queue = multiprocessing.get_context("spawn").SimpleQueue()
     messages: list[tuple[str, int, Any]] = []
     first_failed: int | None = None
@@ -123,7 +128,7 @@ def spawn_run(
     with _forward_signals(pids) as forwarded:
         context = mp.start_processes(
             _worker,
-            args=(world, free_port(), cfg, str(run_dir), bundle, eval_bundle, queue),
+            args=(world, free_port(), target, (cfg, str(run_dir), *rest), queue),
             nprocs=world,
             join=False,
             start_method="spawn",
@@ -255,10 +260,8 @@ def _worker(
     index: int,
     world: int,
     port: int,
-    cfg: dict[str, Any],
-    run_dir: str,
-    bundle: Any,
-    eval_bundle: Any,
+    target: Callable[..., dict[str, Any]],
+    args: tuple[Any, ...],
     queue: Any,
 ) -> None:
     """One spawned rank: become a torchrun-style worker, train, report, ``os._exit``."""
@@ -278,9 +281,8 @@ def _worker(
     try:
         from rich.console import Console
 
-        from dlrun.runner import train_and_evaluate
-
-        metrics = train_and_evaluate(cfg, Path(run_dir), Console(), bundle, eval_bundle)
+        cfg, run_dir, *rest = args
+        metrics = target(cfg, Path(run_dir), Console(), *rest)
         queue.put(("ok", index, metrics) if index == 0 else ("done", index, None))
     except RunInterrupted as exc:
         code = 130

@@ -1,10 +1,11 @@
 """Learning-rate schedules that torch doesn't ship in the form the seeds describe,
-and the one place that builds any scheduler from its config.
+and the one place that builds any scheduler.
 
 A scheduler config is ``_target_`` + ``_partial_: true`` + ``interval`` (``epoch`` or
-``step``) + its own parameters. Facts only the run knows (how many times the scheduler
-will be stepped, whether the monitored metric is minimised) are passed to the target
-only when its signature asks for them, so torch's classes and ours are built alike.
+``step``) + its own parameters; the runner instantiates it into a factory (this module
+never sees Hydra). Facts only the run knows (how many times the scheduler will be
+stepped, whether the monitored metric is minimised) are passed to the factory only when
+its signature asks for them, so torch's classes and ours are built alike.
 
 ``total_steps`` counts optimizer steps (``ceil(batches / trainer.accumulate)`` per epoch
 of this process's shard), which is how often a per-step schedule is stepped; counted in
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,7 +26,19 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 
 from dlrun.errors import UserError
-from dlrun.monitor import metric_mode, resolve
+from dlrun.monitor import metric_mode
+
+AnyScheduler = LRScheduler | ReduceLROnPlateau
+
+
+@dataclass
+class Schedule:
+    """A scheduler (None: a constant lr), how often the trainer steps it (``epoch`` or
+    ``step``) and, for a plateau schedule, the metric it watches (None: the trainer's)."""
+
+    scheduler: AnyScheduler | None
+    interval: str = "epoch"
+    monitor: str | None = None
 
 
 def warmup_cosine(
@@ -59,43 +74,35 @@ def plateau(
 
 
 def build_scheduler(
-    cfg: dict[str, Any],
+    factory: Callable[..., AnyScheduler] | None,
     optimizer: Optimizer,
     *,
+    interval: str = "epoch",
     epochs: int,
     steps_per_epoch: int,
     monitor: str,
-) -> tuple[LRScheduler | ReduceLROnPlateau | None, str]:
-    """The scheduler for ``cfg`` (or None for a constant lr) and how often to step it.
+) -> Schedule:
+    """The :class:`Schedule` of ``factory`` (a partial scheduler class; None for a
+    constant lr) stepped every ``interval``.
 
-    ``steps_per_epoch`` is optimizer steps, not batches; ``monitor`` is the trainer's
-    metric, which a plateau schedule follows unless its config names another.
+    ``steps_per_epoch`` is optimizer steps, not batches; ``monitor`` is what a plateau
+    schedule watches (already resolved against the trainer's metric).
     """
-    from dlrun.runner import instantiate
-
-    node = dict(cfg)
-    interval = node.pop("interval", "epoch")
-    watched = scheduler_monitor(node, monitor)
-    node.pop("monitor", None)
     if interval not in ("epoch", "step"):
         raise UserError(f"scheduler.interval={interval} is invalid: use epoch or step")
-    if node.get("_target_") is None:
-        return None, interval
-    factory = instantiate(node)
-    accepted = inspect.signature(factory.func).parameters
+    if factory is None:
+        return Schedule(None, interval, monitor)
+    target = getattr(factory, "func", factory)
+    given = getattr(factory, "keywords", {})
+    accepted = inspect.signature(target).parameters
     context: dict[str, Any] = {}
-    if "total_steps" in accepted and "total_steps" not in node:
+    if "total_steps" in accepted and "total_steps" not in given:
         context["total_steps"] = epochs * steps_per_epoch if interval == "step" else epochs
-    if "mode" in accepted and "mode" not in node:
-        context["mode"] = metric_mode(watched)
-    if interval == "epoch" and factory.func is torch.optim.lr_scheduler.OneCycleLR:
+    if "mode" in accepted and "mode" not in given:
+        context["mode"] = metric_mode(monitor)
+    if interval == "epoch" and target is torch.optim.lr_scheduler.OneCycleLR:
         raise UserError("scheduler=onecycle must step every batch: keep scheduler.interval=step")
     try:
-        return factory(optimizer, **context), interval
+        return Schedule(factory(optimizer, **context), interval, monitor)
     except (TypeError, ValueError) as exc:
         raise UserError(f"scheduler config is invalid: {exc}") from exc
-
-
-def scheduler_monitor(cfg: dict[str, Any], monitor: str) -> str:
-    """The metric a (plateau) schedule watches: ``cfg["monitor"]``, or the trainer's."""
-    return resolve(cfg.get("monitor"), monitor)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -32,36 +32,33 @@ from torch.nn import functional
 from torch.nn.parallel import DistributedDataParallel
 
 from dlrun import tasks
+from dlrun.config import TrainerSettings
 from dlrun.data.batches import Shard, iterate, n_batches
 from dlrun.data.spec import DataBundle, Split
 from dlrun.engine import distributed
 from dlrun.engine.augment import BatchAugment
-from dlrun.engine.callbacks import Callback
 from dlrun.engine.interrupts import RunInterrupted, StopFlag
+from dlrun.engine.schedules import Schedule
 from dlrun.errors import UserError
-from dlrun.monitor import Monitor
+from dlrun.monitor import Monitor, resolve
+
+
+class ValMetrics(Protocol):
+    """Extra validation metrics per epoch (``trainer.monitor=val_f1_macro``).
+
+    The trainer feeds one collector per pass with each validation batch's outputs
+    (``collector().add(outputs, targets)``) and calls the object with every process's
+    collector and the validation loss; it returns ``{"val_<name>": value}`` for the row.
+    :class:`dlrun.evaluation.epoch.EpochMetrics` is the implementation the runner passes.
+    """
+
+    def collector(self) -> Any: ...
+
+    def __call__(self, parts: Sequence[Any], loss: float) -> dict[str, float]: ...
 
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the run stops and says what to try."""
-
-
-@dataclass(frozen=True)
-class TrainerSettings:
-    epochs: int = 10
-    batch_size: int = 64
-    limit_batches: int | None = None
-    grad_clip: float | None = None
-    grad_clip_mode: str = "norm"  # "norm" (clip the global norm) or "value" (each entry)
-    accumulate: int = 1  # optimizer step every `accumulate` batches
-    l1: float = 0.0  # soft-threshold after each optimizer step (exact zeros)
-    l2: float = 0.0  # penalty added to the loss
-    monitor: str = "val_loss"
-    min_delta: float = 0.0  # the smallest change of `monitor` that is a new best
-    scheduler_monitor: str | None = None  # what a plateau schedule watches (None: monitor)
-    seed: int = 0
-    scheduler_interval: str = "epoch"  # "epoch" or "step"
-    precision: str = "32"  # "32", "bf16" or "fp16" (autocast; fp16 adds a GradScaler)
 
 
 @dataclass
@@ -86,6 +83,48 @@ class FitState:
         return next((r for r in reversed(self.history) if r["epoch"] == self.best_epoch), None)
 
 
+class Callback:
+    """Base class of the trainer's hooks: each does nothing unless a subclass overrides it.
+
+    No string dispatch: each hook is a real method with a signature, so a typo is an
+    AttributeError, not a silently ignored hook. At the end of an epoch the trainer calls
+    ``on_epoch_end`` of every callback, then ``on_checkpoint`` of every callback: whatever
+    a callback updates in ``on_epoch_end`` (early stopping's patience) is in the
+    checkpoint of that epoch, in any callback order. A callback that prints or writes
+    files sets ``main_process_only``: in a process group only rank 0 builds it.
+    """
+
+    main_process_only: bool = False
+
+    def on_fit_start(self, trainer: Trainer, state: FitState) -> None:
+        return None
+
+    def on_epoch_start(self, trainer: Trainer, state: FitState, n_batches: int) -> None:
+        return None
+
+    def on_batch_end(
+        self, trainer: Trainer, state: FitState, batch: int, loss: torch.Tensor
+    ) -> None:
+        return None
+
+    def on_epoch_end(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
+        return None
+
+    def on_checkpoint(self, trainer: Trainer, state: FitState, row: dict[str, float]) -> None:
+        """After every callback's ``on_epoch_end``: the place to save the epoch's state."""
+        return None
+
+    def on_fit_end(self, trainer: Trainer, state: FitState) -> None:
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to keep in checkpoints so a resumed run behaves as if never stopped."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+
 class Trainer:
     """Fits a model on a :class:`DataBundle` whose splits are already on ``device``."""
 
@@ -96,30 +135,43 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         settings: TrainerSettings,
-        scheduler: Any = None,
+        schedule: Schedule | None = None,
         callbacks: Sequence[Callback] = (),
-        stop_flag: StopFlag | None = None,
+        *,
+        monitor: Monitor | None = None,
+        l1: float = 0.0,
+        l2: float = 0.0,
+        seed: int = 0,
         augment: BatchAugment | None = None,
+        stop_flag: StopFlag | None = None,
+        val_metrics: ValMetrics | None = None,
     ) -> None:
+        """``settings`` is the ``trainer:`` config as it stands; ``monitor`` (default:
+        ``settings.monitor`` resolved, no ``min_delta``) picks the best epoch; ``l1`` is
+        a soft-threshold after each optimizer step (exact zeros), ``l2`` a penalty added
+        to the loss; ``seed`` seeds the batch order."""
         self.model = model
         self.bundle = bundle
         self.optimizer = optimizer
         self.loss_fn = loss_fn
         self.settings = settings
-        self.scheduler = scheduler
+        self.schedule = schedule or Schedule(None)
+        self.scheduler = self.schedule.scheduler
         self.callbacks = list(callbacks)
         self.stop_flag = stop_flag
         self.augment = augment
+        self.l1, self.l2, self.seed = l1, l2, seed
+        self.val_metrics = val_metrics
         self.task = bundle.spec.task
         self.metric_name, _ = tasks.TRAIN_METRIC[self.task]
-        self.monitor = Monitor(settings.monitor, min_delta=settings.min_delta)
+        self.monitor = monitor or Monitor(resolve(settings.monitor))
         self._objective = getattr(loss_fn, "objective", None) or _plain_objective(loss_fn)
-        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.generator = torch.Generator().manual_seed(seed)
         self._penalised = [p for p in model.parameters() if p.dim() > 1]
-        self._l1_groups = _l1_groups(optimizer, self._penalised) if settings.l1 else []
-        self.device_type = bundle.train.x.device.type
+        self._l1_groups = _l1_groups(optimizer, self._penalised) if l1 else []
+        self.device_type = bundle.train.device.type
         std = tasks.target_std(bundle.meta, self.task)
-        device = bundle.train.x.device
+        device = bundle.train.device
         self.target_std = None if std is None else torch.tensor(std, device=device)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.precision)
         if settings.precision == "fp16" and self.device_type != "cuda":
@@ -158,7 +210,7 @@ class Trainer:
         """Train one epoch, validate, update the best epoch, then run the callbacks."""
         started = time.perf_counter()
         loss, metric = self._train_epoch(state)
-        val_loss, val_metric = self.evaluate(self.bundle.val)
+        val_loss, val_metric, extra = self._validate()
         state.epoch += 1
         row = {
             "epoch": state.epoch,
@@ -166,6 +218,7 @@ class Trainer:
             self.metric_name: metric,
             "val_loss": val_loss,
             f"val_{self.metric_name}": val_metric,
+            **extra,
             "lr": float(self._step_lr),
             "seconds": time.perf_counter() - started,
         }
@@ -208,8 +261,8 @@ class Trainer:
             cb.on_epoch_start(self, state, count)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss_sum = torch.zeros((), device=split.x.device)
-        metric_sum = torch.zeros((), device=split.x.device)
+        loss_sum = torch.zeros((), device=split.device)
+        metric_sum = torch.zeros((), device=split.device)
         seen = 0
         batches = iterate(
             split,
@@ -227,7 +280,7 @@ class Trainer:
             with self._autocast():
                 outputs = self._forward(batch)
                 objective, loss = self._objective(outputs, batch.y)
-            if s.l2:
+            if self.l2:
                 objective = objective + self._penalty()
             diverged, stopping = self._step_checks(objective)
             if diverged:
@@ -312,12 +365,23 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         state.step += 1
         self._step_lr = self.optimizer.param_groups[0]["lr"]
-        if self.scheduler is not None and s.scheduler_interval == "step":
+        if self.scheduler is not None and self.schedule.interval == "step":
             self.scheduler.step()
 
+    def _validate(self) -> tuple[float, float, dict[str, float]]:
+        """Validation loss and metric, and the extra monitored metrics (one pass)."""
+        if self.val_metrics is None:
+            return (*self.evaluate(self.bundle.val), {})
+        collector = self.val_metrics.collector()
+        loss, metric = self.evaluate(self.bundle.val, collector)
+        return loss, metric, self.val_metrics(distributed.gather_objects(collector), loss)
+
     @torch.no_grad()
-    def evaluate(self, split: Split) -> tuple[float, float]:
-        """Mean loss and training metric of the model on ``split`` (no penalty terms)."""
+    def evaluate(self, split: Split, collector: Any = None) -> tuple[float, float]:
+        """Mean loss and training metric of the model on ``split`` (no penalty terms).
+
+        ``collector`` (see :class:`ValMetrics`) also receives every batch's outputs.
+        """
         was_training = self.model.training
         self.model.eval()
         # In a group each rank scores a disjoint part and the sums are added; the forward
@@ -334,6 +398,8 @@ class Trainer:
             loss_sum += float(self.loss_fn(outputs, batch.y)) * n
             metric_sum += float(tasks.batch_metric(self.task, outputs, batch.y, self.target_std))
             seen += n
+            if collector is not None:
+                collector.add(outputs, batch.y)
         self.model.train(was_training)
         loss_sum, metric_sum, total = distributed.sum_across_ranks([loss_sum, metric_sum, seen])
         return loss_sum / max(total, 1), tasks.finish_metric(self.task, metric_sum, int(total))
@@ -355,7 +421,7 @@ class Trainer:
         """The explicit L2 term on weight matrices and kernels, not biases or norms."""
         total = torch.zeros((), device=self._penalised[0].device)
         for p in self._penalised:
-            total = total + self.settings.l2 * p.pow(2).sum()
+            total = total + self.l2 * p.pow(2).sum()
         return total
 
     @torch.no_grad()
@@ -370,7 +436,7 @@ class Trainer:
         """
         for index, params in self._l1_groups:
             group = self.optimizer.param_groups[index]  # fresh: load_state_dict replaces them
-            lr_l1 = float(group["lr"]) * self.settings.l1
+            lr_l1 = float(group["lr"]) * self.l1
             for p in params:
                 scale = step_scale(self.optimizer.state.get(p, {}), group)
                 if scale is None:
@@ -380,10 +446,10 @@ class Trainer:
 
     # ------------------------------------------------------- schedule and best
     def _step_epoch_scheduler(self, row: dict[str, float]) -> None:
-        if self.scheduler is None or self.settings.scheduler_interval != "epoch":
+        if self.scheduler is None or self.schedule.interval != "epoch":
             return
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(row[self.settings.scheduler_monitor or self.monitor.name])
+            self.scheduler.step(row[self.schedule.monitor or self.monitor.name])
         else:
             self.scheduler.step()
 

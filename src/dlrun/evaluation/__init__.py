@@ -12,12 +12,12 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from dlrun.evaluation.evaluate import evaluate_run
     from dlrun.evaluation.report import headline_table
-    from dlrun.evaluation.run import evaluate_run
 
 __all__ = ["evaluate_run", "headline_table"]
 
-_HOMES = {"evaluate_run": "dlrun.evaluation.run", "headline_table": "dlrun.evaluation.report"}
+_HOMES = {"evaluate_run": "dlrun.evaluation.evaluate", "headline_table": "dlrun.evaluation.report"}
 
 
 def __getattr__(name: str) -> Any:

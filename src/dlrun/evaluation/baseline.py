@@ -38,34 +38,7 @@ from dlrun.data.spec import DataBundle, Split, Task
 from dlrun.evaluation.predict import Predictions, Scored, score
 from dlrun.evaluation.significance import point
 from dlrun.monitor import metric_mode
-from dlrun.tasks import loss_fn
-
-CLASSIFIERS = ("prior", "stratified", "uniform")
-KINDS: dict[Task, tuple[str, ...]] = {
-    Task.MULTICLASS: CLASSIFIERS,
-    Task.BINARY: CLASSIFIERS,
-    Task.MULTILABEL: CLASSIFIERS,
-    Task.REGRESSION: ("mean", "median"),
-    Task.FORECAST: ("persistence", "seasonal", "window_mean"),
-    Task.LANGUAGE_MODEL: ("unigram",),
-}
-DESCRIPTIONS: dict[str, str] = {
-    "prior": "the training prior of the positive class, thresholded like the model",
-    "stratified": "stratified random: classes drawn with their training frequencies (seeded)",
-    "uniform": "uniform random: every class equally likely (seeded)",
-    "mean": "the training mean",
-    "median": "the training median",
-    "persistence": "persistence: the last observed value, repeated over the horizon",
-    "seasonal": "seasonal naive: the value {period} steps earlier (period fit on training)",
-    "window_mean": "the mean of the input window",
-    "unigram": "unigram token frequencies of the training text",
-}
-
-MULTILABEL_DESCRIPTIONS: dict[str, str] = {
-    "prior": "the per-label training prior, thresholded like the model",
-    "stratified": "stratified random: each label on with its training frequency (seeded)",
-    "uniform": "uniform random: each label on with probability 1/2 (seeded)",
-}
+from dlrun.tasks import Targets, TaskInfo, info
 
 
 @dataclass(frozen=True)
@@ -81,13 +54,8 @@ class Choice:
 
 def describe(task: Task, kind: str, bundle: DataBundle) -> str:
     """One line for the report: what the baseline predicts."""
-    if kind == "prior" and task is Task.MULTICLASS:
-        return "the majority class of the training split"
-    if task is Task.MULTILABEL and kind in CLASSIFIERS:
-        return MULTILABEL_DESCRIPTIONS[kind]
-    if kind == "seasonal":
-        return DESCRIPTIONS[kind].format(period=_season(bundle))
-    return DESCRIPTIONS[kind]
+    text = info(task).baselines[kind]
+    return text.format(period=_season(bundle)) if "{period}" in text else text
 
 
 def select(
@@ -101,13 +69,14 @@ def select(
 ) -> Choice:
     """The strongest candidate on ``metric`` over ``split`` (ties: the simpler one first)."""
     data = getattr(bundle, split)
+    kinds = tuple(info(task).baselines)
     scores = {}
-    for kind in KINDS[task]:
+    for kind in kinds:
         candidate = baseline(task, bundle, data, len(data), threshold, scaler, seed, kind)
         scores[kind] = point(task, metric, candidate)
     sign = 1.0 if metric_mode(metric) == "max" else -1.0
     finite = {k: v for k, v in scores.items() if v == v}  # NaN never wins
-    kind = max(finite, key=lambda k: sign * finite[k]) if finite else KINDS[task][0]
+    kind = max(finite, key=lambda k: sign * finite[k]) if finite else kinds[0]
     return Choice(kind, describe(task, kind, bundle), split, metric, scores)
 
 
@@ -122,40 +91,45 @@ def baseline(
     kind: str | None = None,
 ) -> Scored:
     """Score baseline ``kind`` (default: the task's first) on the first ``n`` rows of ``split``."""
-    kind = kind or KINDS[task][0]
-    if kind not in KINDS[task]:
-        raise ValueError(f"no {kind!r} baseline for a {task} task; use {KINDS[task]}")
-    split = Split(split.x[:n].cpu(), split.y[:n].cpu())
-    if task is Task.LANGUAGE_MODEL:
+    record = info(task)
+    kinds = tuple(record.baselines)
+    kind = kind or kinds[0]
+    if kind not in kinds:
+        raise ValueError(f"no {kind!r} baseline for a {task} task; use {kinds}")
+    split = split.head(n)  # on the CPU; a streamed split stays streamed (only y is read)
+    if kind == "unigram":
         return _unigram(bundle, split)
-    if task is Task.FORECAST:
-        values = _forecast(kind, bundle, split)
-        return score(task, _as_predictions(task, split.y, values), threshold, scaler)
-    if task is Task.REGRESSION:
-        train_y = bundle.train.y.cpu().to(torch.float64).reshape(len(bundle.train), -1)
-        centre = train_y.mean(dim=0) if kind == "mean" else train_y.quantile(0.5, dim=0)
-        values = centre.expand(split.y.reshape(n, -1).shape)
-        return score(task, _as_predictions(task, split.y, values), threshold, scaler)
-    return _classifier(task, kind, bundle, split, threshold, seed)
+    if kind in _VALUES:
+        values = _VALUES[kind](kind, bundle, split)
+        return score(task, _as_predictions(record, split.y, values), threshold, scaler)
+    return _classifier(record, kind, bundle, split, threshold, seed)
 
 
 def _classifier(
-    task: Task, kind: str, bundle: DataBundle, split: Split, threshold: float, seed: int
+    record: TaskInfo, kind: str, bundle: DataBundle, split: Split, threshold: float, seed: int
 ) -> Scored:
     n = len(split)
-    prior = _class_prior(task, bundle.train.y.cpu(), bundle.spec.n_outputs)
-    probs = torch.full_like(prior, 1 / len(prior) if task is Task.MULTICLASS else 0.5)
+    one_of_k = record.targets is Targets.CLASSES  # else each label on or off by itself
+    prior = _class_prior(one_of_k, bundle.train.y.cpu(), bundle.spec.n_outputs)
+    probs = torch.full_like(prior, 1 / len(prior) if one_of_k else 0.5)
     probs = probs if kind == "uniform" else prior
-    logits = probs.log() if task is Task.MULTICLASS else torch.logit(probs)
-    scored = score(task, _as_predictions(task, split.y, logits.expand(n, -1)), threshold, None)
-    draws = _draws(task, probs, n, seed)
+    outputs = record.logits(probs).expand(n, -1)
+    scored = score(record.task, _as_predictions(record, split.y, outputs), threshold, None)
+    draws = _draws(record.targets, probs, n, seed)
     if kind != "prior":
         scored.preds = draws
-    if task is Task.MULTICLASS:
+    if one_of_k:
         scored.rank_scores = torch.nn.functional.one_hot(draws, len(prior)).to(torch.float64)
     else:
         scored.rank_scores = draws.to(torch.float64)
     return scored
+
+
+def _centre(kind: str, bundle: DataBundle, split: Split) -> torch.Tensor:
+    """The training mean or median of every output, for every row of ``split``."""
+    train_y = bundle.train.y.cpu().to(torch.float64).reshape(len(bundle.train), -1)
+    centre = train_y.mean(dim=0) if kind == "mean" else train_y.quantile(0.5, dim=0)
+    return centre.expand(split.y.reshape(len(split), -1).shape)
 
 
 def _forecast(kind: str, bundle: DataBundle, split: Split) -> torch.Tensor:
@@ -176,8 +150,6 @@ def _seasonal_naive(history: torch.Tensor, period: int, horizon: int) -> torch.T
 
 def _season(bundle: DataBundle) -> int:
     """The period (2 .. window length) whose seasonal naive forecast fits training best."""
-    if bundle.spec.task is not Task.FORECAST:
-        return 1
     history = _target_channel(bundle, bundle.train.x.cpu())
     truth = bundle.train.y.cpu().to(torch.float64).reshape(len(history), -1)
     errors = {
@@ -194,18 +166,28 @@ def _target_channel(bundle: DataBundle, x: torch.Tensor) -> torch.Tensor:
     return series.cpu().to(torch.float64)
 
 
-def _as_predictions(task: Task, targets: torch.Tensor, outputs: torch.Tensor) -> Predictions:
+# The baselines that predict values (training units), by ``baseline_kind``.
+_VALUES = {
+    "mean": _centre,
+    "median": _centre,
+    "persistence": _forecast,
+    "seasonal": _forecast,
+    "window_mean": _forecast,
+}
+
+
+def _as_predictions(record: TaskInfo, targets: torch.Tensor, outputs: torch.Tensor) -> Predictions:
     """Wrap constant outputs like a model's, with the task loss computed the same way."""
     outputs = outputs.contiguous()
     # cross entropy takes class ids; BCE and MSE take targets in the outputs' dtype
-    target = targets.long() if task is Task.MULTICLASS else targets.to(outputs.dtype)
-    loss = float(loss_fn(task)(outputs, target))
+    target = targets.to(outputs.dtype) if targets.is_floating_point() else targets.long()
+    loss = float(record.loss_fn()(outputs, target))
     return Predictions(targets, loss, outputs=outputs)
 
 
-def _class_prior(task: Task, train_y: torch.Tensor, n_outputs: int) -> torch.Tensor:
-    """Add-one smoothed training frequency of each class (multiclass) or positive label."""
-    if task is Task.MULTICLASS:
+def _class_prior(one_of_k: bool, train_y: torch.Tensor, n_outputs: int) -> torch.Tensor:
+    """Add-one smoothed training frequency of each class (one of k) or positive label."""
+    if one_of_k:
         return _smoothed(torch.bincount(train_y.long(), minlength=n_outputs))
     positives = train_y.reshape(len(train_y), -1).to(torch.float64).sum(dim=0)
     return (positives + 1) / (len(train_y) + 2)
@@ -216,13 +198,13 @@ def _smoothed(counts: torch.Tensor) -> torch.Tensor:
     return counts / counts.sum()
 
 
-def _draws(task: Task, probs: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+def _draws(targets: Targets, probs: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """Random predictions from ``probs``, from a fixed seed: class ids, or 0/1 per label."""
     generator = torch.Generator().manual_seed(seed)
-    if task is Task.MULTICLASS:
+    if targets is Targets.CLASSES:
         return torch.multinomial(probs, n, replacement=True, generator=generator)
     draws = torch.bernoulli(probs.expand(n, -1), generator=generator).long()
-    return draws.reshape(-1) if task is Task.BINARY else draws
+    return draws.reshape(-1) if targets is Targets.BINARY else draws
 
 
 def _unigram(bundle: DataBundle, split: Split) -> Scored:

@@ -18,6 +18,7 @@ import torch
 from dlrun.data.spec import Task
 from dlrun.evaluation.predict import Scored
 from dlrun.rundir import write_json as atomic_write_json
+from dlrun.tasks import Targets, info
 
 LM_SAMPLE_TOKENS = 2000  # a per-token file of a whole corpus would dwarf the run dir
 
@@ -55,26 +56,27 @@ def write_predictions(
     only the first ``LM_SAMPLE_TOKENS`` tokens are written, one row per token, with the
     probability the model gave the true token.
     """
-    if task is Task.LANGUAGE_MODEL:
+    record = info(task)
+    if record.per_token:
         header, rows = _token_rows(scored, vocab)
-    elif task in (Task.REGRESSION, Task.FORECAST):
+    elif record.scaled:
         header, rows = _value_rows(scored, baseline)
     else:
-        header, rows = _class_rows(task, scored, names)
+        header, rows = _class_rows(record.targets, scored, names)
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
 
 
-def _class_rows(task: Task, scored: Scored, names: Sequence[str]) -> tuple[list[str], list]:
+def _class_rows(targets: Targets, scored: Scored, names: Sequence[str]) -> tuple[list[str], list]:
     probs = scored.scores
-    if task is Task.BINARY:
+    if targets is Targets.BINARY:  # one probability per class, like multiclass
         probs = torch.stack([1 - probs, probs], dim=1)
     header = ["index", "target", "prediction", *(f"prob_{name}" for name in names)]
 
     def label(value: torch.Tensor) -> str:
-        if task is Task.MULTILABEL:
+        if targets is Targets.LABELS:
             return "|".join(name for name, on in zip(names, value.tolist(), strict=True) if on)
         return names[int(value)]
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dlrun.evaluation.report import lower_is_better
+from dlrun.monitor import lower_is_better
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -8,14 +8,13 @@ whole corpus would not fit in memory for a real vocabulary.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from dlrun.data.batches import iterate
 from dlrun.data.spec import Split, Task
-from dlrun.tasks import loss_fn, output_activation
+from dlrun.tasks import Targets, info
 
 
 @dataclass
@@ -55,6 +54,49 @@ class Scored:
         return self.scores if self.rank_scores is None else self.rank_scores
 
 
+class Collector:
+    """Keeps what the metrics of one split need from each batch of raw outputs.
+
+    Shared by :func:`predict` (the evaluator) and the trainer's per-epoch validation
+    metrics (:mod:`dlrun.evaluation.epoch`), so a monitored ``val_f1_macro`` is computed
+    from exactly what the evaluator would compute it from.
+    """
+
+    def __init__(self, per_token: bool) -> None:
+        self.per_token = per_token
+        self.targets: list[torch.Tensor] = []
+        self.outputs: list[torch.Tensor] = []
+        self.logprobs: list[torch.Tensor] = []
+        self.tokens: list[torch.Tensor] = []
+
+    def add(self, out: torch.Tensor, targets: torch.Tensor) -> None:
+        """One batch: raw outputs and their targets (moved to the CPU)."""
+        self.targets.append(targets.detach().cpu())
+        if self.per_token:
+            logp = out.detach().float().log_softmax(dim=-1)
+            self.logprobs.append(logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).cpu())
+            self.tokens.append(out.detach().argmax(dim=-1).cpu())
+        else:
+            self.outputs.append(out.detach().to("cpu", torch.float64))
+
+    def extend(self, other: Collector) -> None:
+        """Append another collector's batches (another process's share of the split)."""
+        for mine, theirs in zip(self._parts(), other._parts(), strict=True):
+            mine.extend(theirs)
+
+    def predictions(self, loss: float) -> Predictions:
+        """Everything collected, as one :class:`Predictions` with ``loss``."""
+        targets = _cat(self.targets)
+        if self.per_token:
+            return Predictions(
+                targets, loss, token_logprob=_cat(self.logprobs), token_pred=_cat(self.tokens)
+            )
+        return Predictions(targets, loss, outputs=_cat(self.outputs))
+
+    def _parts(self) -> tuple[list[torch.Tensor], ...]:
+        return self.targets, self.outputs, self.logprobs, self.tokens
+
+
 def predict(
     model: torch.nn.Module,
     split: Split,
@@ -69,11 +111,9 @@ def predict(
     The loss is accumulated as batch mean x batch elements, so it equals the loss of the
     whole split computed at once whatever the batch size.
     """
-    loss_of = loss_fn(task)
-    language_model = task is Task.LANGUAGE_MODEL
-    outputs: list[torch.Tensor] = []
-    logprobs: list[torch.Tensor] = []
-    tokens: list[torch.Tensor] = []
+    record = info(task)
+    loss_of = record.loss_fn()
+    collector = Collector(record.per_token)
     total, count = 0.0, 0
     was_training = model.training
     model.eval()
@@ -84,20 +124,10 @@ def predict(
                 out = model(batch.x) if batch.lengths is None else model(batch.x, batch.lengths)
                 total += float(loss_of(out, batch.y)) * batch.y.numel()
                 count += batch.y.numel()
-                if language_model:
-                    logp = out.float().log_softmax(dim=-1)
-                    logprobs.append(logp.gather(-1, batch.y.unsqueeze(-1)).squeeze(-1).cpu())
-                    tokens.append(out.argmax(dim=-1).cpu())
-                else:
-                    outputs.append(out.detach().to("cpu", torch.float64))
+                collector.add(out, batch.y)
     finally:
         model.train(was_training)
-    n = sum(len(t) for t in (logprobs if language_model else outputs))
-    targets = split.y[:n].cpu()
-    loss = total / count if count else float("nan")
-    if language_model:
-        return Predictions(targets, loss, token_logprob=_cat(logprobs), token_pred=_cat(tokens))
-    return Predictions(targets, loss, outputs=_cat(outputs))
+    return collector.predictions(total / count if count else float("nan"))
 
 
 def score(task: Task, predictions: Predictions, threshold: float, scaler: dict | None) -> Scored:
@@ -106,22 +136,22 @@ def score(task: Task, predictions: Predictions, threshold: float, scaler: dict |
     Binary and multilabel predictions are ``probability > threshold``, the same strict
     inequality torchmetrics uses, so a 0.5 threshold equals "logit > 0" in training.
     """
+    record = info(task)
     targets = predictions.targets
     loss = predictions.loss
-    if task is Task.LANGUAGE_MODEL:
+    if record.per_token:
         return Scored(
             targets, predictions.token_pred, loss, token_logprob=predictions.token_logprob
         )
     outputs = predictions.outputs
-    if task in (Task.REGRESSION, Task.FORECAST):
+    if record.scaled:
         values = outputs.reshape(targets.shape)
         return Scored(unscale(targets, scaler), unscale(values, scaler), loss)
-    probs = output_activation(task, outputs)
-    if task is Task.MULTICLASS:
+    probs = record.activate(outputs)
+    if not record.thresholded:  # one class per sample: the most probable
         return Scored(targets.long(), probs.argmax(dim=-1), loss, scores=probs)
-    if task is Task.BINARY:
-        probs = probs.reshape(-1)
-        targets = targets.reshape(-1)
+    if record.targets is Targets.BINARY:  # (N, 1) probabilities of the positive class
+        probs, targets = probs.reshape(-1), targets.reshape(-1)
     return Scored(targets.long(), (probs > threshold).long(), loss, scores=probs)
 
 
@@ -137,17 +167,6 @@ def unscale(values: torch.Tensor, scaler: dict | None) -> torch.Tensor:
     mean = torch.tensor(scaler["mean"], dtype=torch.float64)
     std = torch.tensor(scaler["std"], dtype=torch.float64)
     return values * std + mean
-
-
-def class_names(names: Sequence[str], task: Task, n_outputs: int) -> tuple[str, ...]:
-    """The spec's class names, or readable defaults when a loader gives none."""
-    if names:
-        return tuple(names)
-    if task is Task.BINARY:
-        return ("negative", "positive")
-    if task in (Task.MULTICLASS, Task.MULTILABEL):
-        return tuple(str(i) for i in range(n_outputs))
-    return ()
 
 
 def _cat(parts: list[torch.Tensor]) -> torch.Tensor:

@@ -1,4 +1,7 @@
-"""The human side of an evaluation: headline table, verdict against baseline, report.md.
+"""The human side of an evaluation: headline table, verdict against baseline, the report.
+
+report.md and report.html are two renderings of one :class:`dlrun.document.Document`
+(:func:`report_document`), so they always say the same.
 
 Works on the metrics dict alone (no torch, no torchmetrics), so the CLI can print the
 table of a finished run, or of one read back from ``metrics.json``, at no import cost.
@@ -11,70 +14,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dlrun.data import notes as data_notes
 from dlrun.data.spec import Task
 from dlrun.display import interval, number
+from dlrun.document import (
+    Block,
+    Bullets,
+    Cell,
+    Curves,
+    Document,
+    Heading,
+    Paragraph,
+    Pictures,
+    Table,
+)
 from dlrun.monitor import lower_is_better as lower_is_better  # the one direction table
+from dlrun.tasks import info
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
-# The few numbers a user reads first, per task, in display order.
-HEADLINE: dict[Task, tuple[str, ...]] = {
-    Task.MULTICLASS: (
-        "accuracy",
-        "top5_accuracy",
-        "f1_macro",
-        "precision_macro",
-        "recall_macro",
-        "roc_auc",
-        "pr_auc",
-        "loss",
-    ),
-    Task.BINARY: (
-        "accuracy",
-        "f1",
-        "precision",
-        "recall",
-        "f1_macro",
-        "roc_auc",
-        "pr_auc",
-        "loss",
-    ),
-    Task.MULTILABEL: (
-        "f1_micro",
-        "f1_macro",
-        "subset_accuracy",
-        "hamming_loss",
-        "roc_auc",
-        "pr_auc",
-        "loss",
-    ),
-    Task.REGRESSION: ("rmse", "mae", "r2", "mape", "loss"),
-    Task.FORECAST: ("rmse", "mae", "r2", "loss"),
-    Task.LANGUAGE_MODEL: ("loss", "perplexity", "bits_per_token", "accuracy"),
-}
-
-# The metric that decides "beats the baseline". Macro F1 rather than accuracy for
-# classification: the majority-class baseline can have high accuracy on imbalanced data
-# (seed 001: accuracy only when the classes are balanced), but its macro F1 is low.
-PRIMARY: dict[Task, str] = {
-    Task.MULTICLASS: "f1_macro",
-    Task.BINARY: "f1_macro",
-    Task.MULTILABEL: "f1_macro",
-    Task.REGRESSION: "rmse",
-    Task.FORECAST: "rmse",
-    Task.LANGUAGE_MODEL: "loss",
-}
-
-
-LOSS_UNITS: dict[Task, str] = {
-    Task.MULTICLASS: "cross entropy in nats per sample",
-    Task.BINARY: "binary cross entropy in nats per sample",
-    Task.MULTILABEL: "binary cross entropy in nats per label",
-    Task.REGRESSION: "MSE on the standardised targets the model was trained on",
-    Task.FORECAST: "MSE on the (standardised) targets the model was trained on",
-    Task.LANGUAGE_MODEL: "cross entropy in nats per token",
-}
+    from rich.table import Table as RichTable
 
 
 @dataclass(frozen=True)
@@ -109,8 +67,9 @@ def compare(
     ``mcnemar``); without it nothing is known about chance and the verdict stays
     ``indistinguishable``. ``better_on`` / ``worse_on`` compare point values only.
     """
-    key = PRIMARY[task]
-    keys = [k for k in HEADLINE[task] if k in model]
+    record = info(task)
+    key = record.primary
+    keys = [k for k in record.headline if k in model]
     test = test or {}
     value, base = model.get(key), baseline.get(key)
     defined = _defined(value) and _defined(base)
@@ -140,13 +99,13 @@ def headline_rows(metrics: dict[str, Any]) -> list[Row]:
     The primary metric's row carries the interval verdict; the others compare point
     values (no interval), as ``better``/``worse``/``equal``.
     """
-    task = Task(metrics["task"])
+    record = info(metrics["task"])
     main = metrics["splits"][0]
     model, base = metrics[main], metrics["baseline"]
     val = metrics.get("val") if main != "val" else None
     comparison = metrics.get("comparison", {})
     rows = []
-    for key in HEADLINE[task]:
+    for key in record.headline:
         if key not in model:
             continue
         outcome = versus(key, model[key], base.get(key))
@@ -179,14 +138,14 @@ def verdict(metrics: dict[str, Any]) -> str:
     )
 
 
-def headline_table(metrics: dict[str, Any]) -> Table:
+def headline_table(metrics: dict[str, Any]) -> RichTable:
     """A rich Table of the headline metrics, model vs baseline, verdict as caption."""
-    from rich.table import Table
+    from rich.table import Table as RichTable
     from rich.text import Text
 
     rows = headline_rows(metrics)
     main = metrics["splits"][0]
-    table = Table(
+    table = RichTable(
         title=f"{metrics.get('dataset', '')} · {metrics['task']} · {main} "
         f"(n={metrics.get(f'n_{main}', '?')})",
         caption=Text(verdict(metrics)),  # plain text: "[low, high]" is not markup
@@ -214,42 +173,84 @@ def headline_table(metrics: dict[str, Any]) -> Table:
 
 
 def write_report(
-    path: Path, metrics: dict[str, Any], pictures: list[str], run_summary: str
-) -> None:
-    """report.md: config, verdict, headline vs baseline, per-class, errors, pictures."""
-    task = Task(metrics["task"])
+    out_dir: Path,
+    metrics: dict[str, Any],
+    pictures: list[str],
+    run_summary: str,
+    history: list[dict[str, float]] | None = None,
+    monitor: str | None = None,
+) -> list[str]:
+    """report.md and report.html in ``out_dir``, two renderings of one document.
+
+    Returns the names written. The HTML page adds interactive learning curves (from
+    ``history``, the best epoch of ``monitor`` marked) and sortable tables.
+    """
+    from dlrun.document import to_markdown
+    from dlrun.html_page import write_page
+
+    doc = report_document(metrics, pictures, run_summary, history, monitor)
+    (out_dir / "report.md").write_text(to_markdown(doc), encoding="utf-8")
+    write_page(doc, out_dir / "report.html")
+    return ["report.md", "report.html"]
+
+
+def report_document(
+    metrics: dict[str, Any],
+    pictures: list[str],
+    run_summary: str,
+    history: list[dict[str, float]] | None = None,
+    monitor: str | None = None,
+) -> Document:
+    """The report: config, verdict, headline vs baseline, per-class, errors, pictures."""
+    record = info(metrics["task"])
+    task = record.task
     main = metrics["splits"][0]
     model = metrics[main]
-    lines = [
-        f"# Evaluation: {metrics.get('dataset', '')} ({task})",
-        "",
-        f"Run: `{run_summary}`" if run_summary else "Run: (no config summary given)",
-        "",
-        f"**{verdict(metrics)}**",
-        "",
-        f"## Headline metrics ({main} split, n={metrics[f'n_{main}']})",
-        "",
-        *_headline_markdown(headline_rows(metrics), main),
-        *_comparison_markdown(metrics),
-    ]
-    if "operating_point" in model:
-        lines += _operating_markdown(model, metrics["class_names"])
-    if "per_class" in model:
-        lines += _per_class_markdown(model["per_class"], task)
-    if model.get("most_confused"):
-        lines += _confused_markdown(model["most_confused"])
-    if pictures:
-        lines += ["", "## Pictures", ""]
-        lines += [f"![{Path(p).stem.replace('_', ' ')}]({p})" for p in pictures]
-    lines += ["", "## Notes", ""]
-    lines.append(
-        f"- `loss` is the task loss: {LOSS_UNITS[task]}; other errors are in the "
-        "data's original units."
+    doc = Document(f"Evaluation: {metrics.get('dataset', '')} ({task})")
+    doc.add(
+        Paragraph(f"Run: `{run_summary}`" if run_summary else "Run: (no config summary given)"),
+        Paragraph(verdict(metrics), strong=True),
+        Heading(f"Headline metrics ({main} split, n={metrics[f'n_{main}']})"),
+        _headline_table(headline_rows(metrics), main),
+        *_comparison_blocks(metrics),
     )
-    lines += [f"- {note}" for note in model.get("notes", [])]
-    lines.append("- Undefined values are shown as n/a and written as null in metrics.json.")
-    lines.append(f"- Evaluation took {metrics['eval_seconds']:.2f} s.")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if "operating_point" in model:
+        doc.add(*_operating_blocks(model, metrics["class_names"]))
+    if "per_class" in model:
+        doc.add(*_per_class_blocks(model["per_class"], record.item))
+    if model.get("most_confused"):
+        doc.add(*_confused_blocks(model["most_confused"]))
+    if history:
+        from dlrun.monitor import metric_mode
+
+        mode = metric_mode(monitor) if monitor else "min"
+        doc.add(Curves(history, monitor, mode))
+    if pictures:
+        doc.add(Heading("Pictures"), Pictures(list(pictures)))
+    doc.add(*_data_blocks(metrics.get("data")))
+    notes = [
+        f"`loss` is the task loss: {record.loss_units}; other errors are in the "
+        "data's original units.",
+        *model.get("notes", []),
+        "Undefined values are shown as n/a and written as null in metrics.json.",
+        f"Evaluation took {metrics['eval_seconds']:.2f} s.",
+    ]
+    return doc.add(Heading("Notes"), Bullets(notes))
+
+
+def _data_blocks(section: dict[str, Any] | None) -> list[Block]:
+    """The "Data" section of own data: its notes and every skipped file, named."""
+    if not section:
+        return []
+    blocks: list[Block] = [Heading("Data"), Bullets(list(section.get("notes", [])))]
+    skipped = section.get("skipped", [])
+    if skipped:
+        rows = [[Cell(s["path"]), Cell(data_notes.reason(s))] for s in skipped]
+        blocks += [
+            Paragraph(f"{len(skipped)} file(s) skipped or replaced:"),
+            Table(["file", "reason"], rows, name="skipped"),
+        ]
+    return blocks
 
 
 def fmt(value: float | None) -> str:
@@ -257,101 +258,109 @@ def fmt(value: float | None) -> str:
     return number(value)
 
 
-def _headline_markdown(rows: list[Row], main: str) -> list[str]:
+def _num(value: float | None) -> Cell:
+    """A number cell: shown rounded, sorted by its full value."""
+    return Cell(fmt(value), sort=value if _defined(value) else None)
+
+
+def _headline_table(rows: list[Row], main: str) -> Table:
     with_val = any(row.val is not None for row in rows)
-    header = f"| metric | {main} | baseline |" + (" val |" if with_val else "") + " vs baseline |"
-    lines = [header, "|---" * (header.count("|") - 1) + "|"]
-    for row in rows:
-        val = f" {fmt(row.val)} |" if with_val else ""
-        lines.append(f"| {row.key} | {fmt(row.model)} | {fmt(row.baseline)} |{val} {row.versus} |")
-    return lines
+    header = ["metric", main, "baseline", *(["val"] if with_val else []), "vs baseline"]
+    body = [
+        [
+            Cell(row.key),
+            _num(row.model),
+            _num(row.baseline),
+            *([_num(row.val)] if with_val else []),
+            Cell(row.versus),
+        ]
+        for row in rows
+    ]
+    return Table(header, body, name="headline")
 
 
-def _comparison_markdown(metrics: dict[str, Any]) -> list[str]:
+def _comparison_blocks(metrics: dict[str, Any]) -> list[Block]:
     """Which baseline was used and why, and how sure the verdict is."""
     c = metrics.get("comparison", {})
-    lines = ["", "## Against the baseline", ""]
+    lines = []
     kind = metrics.get("baseline_kind")
     if kind:
-        lines.append(f"- Baseline: {metrics.get('baseline_description', kind)} (`{kind}`).")
+        lines.append(f"Baseline: {metrics.get('baseline_description', kind)} (`{kind}`).")
     chosen = metrics.get("baseline_selection")
     if chosen:
         scores = ", ".join(f"`{k}` {fmt(v)}" for k, v in chosen["scores"].items())
         lines.append(
-            f"- Chosen as the strongest trivial predictor on {chosen['metric']} of the "
+            f"Chosen as the strongest trivial predictor on {chosen['metric']} of the "
             f"{chosen['split']} split (not the split reported here): {scores}."
         )
     boot = c.get("bootstrap") or {}
     if c.get("ci"):
         lines.append(
-            f"- {c['metric']}, model minus baseline: {number(c['difference'], signed=True)}, "
+            f"{c['metric']}, model minus baseline: {number(c['difference'], signed=True)}, "
             f"{c['ci_level']:.0%} CI {interval(c['ci'], signed=True)} (paired bootstrap, "
             f"{boot.get('resamples')} resamples of the {boot.get('n')} {boot.get('unit')}, "
             f"seed {boot.get('seed')}): **{c['verdict']}**. The model's own interval: "
             f"{interval(c.get('model_ci'))}; the baseline's: {interval(c.get('baseline_ci'))}."
         )
     elif boot:
-        lines.append(f"- No interval: {boot.get('n')} {boot.get('unit')} are too few to tell.")
+        lines.append(f"No interval: {boot.get('n')} {boot.get('unit')} are too few to tell.")
     test = c.get("mcnemar")
     if test:
         lines.append(
-            f"- Accuracy, McNemar's exact test: the model alone is right on "
+            f"Accuracy, McNemar's exact test: the model alone is right on "
             f"{test['model_only_correct']} examples, the baseline alone on "
             f"{test['baseline_only_correct']}; p = {number(test['p_value'], 3)}."
         )
-    return lines
+    return [Heading("Against the baseline"), *([Bullets(lines)] if lines else [])]
 
 
-def _operating_markdown(model: dict[str, Any], names: list[str]) -> list[str]:
+def _operating_blocks(model: dict[str, Any], names: list[str]) -> list[Block]:
     """TP/FP/TN/FN per 1,000 cases, in the user's words (negative/positive class names)."""
     negative, positive = names
     per = model["operating_point"]["per_1000"]
     actual_positive = per["tp"] + per["fn"]
     actual_negative = per["tn"] + per["fp"]
+    table = Table(
+        ["", f"predicted {negative}", f"predicted {positive}"],
+        [
+            [Cell(f"actual {negative}"), Cell(f"{per['tn']:g} (TN)"), Cell(f"{per['fp']:g} (FP)")],
+            [Cell(f"actual {positive}"), Cell(f"{per['fn']:g} (FN)"), Cell(f"{per['tp']:g} (TP)")],
+        ],
+        name="operating-point",
+    )
     return [
-        "",
-        f"## Operating point (threshold {model['threshold']}), per 1,000 cases",
-        "",
-        f"| | predicted {negative} | predicted {positive} |",
-        "|---|---|---|",
-        f"| actual {negative} | {per['tn']:g} (TN) | {per['fp']:g} (FP) |",
-        f"| actual {positive} | {per['fn']:g} (FN) | {per['tp']:g} (TP) |",
-        "",
-        f"Of every 1,000 cases like this split, about {actual_positive:g} are {positive}: "
-        f"the model finds {per['tp']:g} and misses {per['fn']:g}. Of the "
-        f"{actual_negative:g} {negative} cases it wrongly flags {per['fp']:g} as {positive}.",
+        Heading(f"Operating point (threshold {model['threshold']}), per 1,000 cases"),
+        table,
+        Paragraph(
+            f"Of every 1,000 cases like this split, about {actual_positive:g} are {positive}: "
+            f"the model finds {per['tp']:g} and misses {per['fn']:g}. Of the "
+            f"{actual_negative:g} {negative} cases it wrongly flags {per['fp']:g} as {positive}."
+        ),
     ]
 
 
-def _per_class_markdown(table: dict[str, dict[str, Any]], task: Task) -> list[str]:
-    word = "label" if task is Task.MULTILABEL else "class"
-    lines = [
-        "",
-        f"## Per {word}",
-        "",
-        f"| {word} | precision | recall | specificity | f1 | support |",
-        "|---|---|---|---|---|---|",
+def _per_class_blocks(table: dict[str, dict[str, Any]], word: str) -> list[Block]:
+    keys = ("precision", "recall", "specificity", "f1")
+    rows = [
+        [Cell(name), *(_num(row[key]) for key in keys), Cell(str(row["support"]), row["support"])]
+        for name, row in table.items()
     ]
-    for name, row in table.items():
-        cells = [fmt(row[key]) for key in ("precision", "recall", "specificity", "f1")]
-        lines.append(f"| {name} | {' | '.join(cells)} | {row['support']} |")
-    return lines
+    header = [word, *keys, "support"]
+    return [Heading(f"Per {word}"), Table(header, rows, name="per-class")]
 
 
-def _confused_markdown(pairs: list[dict[str, Any]]) -> list[str]:
-    lines = [
-        "",
-        "## Most-confused pairs",
-        "",
-        "| true class | predicted as | count | share of the true class |",
-        "|---|---|---|---|",
+def _confused_blocks(pairs: list[dict[str, Any]]) -> list[Block]:
+    header = ["true class", "predicted as", "count", "share of the true class"]
+    rows = [
+        [
+            Cell(str(pair["true"])),
+            Cell(str(pair["predicted"])),
+            Cell(str(pair["count"]), pair["count"]),
+            Cell(f"{pair['share_of_true']:.1%}", pair["share_of_true"]),
+        ]
+        for pair in pairs
     ]
-    for pair in pairs:
-        lines.append(
-            f"| {pair['true']} | {pair['predicted']} | {pair['count']} | "
-            f"{pair['share_of_true']:.1%} |"
-        )
-    return lines
+    return [Heading("Most-confused pairs"), Table(header, rows, name="most-confused")]
 
 
 def _get(section: dict[str, Any] | None, key: str) -> Any:

@@ -36,6 +36,7 @@ import numpy as np
 
 from dlrun.data.spec import Task
 from dlrun.monitor import metric_mode
+from dlrun.tasks import info
 
 if TYPE_CHECKING:
     from dlrun.evaluation.predict import Scored
@@ -59,32 +60,47 @@ def weighted_metric(task: Task, metric: str, scored: Scored) -> Weighted | None:
     With counts of all ones it is the metric itself (tests check it against
     torchmetrics); rows of counts give every resample in one matrix product.
     """
+    record = info(task)
     targets, preds = np.asarray(scored.targets), np.asarray(scored.preds)
+    if record.per_token:  # the unit is a sequence: its tokens are not independent
+        return _token_metric(metric, targets, preds, scored.token_logprob)
+    if record.scaled:
+        return _value_metric(metric, targets, preds)
     n = len(targets)
-    if task is Task.LANGUAGE_MODEL:  # the unit is a sequence: its tokens are not independent
-        if metric == "accuracy":
-            right = (preds == targets).reshape(n, -1)
-            return _mean_of(right.sum(axis=1), per_unit=right.shape[1])
-        if metric != "loss":
-            return None
-        nll = -np.asarray(scored.token_logprob, dtype=np.float64).reshape(n, -1)
-        return _mean_of(nll.sum(axis=1), per_unit=nll.shape[1])
-    if task in (Task.REGRESSION, Task.FORECAST):
-        error = (preds - targets).reshape(n, -1).astype(np.float64)
-        if metric == "rmse":
-            mse = _mean_of((error**2).sum(axis=1), per_unit=error.shape[1])
-            return lambda w: np.sqrt(mse(w))
-        if metric == "mae":
-            return _mean_of(np.abs(error).sum(axis=1), per_unit=error.shape[1])
-        return None
     if metric in ("accuracy", "subset_accuracy"):
         right = preds == targets
         return _mean_of(right.reshape(n, -1).all(axis=1).astype(np.float64))
-    if metric == "f1_macro":
-        if task is Task.MULTILABEL:
-            return _f1_macro(targets.reshape(n, -1), preds.reshape(n, -1), drop_absent=False)
-        k = int(max(targets.max(initial=0), preds.max(initial=0))) + 1
-        return _f1_macro(np.eye(k)[targets], np.eye(k)[preds], drop_absent=True)
+    if metric != "f1_macro":
+        return None
+    if not record.single_label:  # label sets: every label counts, present or not
+        return _f1_macro(targets.reshape(n, -1), preds.reshape(n, -1), drop_absent=False)
+    k = int(max(targets.max(initial=0), preds.max(initial=0))) + 1
+    return _f1_macro(np.eye(k)[targets], np.eye(k)[preds], drop_absent=True)
+
+
+def _token_metric(
+    metric: str, targets: np.ndarray, preds: np.ndarray, token_logprob: Any
+) -> Weighted | None:
+    """Per-token accuracy or loss, resampled by whole sequences."""
+    n = len(targets)
+    if metric == "accuracy":
+        right = (preds == targets).reshape(n, -1)
+        return _mean_of(right.sum(axis=1), per_unit=right.shape[1])
+    if metric != "loss":
+        return None
+    nll = -np.asarray(token_logprob, dtype=np.float64).reshape(n, -1)
+    return _mean_of(nll.sum(axis=1), per_unit=nll.shape[1])
+
+
+def _value_metric(metric: str, targets: np.ndarray, preds: np.ndarray) -> Weighted | None:
+    """RMSE or MAE over every output of the resampled examples."""
+    n = len(targets)
+    error = (preds - targets).reshape(n, -1).astype(np.float64)
+    if metric == "rmse":
+        mse = _mean_of((error**2).sum(axis=1), per_unit=error.shape[1])
+        return lambda w: np.sqrt(mse(w))
+    if metric == "mae":
+        return _mean_of(np.abs(error).sum(axis=1), per_unit=error.shape[1])
     return None
 
 
@@ -114,7 +130,7 @@ def paired_bootstrap(
     n = len(model.targets)
     if resamples is None:
         resamples = min(RESAMPLES, max(MIN_RESAMPLES, CELL_BUDGET // max(n, 1)))
-    unit = "sequences" if task is Task.LANGUAGE_MODEL else "examples"
+    unit = info(task).unit
     out: dict[str, Any] = {
         "verdict": "indistinguishable",
         "ci": None,
@@ -184,7 +200,7 @@ def mcnemar(task: Task, model: Scored, baseline: Scored) -> dict[str, Any] | Non
     "equally accurate" each is the model's with probability 1/2 (a two-sided binomial
     test, exact for any count).
     """
-    if task not in (Task.MULTICLASS, Task.BINARY):
+    if not info(task).single_label:
         return None
     from scipy.stats import binomtest
 

@@ -1,8 +1,9 @@
-"""Model families. Every model takes ``(spec, act, dropout, **family_params)``.
+"""Model families: one module each, named by a ``configs/model/<name>.yaml``.
 
-A model class declares the data kinds it accepts in ``accepts``; :func:`build_model`
-checks the pairing before anything is built, so an incompatible model and dataset fail
-with one message instead of a shape error deep inside the first batch.
+Every family is a :class:`dlrun.models.family.ModelFamily` (the contract, written down
+once); :func:`build_model` checks the pairing with the data before anything is built,
+so an incompatible model and dataset fail with one message instead of a shape error
+deep inside the first batch.
 """
 
 from __future__ import annotations
@@ -28,17 +29,15 @@ def build_model(
     """Instantiate ``model_cfg`` (a ``_target_`` config) for ``spec`` after checking fit."""
     from hydra.utils import get_class, instantiate
 
+    from dlrun.models.family import ModelFamily
+
     cls = get_class(model_cfg["_target_"])
-    accepts = getattr(cls, "accepts", frozenset())
-    if spec.kind not in accepts:
-        kinds = ", ".join(sorted(str(k) for k in accepts))
+    if not (isinstance(cls, type) and issubclass(cls, ModelFamily)):
         raise UserError(
-            f"model={name} cannot take data={spec.name}: it accepts {kinds} data, "
-            f"and {spec.name} is {spec.kind} data"
+            f"model={name}: {model_cfg['_target_']} is not a dlrun model family "
+            "(a subclass of dlrun.models.family.ModelFamily)"
         )
-    check = getattr(cls, "check_spec", None)
-    if check is not None:
-        check(spec)  # raises UserError for a task the family can't do
+    cls.check(spec, name)  # raises UserError for data or a task the family can't take
     # Instantiate a partial and call it: Hydra treats dataclass kwargs of instantiate() as
     # config and would hand the model a dict instead of the DataSpec. Calling the partial
     # also lets a UserError from the constructor arrive unwrapped.

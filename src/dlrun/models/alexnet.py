@@ -11,19 +11,22 @@ BatchNorm is off by default (AlexNet predates it; it used local response normali
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from dlrun.data.spec import DataKind, DataSpec
+from dlrun.models.family import ModelFamily
 from dlrun.nn.activations import ActFactory, resolve
 from dlrun.nn.blocks import conv_block, dense, probe, require_image_size
 
 LARGE_INPUT_PX = 64  # from this size on, the original strided stem is used
 
 
-class AlexNet(nn.Module):
+class AlexNet(ModelFamily):
     accepts = frozenset({DataKind.IMAGE})
+    tiny: ClassVar = {"channels": [2, 3, 3, 3, 2], "fc": [8, 8]}
 
     @staticmethod
     def check_spec(spec: DataSpec) -> None:

@@ -16,12 +16,14 @@ a padded sequence gives the same output as the same sequence alone (with
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from dlrun.data.spec import DataKind, DataSpec
 from dlrun.errors import UserError
+from dlrun.models.family import ModelFamily
 from dlrun.nn.activations import ActFactory, resolve
 from dlrun.nn.blocks import (
     Pool,
@@ -29,18 +31,17 @@ from dlrun.nn.blocks import (
     conv_block,
     pool_steps,
     require_choice,
-    require_vector_task,
     require_vocab,
     valid_steps,
 )
 
 
-class CNN1D(nn.Module):
+class CNN1D(ModelFamily):
     accepts = frozenset({DataKind.SEQUENCE, DataKind.TOKENS})
+    tiny: ClassVar = {"channels": [4, 4], "kernel_size": 3, "embed_dim": 4}
 
     @staticmethod
     def check_spec(spec: DataSpec) -> None:
-        require_vector_task(spec, "cnn1d")
         require_vocab(spec, "cnn1d")
 
     def __init__(

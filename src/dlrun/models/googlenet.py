@@ -16,11 +16,14 @@ stem instead of the paper's 8x downsampling, which would leave 4x4 of a 32 px di
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
 from dlrun.data.spec import DataKind, DataSpec
 from dlrun.errors import UserError
+from dlrun.models.family import ModelFamily
 from dlrun.nn.activations import ActFactory, resolve
 from dlrun.nn.blocks import conv_block, require_image_size
 
@@ -36,6 +39,7 @@ STAGES: tuple[tuple[tuple[int, int, int, int, int, int], ...], ...] = (
     ),
     ((256, 160, 320, 32, 128, 128), (384, 192, 384, 48, 128, 128)),
 )
+
 LARGE_INPUT_PX = 64
 
 
@@ -65,8 +69,9 @@ class Inception(nn.Module):
         return torch.cat([branch(x) for branch in self.branches], dim=1)
 
 
-class GoogLeNet(nn.Module):
+class GoogLeNet(ModelFamily):
     accepts = frozenset({DataKind.IMAGE})
+    tiny: ClassVar = {"width": 0.0625}
 
     @staticmethod
     def check_spec(spec: DataSpec) -> None:

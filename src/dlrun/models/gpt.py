@@ -20,16 +20,18 @@ padding out of every valid position, and pooling reads only valid positions.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dlrun.data.spec import DataKind, DataSpec, Task
+from dlrun.data.spec import DataKind, DataSpec
 from dlrun.errors import UserError
+from dlrun.models.family import ModelFamily
 from dlrun.nn.activations import ActFactory, resolve
 from dlrun.nn.blocks import dense, pool_steps, require_choice, require_vocab
+from dlrun.tasks import info
 
 INIT_STD = 0.02  # GPT-2's weight init
 
@@ -85,8 +87,10 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class GPT(nn.Module):
+class GPT(ModelFamily):
     accepts = frozenset({DataKind.TOKENS})
+    per_token = True
+    tiny: ClassVar = {"n_layer": 1, "n_head": 2, "n_embd": 8, "block_size": 16}
 
     @staticmethod
     def check_spec(spec: DataSpec) -> None:
@@ -118,7 +122,7 @@ class GPT(nn.Module):
         act = resolve(act)
         self.block_size = block_size
         self.pool = pool
-        self.is_lm = spec.task == Task.LANGUAGE_MODEL
+        self.is_lm = info(spec.task).per_token
         self.wte = nn.Embedding(spec.vocab_size, n_embd)
         self.wpe: nn.Embedding | None = None
         if pos_encoding == "learned":

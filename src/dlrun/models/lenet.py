@@ -8,17 +8,20 @@ Inputs of another size work too: the flattened width is measured, not hard-coded
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from dlrun.data.spec import DataKind, DataSpec
+from dlrun.models.family import ModelFamily
 from dlrun.nn.activations import ActFactory, resolve, widen
 from dlrun.nn.blocks import dense, probe, require_choice, require_image_size
 
 
-class LeNet5(nn.Module):
+class LeNet5(ModelFamily):
     accepts = frozenset({DataKind.IMAGE})
+    tiny: ClassVar = {"channels": [2, 3], "fc": [8, 8]}
 
     @staticmethod
     def check_spec(spec: DataSpec) -> None:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from math import prod
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from dlrun.data.spec import DataKind, DataSpec
+from dlrun.models.family import ModelFamily
 from dlrun.nn.activations import ActFactory, resolve
 from dlrun.nn.blocks import dense, valid_steps
 
 
-class MLP(nn.Module):
+class MLP(ModelFamily):
     """Takes any fixed-size input (images and sequences are flattened).
 
     Padded sequences (``lengths``) have their padding zeroed first, so what a loader puts
@@ -21,6 +23,7 @@ class MLP(nn.Module):
     """
 
     accepts = frozenset({DataKind.TABULAR, DataKind.IMAGE, DataKind.SEQUENCE})
+    tiny: ClassVar = {"hidden": [8, 8]}
 
     def __init__(
         self,

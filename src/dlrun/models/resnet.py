@@ -17,11 +17,14 @@ path is kept exactly, and the conv really has ``k`` times the parameters.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
 from dlrun.data.spec import DataKind, DataSpec
 from dlrun.errors import UserError
+from dlrun.models.family import ModelFamily
 from dlrun.nn.activations import ActFactory, pieces, resolve, widen
 from dlrun.nn.blocks import conv_block, require_image_size
 
@@ -84,8 +87,9 @@ class Residual(nn.Module):
         return self.act(self.body(x) + skip)
 
 
-class ResNet(nn.Module):
+class ResNet(ModelFamily):
     accepts = frozenset({DataKind.IMAGE})
+    tiny: ClassVar = {"width": 2}
 
     @staticmethod
     def check_spec(spec: DataSpec) -> None:

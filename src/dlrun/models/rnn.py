@@ -39,10 +39,12 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from dlrun.data.spec import DataKind, DataSpec, Task
+from dlrun.data.spec import DataKind, DataSpec
 from dlrun.errors import UserError
+from dlrun.models.family import ModelFamily
 from dlrun.nn.activations import ActFactory, resolve
 from dlrun.nn.blocks import SequenceInput, dense, pool_steps, require_vocab
+from dlrun.tasks import info
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
@@ -53,16 +55,18 @@ def _detach(state: State) -> State:
     return state.detach()
 
 
-class _Recurrent(nn.Module):
+class _Recurrent(ModelFamily):
     """Input, recurrent core and head shared by the three cell types."""
 
     accepts = frozenset({DataKind.SEQUENCE, DataKind.TOKENS, DataKind.IMAGE})
+    per_token = True
+    tiny: ClassVar = {"hidden_size": 6, "num_layers": 2, "embed_dim": 4}
     name: ClassVar[str]
     cell: ClassVar[type[nn.RNNBase]]
 
     @classmethod
     def check_spec(cls, spec: DataSpec) -> None:
-        if spec.task == Task.LANGUAGE_MODEL and spec.kind != DataKind.TOKENS:
+        if info(spec.task).per_token and spec.kind != DataKind.TOKENS:
             raise UserError(f"language modelling needs token data; {spec.name} is {spec.kind}")
         require_vocab(spec, cls.name)
 
@@ -78,7 +82,7 @@ class _Recurrent(nn.Module):
         tbptt_steps: int | None = None,
     ) -> None:
         super().__init__()
-        self.per_step = spec.task == Task.LANGUAGE_MODEL
+        self.per_step = info(spec.task).per_token
         if bidirectional and self.per_step:
             raise UserError(
                 f"model={self.name} with bidirectional=true would read the very tokens it "

@@ -9,10 +9,13 @@ Inputs under 64 px get a stride-1 stem, so a 32 px digit is downsampled 16x, not
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
 from dlrun.data.spec import DataKind, DataSpec
+from dlrun.models.family import ModelFamily
 from dlrun.nn.activations import ActFactory, resolve
 from dlrun.nn.blocks import conv_block, require_image_size
 
@@ -43,8 +46,9 @@ def separable(cin: int, cout: int, stride: int, act: ActFactory, batch_norm: boo
     )
 
 
-class SeparableCNN(nn.Module):
+class SeparableCNN(ModelFamily):
     accepts = frozenset({DataKind.IMAGE})
+    tiny: ClassVar = {"width": 0.0625}
 
     @staticmethod
     def check_spec(spec: DataSpec) -> None:

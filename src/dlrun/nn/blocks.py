@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from dlrun.data.spec import DataKind, DataSpec, Task
+from dlrun.data.spec import DataKind, DataSpec
 from dlrun.errors import UserError
 from dlrun.nn.activations import ActFactory, act_last, widen
 
@@ -107,15 +107,6 @@ def require_vocab(spec: DataSpec, model: str) -> None:
     """Token data must say how many ids it uses, or no embedding can be sized."""
     if spec.kind == DataKind.TOKENS and spec.vocab_size < 1:
         raise UserError(f"model={model} needs a vocabulary size; {spec.name} declares none")
-
-
-def require_vector_task(spec: DataSpec, model: str) -> None:
-    """Refuse per-token outputs for models that map a whole sequence to one vector."""
-    if spec.task == Task.LANGUAGE_MODEL:
-        raise UserError(
-            f"model={model} maps a whole sequence to one output vector and cannot predict "
-            f"every next token of {spec.name}; use model=gpt, rnn, lstm or gru"
-        )
 
 
 class SequenceInput(nn.Module):

@@ -8,7 +8,9 @@ can catch :class:`TrialPrunedByOptuna` before torch is loaded.
 from __future__ import annotations
 
 import functools
+import random
 import re
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,10 @@ INTERRUPTED_ATTR = "dlrun_interrupted"  # set by the sweeper for trials a Ctrl-C
 RETRY_OF_ATTR = "dlrun_retry_of"  # on a queued re-run: the interrupted trial's number
 FAIL_REASON_ATTR = "dlrun_fail_reason"
 JOB_DIR_ATTR = "dlrun_job_dir"
+# Several sweepers may drive one study (a shared database, several machines):
+OWNER_ATTR = "dlrun_owner"  # {"pid", "hostname", "started_at"} of the sweeper running it
+HEARTBEAT_ATTR = "dlrun_heartbeat"  # that sweeper's last sign of life (ISO time)
+NOT_RUN_ATTR = "dlrun_not_run"  # asked for but not run: over n_trials, or a duplicate
 
 
 class TrialPrunedByOptuna(UserError):
@@ -101,13 +107,107 @@ def build_pruner(name: str, args: dict[str, Any] | None = None) -> optuna.pruner
         ) from None
 
 
+CONNECT_TRIES = 5
+
+
 @functools.cache
+def shown_storage(url: str) -> str:
+    """The storage URL as messages show it: a database password is replaced by ``***``.
+
+    Error lines end up in terminals, CI logs and bug reports; the password of a shared
+    PostgreSQL study should not.
+    """
+    written = _passwords(url)[:1]
+    return url.replace(f":{written[0]}@", ":***@", 1) if written else url
+
+
+def storage_problem(exc: BaseException, url: str) -> str:
+    """``Type: message`` of a storage error on one line, without the URL's password."""
+    detail = " ".join(str(exc).split())  # drivers write several lines
+    for password in _passwords(url):
+        detail = detail.replace(password, "***")
+    return f"{type(exc).__name__}: {detail}"
+
+
+def _passwords(url: str) -> list[str]:
+    """The password in ``scheme://user:password@host/...`` as written and %-decoded."""
+    from urllib.parse import unquote
+
+    netloc = url.partition("://")[2].split("/", 1)[0]
+    userinfo = netloc.rpartition("@")[0]
+    password = userinfo.partition(":")[2]
+    return [p for p in dict.fromkeys((password, unquote(password))) if p]
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """One storage object per URL and process.
 
     Connecting checks the database schema (~0.3 s); under Hydra's basic launcher every
     job runs in the sweeper's process, so they share the sweeper's connection instead.
+    Any SQLAlchemy URL Optuna supports works (``postgresql://user@host/db`` needs a
+    driver: ``pip install 'dlrun[postgres]'``); a SQLite file shared by several
+    sweepers waits up to two minutes for its write lock instead of SQLite's five seconds.
+    Sweepers started together on a new database race to create Optuna's tables; the
+    one that loses tries again once the other has made them.
     """
     import optuna
+    from sqlalchemy.exc import DBAPIError
 
-    return optuna.storages.RDBStorage(url)
+    kwargs: dict[str, Any] = {}
+    url = with_driver(url)
+    if url.startswith("sqlite"):  # several sweepers on one file: wait for its lock
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
+    for attempt in range(CONNECT_TRIES):
+        try:
+            storage = optuna.storages.RDBStorage(url, **kwargs)
+            if url.startswith("sqlite"):
+                _serialize_sqlite(storage.engine)
+            return storage
+        except DBAPIError:  # two sweepers created the tables at once: the loser retries
+            if attempt == CONNECT_TRIES - 1:
+                raise
+            time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
+
+
+def with_driver(url: str) -> str:
+    """``postgresql://`` with the PostgreSQL driver that is installed.
+
+    SQLAlchemy's default driver for a bare ``postgresql://`` is psycopg2 before 2.1 and
+    psycopg (3) from 2.1 on; ``dlrun[postgres]`` installs psycopg, so a bare URL is
+    pointed at whichever of the two is there. A URL that names its driver is kept.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        return url
+    import importlib.util
+
+    for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{driver}://{rest}"
+    raise UserError(
+        f"{url.split('@')[-1]} is a PostgreSQL database: its driver is not installed "
+        "(pip install 'dlrun[postgres]')"
+    )
+
+
+def _serialize_sqlite(engine: Any) -> None:
+    """Make every SQLite transaction take the write lock when it begins.
+
+    Python's sqlite3 starts a transaction only at the first write, so Optuna's "read the
+    queued trial, then mark it RUNNING if it is still WAITING" is two separate steps on
+    SQLite and two sweepers could both take the same queued trial. ``BEGIN IMMEDIATE``
+    (SQLAlchemy's recipe for SQLite) makes the read and the write one step, as
+    ``SELECT ... FOR UPDATE`` does on PostgreSQL.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the listeners existed are dropped

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from dlrun.engine.callbacks import Callback
+from dlrun.engine.trainer import Callback
 from dlrun.errors import UserError
 from dlrun.sweep.protocol import (
     PRUNED_AT_ATTR,
@@ -19,6 +19,8 @@ from dlrun.sweep.protocol import (
     TrialPrunedByOptuna,
     build_pruner,
     open_storage,
+    shown_storage,
+    storage_problem,
 )
 
 if TYPE_CHECKING:
@@ -39,6 +41,8 @@ class OptunaPruning(Callback):
     A trial that is already finished (a pruned run resumed by hand) is left alone.
     """
 
+    main_process_only = True
+
     def __init__(self, storage: str, study_name: str, trial_number: int, monitor: str) -> None:
         self.storage = storage
         self.study_name = study_name
@@ -58,8 +62,8 @@ class OptunaPruning(Callback):
             study = optuna.load_study(study_name=self.study_name, storage=storage)
         except Exception as exc:  # KeyError (no such study), SQLAlchemy errors, ...
             raise UserError(
-                f"trial.storage={self.storage} trial.study_name={self.study_name}: "
-                f"cannot open the Optuna study ({type(exc).__name__}: {exc})"
+                f"trial.storage={shown_storage(self.storage)} trial.study_name={self.study_name}: "
+                f"cannot open the Optuna study ({storage_problem(exc, self.storage)})"
             ) from None
         spec = study.user_attrs.get(PRUNER_ATTR) or {"name": "none", "args": {}}
         self.pruner_name = spec["name"]

@@ -2,12 +2,17 @@
 
 A study lives in persistent storage (sqlite by default) so a sweep that was interrupted
 can be re-run and continue: ``n_trials`` is the study's target, not this session's count.
+Several sweepers may drive one study at once (one storage URL, e.g. PostgreSQL, shared
+by processes on several machines): each claims the trials it asks for (:func:`claim`),
+so together they run ``n_trials`` trials, none twice, and a sweeper only takes over the
+running trials of one that is gone (:func:`orphaned`).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,12 +24,18 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dlrun.errors import UserError
 from dlrun.monitor import optuna_direction
+from dlrun.rundir import now_iso, process_alive, process_identity
 from dlrun.sweep.protocol import (
+    HEARTBEAT_ATTR,
     INTERRUPTED_ATTR,
+    NOT_RUN_ATTR,
+    OWNER_ATTR,
     PRUNER_ATTR,
     RETRY_OF_ATTR,
     build_pruner,
     open_storage,
+    shown_storage,
+    storage_problem,
 )
 from dlrun.sweep.space import SearchSpace
 
@@ -151,11 +162,14 @@ def open_study(
 ) -> optuna.Study:
     """Create the study, or load it to resume; refuse a resume that flips the direction."""
     pruner_obj = build_pruner(pruner, pruner_args)  # fail on bad args before creating
+    shown = shown_storage(storage)
     try:
         backend = open_storage(storage)
+    except UserError:
+        raise
     except Exception as exc:  # SQLAlchemy: bad URL, missing driver, unreachable server
         raise UserError(
-            f"hydra.sweeper.storage={storage}: cannot open it ({type(exc).__name__}: {exc})"
+            f"hydra.sweeper.storage={shown}: cannot open it ({storage_problem(exc, storage)})"
         ) from None
     try:
         study = optuna.create_study(
@@ -167,10 +181,10 @@ def open_study(
             load_if_exists=True,
         )
     except ValueError as exc:  # e.g. an existing multi-objective study of that name
-        raise UserError(f"study {study_name} in {storage}: {exc}") from None
+        raise UserError(f"study {study_name} in {shown}: {exc}") from None
     if study.direction.name.lower() != direction:
         raise UserError(
-            f"study {study_name} in {storage} was created to {study.direction.name.lower()}, "
+            f"study {study_name} in {shown} was created to {study.direction.name.lower()}, "
             f"not {direction}; use another hydra.sweeper.study_name or storage"
         )
     _check_compatible(study, space)
@@ -205,16 +219,80 @@ def _check_compatible(study: optuna.Study, space: SearchSpace) -> None:
 
 
 def recover_interrupted(study: optuna.Study) -> int:
-    """Close trials a killed sweep left RUNNING and queue their params to run again.
+    """Close trials a killed sweeper left RUNNING and queue their params to run again.
 
-    Assumes one sweeper drives a study at a time (the usual case for a sqlite file):
-    trials still RUNNING when a sweep starts were orphaned by a ``kill -9`` or a crash.
+    Several sweepers may share the study, so a RUNNING trial is only taken for an
+    orphan when its sweeper is known to be gone (see :func:`orphaned`).
     """
-    orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    orphans = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if orphaned(t)
+    ]
     for trial in orphans:
         close_interrupted(study, trial.number, trial.params)
         log.warning("trial %d was left running by an earlier sweep; queued again", trial.number)
     return len(orphans)
+
+
+CLAIM_S = 60.0  # a running trial nobody claimed (a sweeper ends up in :func:`claim` in ms)
+
+
+def orphaned(trial: FrozenTrial, now: float | None = None) -> bool:
+    """Whether a RUNNING trial's sweeper is gone (so nobody will ever tell its result).
+
+    The sweeper's identity and heartbeat are judged as a run's status.json is
+    (:func:`dlrun.rundir.process_alive`): on this machine by its process, elsewhere by a
+    heartbeat younger than ``dlrun.rundir.STALE_AFTER_S``.
+    """
+    who = trial.user_attrs.get(OWNER_ATTR)
+    if not isinstance(who, dict):  # an older dlrun, or killed between ask and claim
+        now = time.time() if now is None else now
+        started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+        return now - started > CLAIM_S
+    return not process_alive({**who, "heartbeat": trial.user_attrs.get(HEARTBEAT_ATTR)})
+
+
+def counts(trial: FrozenTrial) -> bool:
+    """Whether a trial counts towards ``n_trials`` (interrupted and not-run ones don't)."""
+    attrs = trial.user_attrs
+    return not (
+        trial.state == TrialState.FAIL and (INTERRUPTED_ATTR in attrs or NOT_RUN_ATTR in attrs)
+    )
+
+
+def params_of(trial: FrozenTrial) -> dict[str, Any]:
+    """A trial's parameters, also for a queued trial (whose are still 'fixed params')."""
+    return {**trial.params, **trial.system_attrs.get("fixed_params", {})}
+
+
+def trials_left(study: optuna.Study, n_trials: int) -> int:
+    """How many more trials to ask for: the target less those ended or being run, by any
+    sweeper of the study (queued ones are what is left to run, so they are not taken off)."""
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+    taken = [t for t in study.get_trials(deepcopy=False, states=states) if counts(t)]
+    return n_trials - len(taken)
+
+
+def claim(study: optuna.Study, trial: optuna.trial.Trial, n_trials: int) -> str | None:
+    """Make an asked trial this sweeper's, or say why it must not run.
+
+    Trial numbers are handed out by the storage one at a time, so every sweeper sees the
+    same order: a trial beyond the ``n_trials``-th (two sweepers asked at once for the
+    last one), or one whose parameters an earlier trial already has (two sweepers
+    queued the same grid point), is closed as FAIL with ``dlrun_not_run`` and not run.
+    """
+    trial.set_user_attr(OWNER_ATTR, process_identity())
+    trial.set_user_attr(HEARTBEAT_ATTR, now_iso())
+    mine = params_of(study._storage.get_trial(trial._trial_id))
+    earlier = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number and counts(t)]
+    reason = None
+    if len(earlier) + 1 > n_trials:
+        reason = f"the study already has its n_trials={n_trials} trials"
+    elif any(params_of(t) == mine for t in earlier):
+        reason = f"an earlier trial has the same parameters {mine}"
+    if reason is not None:
+        trial.set_user_attr(NOT_RUN_ATTR, reason)
+        study.tell(trial.number, state=TrialState.FAIL)
+    return reason
 
 
 def close_interrupted(study: optuna.Study, number: int, params: dict[str, Any]) -> None:
@@ -230,13 +308,10 @@ def close_interrupted(study: optuna.Study, number: int, params: dict[str, Any]) 
 
 
 def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Trials that count towards ``n_trials``: every ended trial except interrupted ones."""
+    """Trials that count towards ``n_trials``: every ended trial except interrupted ones
+    (and those asked for but not run, see :func:`claim`)."""
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return [
-        t
-        for t in study.get_trials(deepcopy=False, states=states)
-        if not t.user_attrs.get(INTERRUPTED_ATTR)
-    ]
+    return [t for t in study.get_trials(deepcopy=False, states=states) if counts(t)]
 
 
 def waiting_trials(study: optuna.Study) -> int:
@@ -252,7 +327,7 @@ def grid_points_left(study: optuna.Study, space: SearchSpace) -> list[dict[str, 
     taken_trials = [*finished_trials(study), *study.get_trials(deepcopy=False, states=states)]
     taken = set()
     for trial in taken_trials:
-        params = {**trial.params, **trial.system_attrs.get("fixed_params", {})}
+        params = params_of(trial)
         taken.add(tuple(params.get(k) for k in keys))
     return [
         dict(zip(keys, point, strict=True))

@@ -31,9 +31,14 @@ from dlrun.errors import UserError
 if TYPE_CHECKING:
     import optuna
 
+    from dlrun.sweep.heartbeat import Heartbeat
     from dlrun.sweep.space import SearchSpace
 
 log = logging.getLogger(__name__)
+
+# Draws in a row that may be skipped (duplicates of earlier trials) before a sweeper
+# decides the search space has nothing new left.
+MAX_DRAWS = 50
 
 
 class SweepError(CompactHydraException):
@@ -136,22 +141,46 @@ class DlrunOptunaSweeper(Sweeper):
     def _run(
         self, study: optuna.Study, space: SearchSpace, direction: str, storage: str
     ) -> list[Sequence[JobReturn]]:
-        from dlrun.sweep.protocol import TrialIdentity
-        from dlrun.sweep.study import (
-            close_interrupted,
-            finished_trials,
-            grid_points_left,
-            queue_next_grid_point,
-            waiting_trials,
-        )
+        from dlrun.sweep.heartbeat import Heartbeat
 
         assert self.config is not None
-        grid = self.sampler == "grid"
+        target = self._start(study, space, direction, storage)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        returns: list[Sequence[JobReturn]] = []
+        failures_in_a_row, ran, failed = 0, 0, 0
+        last_reason = ""
+        with Heartbeat(study) as beat:
+            while trials := self._ask(study, space, target, beat):
+                results = self._launch_trials(study, space, storage, trials)
+                for trial, ret in zip(trials, results, strict=True):
+                    state, reason = self._finish(study, trial, ret, direction)
+                    beat.done(trial)
+                    ran += 1
+                    failed += state == "FAIL"
+                    failures_in_a_row = failures_in_a_row + 1 if state == "FAIL" else 0
+                    last_reason = reason if state == "FAIL" else last_reason
+                returns.append(results)
+                limit = self.max_consecutive_failures
+                if limit and failures_in_a_row >= limit:
+                    raise SweepError(
+                        f"dlrun: error: {failures_in_a_row} trials in a row failed, stopping "
+                        f"the sweep (hydra.sweeper.max_consecutive_failures={limit}); "
+                        f"last: {last_reason}"
+                    )
+        self._summarize(study, sweep_dir, direction, storage)
+        if ran and failed == ran:
+            raise SweepError(f"dlrun: error: all {ran} trials failed; last: {last_reason}")
+        return returns
+
+    def _start(self, study: optuna.Study, space: SearchSpace, direction: str, storage: str) -> int:
+        """Save multirun.yaml, say where the study stands; the number of trials to reach."""
+        from dlrun.sweep.study import finished_trials, grid_points_left, waiting_trials
+
+        assert self.config is not None
         done = len(finished_trials(study))
         remaining = max(0, self.n_trials - done)
-        if grid:  # a grid ends when every point was tried once
+        if self.sampler == "grid":  # a grid ends when every point was tried once
             remaining = min(remaining, len(grid_points_left(study, space)) + waiting_trials(study))
-        target = done + remaining
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -162,57 +191,75 @@ class DlrunOptunaSweeper(Sweeper):
             direction,
             self.sampler,
             self.pruner,
-            target - remaining,
-            target,
+            done,
+            done + remaining,
             remaining,
             storage,
             study.study_name,
         )
-        returns: list[Sequence[JobReturn]] = []
-        failures_in_a_row, ran, failed = 0, 0, 0
-        last_reason = ""
-        while remaining > 0:
-            trials = []
-            for _ in range(min(self.n_jobs, remaining)):
-                if grid:
-                    queue_next_grid_point(study, space)
-                trials.append(study.ask(space.distributions))
-            batch = [
-                [
-                    *space.overrides_for(t.params),
-                    *TrialIdentity(storage, study.study_name, t.number).overrides(),
-                ]
-                for t in trials
+        return done + remaining
+
+    def _launch_trials(
+        self,
+        study: optuna.Study,
+        space: SearchSpace,
+        storage: str,
+        trials: list[optuna.trial.Trial],
+    ) -> list[JobReturn]:
+        """Run a batch of trials as jobs; cut short, they are queued to run again."""
+        from dlrun.sweep.protocol import TrialIdentity
+        from dlrun.sweep.study import close_interrupted
+
+        batch = [
+            [
+                *space.overrides_for(t.params),
+                *TrialIdentity(storage, study.study_name, t.number).overrides(),
             ]
-            self._validate(study, trials, batch)
-            try:
-                results = self._launch(batch, [t.number for t in trials])
-            except BaseException:  # Ctrl-C, SystemExit from a job: make the trials resumable
-                for trial in trials:
-                    close_interrupted(study, trial.number, trial.params)
-                log.warning(
-                    "sweep interrupted; trials %s will run again when it is resumed",
-                    [t.number for t in trials],
-                )
-                raise
-            for trial, ret in zip(trials, results, strict=True):
-                state, reason = self._finish(study, trial, ret, direction)
-                ran += 1
-                failed += state == "FAIL"
-                failures_in_a_row = failures_in_a_row + 1 if state == "FAIL" else 0
-                last_reason = reason if state == "FAIL" else last_reason
-            returns.append(results)
-            remaining -= len(trials)
-            limit = self.max_consecutive_failures
-            if limit and failures_in_a_row >= limit:
-                raise SweepError(
-                    f"dlrun: error: {failures_in_a_row} trials in a row failed, stopping the "
-                    f"sweep (hydra.sweeper.max_consecutive_failures={limit}); last: {last_reason}"
-                )
-        self._summarize(study, sweep_dir, direction, storage)
-        if ran and failed == ran:
-            raise SweepError(f"dlrun: error: all {ran} trials failed; last: {last_reason}")
-        return returns
+            for t in trials
+        ]
+        self._validate(study, trials, batch)
+        try:
+            return self._launch(batch, [t.number for t in trials])
+        except BaseException:  # Ctrl-C, SystemExit from a job: make them resumable
+            for trial in trials:
+                close_interrupted(study, trial.number, trial.params)
+            log.warning(
+                "sweep interrupted; trials %s will run again when it is resumed",
+                [t.number for t in trials],
+            )
+            raise
+
+    def _ask(
+        self, study: optuna.Study, space: SearchSpace, target: int, beat: Heartbeat
+    ) -> list[optuna.trial.Trial]:
+        """The next batch of trials this sweeper runs (empty: the study is done).
+
+        Other sweepers may share the study: what is left is counted from the storage
+        before each batch, and every asked trial is claimed (:func:`dlrun.sweep.study.
+        claim`); one that must not run (over ``target``, or a duplicate) is skipped.
+        """
+        from dlrun.sweep.study import claim, queue_next_grid_point, trials_left
+
+        trials: list[optuna.trial.Trial] = []
+        for _ in range(MAX_DRAWS):
+            wanted = min(self.n_jobs, trials_left(study, target)) - len(trials)
+            if wanted <= 0 or (self.sampler == "grid" and not self._grid_left(study, space)):
+                break
+            if self.sampler == "grid":
+                queue_next_grid_point(study, space)
+            trial = study.ask(space.distributions)
+            reason = claim(study, trial, target)
+            if reason is None:
+                beat.running(trial)
+                trials.append(trial)
+            else:
+                log.info("trial %d not run: %s", trial.number, reason)
+        return trials
+
+    def _grid_left(self, study: optuna.Study, space: SearchSpace) -> bool:
+        from dlrun.sweep.study import grid_points_left, waiting_trials
+
+        return bool(grid_points_left(study, space) or waiting_trials(study))
 
     def _validate(
         self, study: optuna.Study, trials: list[optuna.trial.Trial], batch: list[list[str]]

@@ -1,4 +1,4 @@
-"""k-fold and iterated k-fold cross-validation: k models, mean ± std and intervals.
+"""Cross-validation (k-fold and iterated k-fold): k models, mean ± std and intervals.
 
 The seeds' way to validate when data is scarce. The training and validation splits are
 pooled and cut into k folds (stratified for single-label classification). For each
@@ -40,12 +40,16 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from dlrun.data.spec import DataBundle, Split, Task
+from dlrun.config import RunConfig, RunContext
+from dlrun.data.spec import DataBundle, Task
 from dlrun.display import interval, make_console, number
+from dlrun.document import Cell, Document, Heading, Paragraph, Table, to_markdown
 from dlrun.errors import UserError
 from dlrun.evaluation.files import write_json
 from dlrun.evaluation.significance import decide, t_interval
+from dlrun.html_page import write_page
 from dlrun.runner import instantiate, train_and_evaluate
+from dlrun.tasks import info
 
 DEFAULT_INNER_SHARE = 0.15  # when the loader has no validation split to copy the share from
 
@@ -61,7 +65,7 @@ def fold_indices(
         StratifiedKFold,
     )
 
-    stratify = task in (Task.MULTICLASS, Task.BINARY)
+    stratify = info(task).single_label
     y = targets.cpu().numpy()
     n = len(y)
     if stratify:
@@ -98,7 +102,7 @@ def inner_split(
     size = max(1, round(share * len(index)))
     y = targets.cpu().numpy()
     try:
-        stratify = y if task in (Task.MULTICLASS, Task.BINARY) else None
+        stratify = y if info(task).single_label else None
         fit, val = train_test_split(index, test_size=size, random_state=seed, stratify=stratify)
     except ValueError:
         fit, val = train_test_split(index, test_size=size, random_state=seed)
@@ -106,32 +110,35 @@ def inner_split(
 
 
 def cross_validate(
-    cfg: dict[str, Any], run_dir: Path, console: Console | None = None
+    cfg: RunConfig,
+    run_dir: Path,
+    console: Console | None = None,
+    context: RunContext | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one model per fold (skipping folds a resumed run finished)."""
     console = console or make_console()
-    evaluation = cfg["eval"]
-    repeats = evaluation["repeats"] if evaluation["protocol"] == "iterated_kfold" else 1
-    base: DataBundle = instantiate(cfg["data"], seed=cfg["seed"])
+    evaluation = cfg.eval
+    repeats = evaluation.repeats if evaluation.protocol == "iterated_kfold" else 1
+    base: DataBundle = instantiate(cfg.data, seed=cfg.seed)
     task = base.spec.task
-    if task in (Task.FORECAST, Task.LANGUAGE_MODEL):
+    if info(task).temporal:
         raise UserError(
-            f"eval.protocol={evaluation['protocol']} would shuffle time: {base.spec.name} "
+            f"eval.protocol={evaluation.protocol} would shuffle time: {base.spec.name} "
             "is a series, which always uses its temporal holdout split"
         )
-    pool = _concat(base.train, base.val)
+    pool = base.train.concat(base.val)  # in memory or streamed alike
     share = len(base.val) / len(pool) if len(base.val) else DEFAULT_INNER_SHARE
-    pairs = fold_indices(pool.y, task, evaluation["folds"], repeats, cfg["seed"])
+    pairs = fold_indices(pool.y, task, evaluation.folds, repeats, cfg.seed)
     per_fold = []
     for fold, (train_idx, held_idx) in enumerate(pairs, start=1):
         fold_dir = run_dir / f"fold_{fold}"
-        finished = _finished(fold_dir) if cfg.get("resume") else None
+        finished = _finished(fold_dir) if cfg.resume else None
         if finished is not None:
             console.print(f"fold {fold}/{len(pairs)} ({fold_dir.name}): done", highlight=False)
             per_fold.append(finished)
             continue
         console.print(f"fold {fold}/{len(pairs)} ({fold_dir.name})", highlight=False)
-        fit_idx, val_idx = inner_split(pool.y[train_idx], task, share, cfg["seed"] + fold)
+        fit_idx, val_idx = inner_split(pool.y[train_idx], task, share, cfg.seed + fold)
         training = pool.subset(torch.from_numpy(train_idx))
         fit = training.subset(torch.from_numpy(fit_idx))
         train_bundle = DataBundle(
@@ -139,27 +146,32 @@ def cross_validate(
         )
         held_out = pool.subset(torch.from_numpy(held_idx))
         eval_bundle = DataBundle(base.spec, fit, held_out, base.test, base.meta)
-        per_fold.append(_run_fold(cfg, fold_dir, console, train_bundle, eval_bundle, fold))
-    result = _aggregate(per_fold, evaluation["protocol"], run_dir)
+        bundles = (train_bundle, eval_bundle)
+        per_fold.append(_run_fold(cfg, fold_dir, console, bundles, fold, context))
+    result = _aggregate(per_fold, evaluation.protocol, run_dir)
     _print_summary(console, result)
     return result
 
 
 def _run_fold(
-    cfg: dict[str, Any],
+    cfg: RunConfig,
     fold_dir: Path,
     console: Console,
-    train_bundle: DataBundle,
-    eval_bundle: DataBundle,
+    bundles: tuple[DataBundle, DataBundle],
     fold: int,
+    context: RunContext | None,
 ) -> dict[str, Any]:
-    """Train one fold (continuing its ``last.pt`` when resuming); save its metrics."""
+    """Train one fold (continuing its ``last.pt`` when resuming); save its metrics.
+
+    ``bundles``: the data it trains on (with its inner validation split), and the data
+    it is scored on (the held-out fold as ``val``, and the test split)."""
+    train_bundle, eval_bundle = bundles
     fold_cfg = copy.deepcopy(cfg)
-    fold_cfg["eval"]["splits"] = ["val", "test"]  # val = the held-out fold, only scored
+    fold_cfg.eval.splits = ["val", "test"]  # val = the held-out fold, only scored
     last = fold_dir / "checkpoints" / "last.pt"
-    fold_cfg["resume"] = str(fold_dir) if cfg.get("resume") and last.is_file() else None
+    fold_cfg.resume = str(fold_dir) if cfg.resume and last.is_file() else None
     fold_dir.mkdir(parents=True, exist_ok=True)
-    metrics = train_and_evaluate(fold_cfg, fold_dir, console, train_bundle, eval_bundle)
+    metrics = train_and_evaluate(fold_cfg, fold_dir, console, train_bundle, eval_bundle, context)
     metrics["fold"] = fold
     metrics["sizes"] = {
         "fit": len(train_bundle.train),
@@ -296,37 +308,51 @@ def _comparison_sentence(result: dict[str, Any]) -> str:
 
 
 def _write_report(run_dir: Path, result: dict[str, Any]) -> None:
-    lines = [
-        f"# {result['protocol']}: {result['folds']} fold models ({result['task']})",
-        "",
-        "Each fold model was trained on the other folds, with its checkpoint chosen on an",
-        "inner validation split of them; its held-out fold (cv) was only scored. Every fold",
-        "model was also scored on the untouched test split. Mean ± std and 95% interval",
-        "over folds (cv: corrected resampled t, since folds share training data; test: t",
-        "over fold models, training variation only). Each fold's full report is in",
-        "`fold_<i>/report.md` (i from 1).",
-        "",
-        f"**{_comparison_sentence(result)}**",
-        "",
-        "| metric | cv (held-out folds) | test (fold models) |",
-        "| --- | --- | --- |",
+    """report.md and report.html of the k-fold run, from one document."""
+    doc = Document(f"{result['protocol']}: {result['folds']} fold models ({result['task']})")
+    doc.add(
+        Paragraph(
+            "Each fold model was trained on the other folds, with its checkpoint chosen on an "
+            "inner validation split of them; its held-out fold (cv) was only scored. Every fold "
+            "model was also scored on the untouched test split. Mean ± std and 95% interval "
+            "over folds (cv: corrected resampled t, since folds share training data; test: t "
+            "over fold models, training variation only). Each fold's full report is in "
+            "`fold_<i>/report.md` (i from 1)."
+        ),
+        Paragraph(_comparison_sentence(result), strong=True),
+    )
+    rows = [
+        [Cell(key), _summary_cell(cv), _summary_cell(result["test_summary"].get(key))]
+        for key, cv in result["cv"].items()
     ]
-    for key, cv in result["cv"].items():
-        lines.append(f"| {key} | {_cell(cv)} | {_cell(result['test_summary'].get(key))} |")
-    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+    doc.add(
+        Table(["metric", "cv (held-out folds)", "test (fold models)"], rows, name="folds-summary")
+    )
+    keys = list(result["cv"])[:4]
+    per_fold = [
+        [
+            Cell(f"fold {f['fold']}", f["fold"], href=f"{f['dir']}/report.md"),
+            *(Cell(number(f["val"].get(k)), f["val"].get(k)) for k in keys),
+            Cell(str(f.get("verdict") or "")),
+        ]
+        for f in result["per_fold"]
+    ]
+    doc.add(
+        Heading("Folds (held-out scores)"),
+        Table(["fold", *keys, "vs baseline"], per_fold, name="per-fold"),
+    )
+    (run_dir / "report.md").write_text(to_markdown(doc), encoding="utf-8")
+    write_page(doc, run_dir / "report.html")
+
+
+def _summary_cell(summary: dict[str, Any] | None) -> Cell:
+    return Cell(_cell(summary), summary["mean"] if summary else None)
 
 
 def _cell(summary: dict[str, Any] | None) -> str:
     if not summary:
         return ""
     return f"{number(summary['mean'])} ± {number(summary['std'], 2)} {interval(summary['ci'])}"
-
-
-def _concat(a: Split, b: Split) -> Split:
-    lengths = None
-    if a.lengths is not None and b.lengths is not None:
-        lengths = torch.cat([a.lengths, b.lengths])
-    return Split(torch.cat([a.x, b.x]), torch.cat([a.y, b.y]), lengths)
 
 
 def _mean(values: list[Any]) -> float | None:

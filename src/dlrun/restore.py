@@ -1,28 +1,39 @@
-"""Rebuild a finished (or interrupted) run from its directory.
+"""Restore a trained model from its run dir (``dlrun-eval``, ``dlrun-generate``, ...).
 
 A run dir holds the resolved config Hydra saved (``.hydra/config.yaml``) and the
 checkpoints. Data splits are a pure function of the config and seed, so the same test
 split comes back; the model is rebuilt from its config and the weights loaded safely.
 The config is untrusted input: it is checked against dlrun's own targets
 (:mod:`dlrun.trust`) before anything is built from it.
+
+Public functions: :func:`read_run_config` (the typed :class:`~dlrun.config.RunConfig`),
+:func:`run_context` (the names the run was given), :func:`checkpoint_path`,
+:func:`check_run_arg` (a `run=` argument, checked before torch loads),
+:func:`load_run` and :func:`load_model` (a :class:`~dlrun.runner.Setup`: data, model,
+device).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from dlrun.config import RunConfig, RunContext
 from dlrun.errors import UserError
 from dlrun.trust import check_saved_config
 
+if TYPE_CHECKING:
+    from dlrun.runner import Setup
 
-def read_run_config(run_dir: Path) -> dict[str, Any]:
-    """The run's resolved config plus its group choices (for names in messages)."""
+
+def read_run_config(run_dir: Path) -> RunConfig:
+    """The run's resolved config, typed; refused if it names a target dlrun's don't."""
     import yaml
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from dlrun.config import RunSchema
+    from dlrun.config import to_run_config
 
     if not run_dir.is_dir():
         raise UserError(f"run dir not found: {run_dir}")
@@ -32,19 +43,23 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
             raise UserError(f"{run_dir} is a sweep dir; name one of its jobs: run={run_dir}/<job>")
         raise UserError(f"{run_dir} is not a dlrun run dir (no .hydra/config.yaml)")
     try:  # merged onto the schema: wrong types are refused, keys added since get defaults
-        saved = OmegaConf.merge(OmegaConf.structured(RunSchema), OmegaConf.load(config_path))
-        cfg: dict[str, Any] = OmegaConf.to_container(saved, resolve=True)  # type: ignore[assignment]
+        cfg = to_run_config(OmegaConf.load(config_path))
     except (OmegaConfBaseException, OSError, ValueError, yaml.YAMLError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{config_path} cannot be read: {first}") from exc
-    missing = [k for k in ("model", "data", "activation") if not isinstance(cfg.get(k), dict)]
+    missing = [k for k in ("model", "data", "activation") if not isinstance(getattr(cfg, k), dict)]
     if missing:
         raise UserError(f"{config_path} is not a dlrun run's config (no {', '.join(missing)})")
     check_saved_config(cfg, config_path)
-    choices = _saved_choices(run_dir / ".hydra" / "hydra.yaml")
-    cfg["model_name"] = choices.get("model", "model")
-    cfg["data_name"] = choices.get("data", "data")
     return cfg
+
+
+def run_context(run_dir: Path) -> RunContext:
+    """The names the run's group choices gave it (``model=``, ``data=``), for messages."""
+    choices = _saved_choices(run_dir / ".hydra" / "hydra.yaml")
+    return RunContext(
+        model_name=choices.get("model", "model"), data_name=choices.get("data", "data")
+    )
 
 
 def _saved_choices(hydra_path: Path) -> dict[str, Any]:
@@ -75,25 +90,32 @@ def check_run_arg(run: str | Path, ckpt: str = "best") -> Path:
     return run_dir
 
 
-def load_run(run_dir: Path, ckpt: str = "best", device: str | None = None) -> tuple[dict, Any]:
-    """Config and :class:`~dlrun.runner.Experiment` with ``ckpt`` weights loaded."""
+def load_run(
+    run_dir: Path, ckpt: str = "best", device: str | None = None
+) -> tuple[RunConfig, Setup]:
+    """The typed config and the :class:`~dlrun.runner.Setup` with ``ckpt`` weights loaded."""
     path = checkpoint_path(run_dir, ckpt)
     cfg = read_run_config(run_dir)
-    return cfg, load_model(cfg, path, device)
+    return cfg, load_model(cfg, path, device, model_name=run_context(run_dir).model_name)
 
 
 def load_model(
-    cfg: dict[str, Any], path: Path, device: str | None = None, bundle: Any = None
-) -> Any:
-    """The :class:`~dlrun.runner.Experiment` of a checked ``cfg`` with the weights at
-    ``path``; ``bundle`` reuses data already loaded (the fold models of a k-fold run)."""
+    cfg: RunConfig,
+    path: Path,
+    device: str | None = None,
+    bundle: Any = None,
+    model_name: str = "model",
+) -> Setup:
+    """The :class:`~dlrun.runner.Setup` of a checked ``cfg`` with the weights at ``path``
+    on ``device`` (None: the run's own ``trainer.device``); ``bundle`` reuses data already
+    loaded (the fold models of a k-fold run)."""
     from dlrun.engine.checkpoint import load_checkpoint, load_model_weights
     from dlrun.runner import build
 
     state = load_checkpoint(path)  # fail on a bad checkpoint before loading any data
     if device is not None:
-        cfg["trainer"]["device"] = device
-    exp = build(cfg, bundle)
-    load_model_weights(exp.model, state, path)
-    exp.model.eval()
-    return exp
+        cfg = replace(cfg, trainer=replace(cfg.trainer, device=device))
+    setup = build(cfg, bundle, model_name)
+    load_model_weights(setup.model, state, path)
+    setup.model.eval()
+    return setup

@@ -1,0 +1,207 @@
+"""MLflow and W&B for real: MLflow's default local store, a real ``mlflow server`` on
+127.0.0.1 (SQLite behind it) started and stopped here, a server that is down, and W&B
+offline. ``make test-services`` installs ``dlrun[tracking,wandb]`` and runs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli, sigterm_after_first_epoch
+
+pytestmark = pytest.mark.services
+
+NO_MLFLOW = "no mlflow: make test-services installs dlrun[tracking]"
+IRIS = ["model=mlp", "data=iris", "trainer.epochs=2", "trainer.progress=none"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def mlflow_runs(uri: str) -> dict[str, object]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("dlrun")
+    assert experiment is not None
+    return {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``mlflow server`` (SQLite store, proxied artifacts) on a free local port."""
+    pytest.importorskip("mlflow", reason=NO_MLFLOW)
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    log = (root / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):  # it creates its database first; a busy machine takes a while
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            log_text = (root / "server.log").read_text()[-2000:]
+            pytest.fail(f"mlflow server never answered: {log_text}")
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+        log.close()
+
+
+def test_mlflow_default_local_store_out_of_the_box(workdir: Path) -> None:
+    pytest.importorskip("mlflow", reason=NO_MLFLOW)
+    run_dir = workdir / "run"
+    result = run_cli(
+        *IRIS,
+        "logger=mlflow",
+        f"hydra.run.dir={run_dir}",
+        cwd=workdir,
+        env={"MLFLOW_TRACKING_URI": ""},
+    )  # unset: MLflow's default
+    assert result.returncode == 0, result.stderr
+    assert (workdir / "mlflow.db").is_file()  # MLflow's own default, where dlrun ran
+    record = json.loads((run_dir / "tracking.json").read_text())["mlflow"]
+    assert record["tracking_uri"] == f"sqlite:///{workdir / 'mlflow.db'}"
+    assert f"is run {record['run_id']}" in result.stderr
+    run = mlflow_runs(record["tracking_uri"])["run"]
+    assert run.info.status == "FINISHED"  # type: ignore[attr-defined]
+
+
+def test_mlflow_server_gets_a_sweep_with_nested_jobs(mlflow_server: str, workdir: Path) -> None:
+    from mlflow import MlflowClient
+
+    sweep = workdir / "sweep"
+    result = run_cli("-m", *IRIS, "optimizer.lr=0.1,0.01", "logger=mlflow",
+                     f"logger.mlflow.tracking_uri={mlflow_server}", f"hydra.sweep.dir={sweep}",
+                     cwd=workdir)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    runs = mlflow_runs(mlflow_server)
+    parent = runs["sweep"]
+    jobs = [runs["0_mlp_iris"], runs["1_mlp_iris"]]
+    client = MlflowClient(mlflow_server)
+    assert parent.info.status == "FINISHED"  # type: ignore[attr-defined]
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {  # type: ignore[attr-defined]
+        "leaderboard.html", "leaderboard.csv"}  # fmt: skip
+    for job, lr in zip(jobs, ("0.1", "0.01"), strict=True):
+        data = job.data  # type: ignore[attr-defined]
+        run_id = job.info.run_id  # type: ignore[attr-defined]
+        assert data.tags["mlflow.parentRunId"] == parent.info.run_id  # type: ignore[attr-defined]
+        assert data.tags["sweep_id"] == "sweep" and data.tags["model"] == "mlp"
+        assert data.tags["task"] == "multiclass" and data.tags["data"] == "iris"
+        assert (
+            data.params["optimizer.lr"] == lr and f"optimizer.lr={lr}" in data.params["overrides"]
+        )
+        history = client.get_metric_history(run_id, "val_loss")
+        assert sorted(m.step for m in history) == [1, 2]
+        metrics = json.loads((sweep / job.info.run_name / "metrics.json").read_text())  # type: ignore[attr-defined]
+        assert data.metrics["test_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+        assert data.metrics["baseline_accuracy"] == pytest.approx(metrics["baseline"]["accuracy"])
+        files = {a.path for a in client.list_artifacts(run_id)}
+        assert {"report.html", "report.md", "predictions.csv", "confusion_matrix.png"} <= files
+        assert "checkpoints" not in files  # only with logger.mlflow.log_checkpoints=true
+
+
+def test_mlflow_server_gets_kfold_folds_nested_and_checkpoints_on_request(
+    mlflow_server: str, workdir: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    run_dir = workdir / "kfold"
+    result = run_cli(*IRIS, "eval.protocol=kfold", "eval.folds=2", "logger=mlflow",
+                     f"logger.mlflow.tracking_uri={mlflow_server}",
+                     "logger.mlflow.log_checkpoints=true", f"hydra.run.dir={run_dir}",
+                     cwd=workdir)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    runs = mlflow_runs(mlflow_server)
+    record = json.loads((run_dir / "tracking.json").read_text())["mlflow"]
+    parent = next(r for r in runs.values() if r.info.run_id == record["run_id"])  # type: ignore[attr-defined]
+    assert "cv_accuracy" in parent.data.metrics  # type: ignore[attr-defined]
+    client = MlflowClient(mlflow_server)
+    for fold in ("fold_1", "fold_2"):
+        fold_id = json.loads((run_dir / fold / "tracking.json").read_text())["mlflow"]["run_id"]
+        run = client.get_run(fold_id)
+        assert run.data.tags["mlflow.parentRunId"] == record["run_id"]
+        assert run.info.status == "FINISHED"
+        assert {a.path for a in client.list_artifacts(fold_id, "checkpoints")} == {
+            "checkpoints/best.pt", "checkpoints/last.pt"}  # fmt: skip
+
+
+def test_a_resumed_run_continues_its_mlflow_run(mlflow_server: str, workdir: Path) -> None:
+    from mlflow import MlflowClient
+
+    run_dir = workdir / "run"
+    args = ["model=mlp", "data=digits_flat", "trainer.progress=none", "logger=mlflow",
+            f"logger.mlflow.tracking_uri={mlflow_server}"]  # fmt: skip
+    code, err = sigterm_after_first_epoch(*args, run_dir=run_dir, cwd=workdir)
+    assert code == 130, err
+    record = json.loads((run_dir / "tracking.json").read_text())["mlflow"]
+    client = MlflowClient(mlflow_server)
+    assert client.get_run(record["run_id"]).info.status == "KILLED"
+    done = client.get_metric_history(record["run_id"], "val_loss")
+    result = run_cli(f"resume={run_dir}", f"trainer.epochs={len(done) + 1}", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    run = client.get_run(record["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "true"
+    steps = sorted(m.step for m in client.get_metric_history(record["run_id"], "val_loss"))
+    assert steps == list(range(1, len(done) + 2))
+
+
+def test_a_tracker_that_is_down_never_loses_the_run(workdir: Path) -> None:
+    pytest.importorskip("mlflow", reason=NO_MLFLOW)
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    run_dir = workdir / "run"
+    result = run_cli(*IRIS, "logger=[mlflow,tensorboard]", f"logger.mlflow.tracking_uri={closed}",
+                     f"hydra.run.dir={run_dir}", cwd=workdir)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1, result.stderr
+    assert warnings[0].startswith(f"dlrun: warning: logger mlflow at {closed} could not start")
+    assert "nothing of" in warnings[0] and "its files are complete" in warnings[0]
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "completed"
+    for name in ("metrics.json", "report.html", "report.md", "predictions.csv", "history.csv"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))  # the other one works
+    assert "mlflow" not in json.loads((run_dir / "tracking.json").read_text())
+
+
+def test_wandb_logs_offline(workdir: Path) -> None:
+    pytest.importorskip("wandb", reason="no wandb: make test-services installs dlrun[wandb]")
+    run_dir = workdir / "run"
+    result = run_cli(*IRIS, "logger=[wandb,tensorboard]", f"hydra.run.dir={run_dir}",
+                     cwd=workdir)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr, result.stderr
+    record = json.loads((run_dir / "tracking.json").read_text())["wandb"]
+    assert record["mode"] == "offline"
+    (offline,) = (run_dir / "wandb").glob(f"offline-run-*-{record['id']}")
+    assert (offline / f"run-{record['id']}.wandb").stat().st_size > 0
+    saved = {p.name for p in (offline / "files").rglob("*")}
+    assert {"report.html", "metrics.json"} <= saved
