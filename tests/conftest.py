@@ -47,8 +47,10 @@ def train_run(run_dir: Path, *overrides: str) -> dict[str, Any]:
     """:func:`run_in_process` into a run dir as the CLI leaves it, with its
     ``.hydra/config.yaml``: one the companion commands (predict, export, ...) can open."""
     (run_dir / ".hydra").mkdir(parents=True)
+    from omegaconf import OmegaConf
+
     cfg = compose_cfg("trainer.progress=none", *overrides)
-    OmegaConf.save(OmegaConf.create(cfg), run_dir / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.structured(cfg), run_dir / ".hydra" / "config.yaml")
     return run_in_process(run_dir, *overrides)
 
 

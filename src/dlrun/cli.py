@@ -170,7 +170,7 @@ def _train(job: _Job) -> dict[str, Any]:
 
         member = job.cfg.ensemble.member is not None
         train = ensembling.train_member if member else ensembling.bag
-        return train(job.cfg, job.run_dir, console)
+        return train(job.cfg, job.run_dir, console, context=job.context)
     if job.cfg.eval.protocol == "holdout":
         from dlrun.runner import train_and_evaluate
 

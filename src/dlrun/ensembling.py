@@ -22,13 +22,16 @@ job trains one member and the sweep ends by building ``<sweep>/ensemble/``.
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlrun.errors import UserError
+
+if TYPE_CHECKING:
+    from dlrun.config import RunConfig, RunContext
 
 MEMBER_FILES = ("contract.json", "preprocess.json", "reference.pt", "metrics.json", "status.json")
 HEADLINE = ("accuracy", "f1_macro", "roc_auc", "rmse", "mae", "loss")
@@ -52,48 +55,59 @@ def bootstrap(bundle: Any, seed: int, index: int) -> Any:
                       bundle.meta)  # fmt: skip
 
 
-def train_member(cfg: dict[str, Any], run_dir: Path, console: Any, bundle: Any = None) -> dict:
-    """Train member ``cfg["ensemble"]["member"]`` of a bag into ``run_dir``."""
+def train_member(
+    cfg: RunConfig,
+    run_dir: Path,
+    console: Any,
+    bundle: Any = None,
+    context: RunContext | None = None,
+) -> dict:
+    """Train member ``cfg.ensemble.member`` of a bag into ``run_dir``."""
     from dlrun.runner import instantiate, train_and_evaluate
 
-    index = cfg["ensemble"]["member"]
-    base = bundle or instantiate(cfg["data"], seed=cfg["seed"])
-    member_cfg = copy.deepcopy(cfg)
-    member_cfg["seed"] = member_seed(cfg["seed"], index)  # init and batch order; the
-    # data split stays the run's (the bundle is given, not loaded again with this seed)
-    resampled = bootstrap(base, cfg["seed"], index)
-    metrics = train_and_evaluate(member_cfg, run_dir, console, resampled)
-    metrics["member"] = {"index": index, "seed": member_cfg["seed"], "bootstrap": True}
+    index = cfg.ensemble.member
+    assert index is not None
+    base = bundle or instantiate(cfg.data, seed=cfg.seed)
+    # init and batch order; the data split stays the run's (the bundle is given, not
+    # loaded again with this seed)
+    member_cfg = replace(cfg, seed=member_seed(cfg.seed, index))
+    resampled = bootstrap(base, cfg.seed, index)
+    metrics = train_and_evaluate(member_cfg, run_dir, console, resampled, context=context)
+    metrics["member"] = {"index": index, "seed": member_cfg.seed, "bootstrap": True}
     return metrics
 
 
-def bag(cfg: dict[str, Any], run_dir: Path, console: Any) -> dict[str, Any]:
+def bag(
+    cfg: RunConfig, run_dir: Path, console: Any, context: RunContext | None = None
+) -> dict[str, Any]:
     """Train ``ensemble.bagging`` members one after another, then evaluate them together."""
     from dlrun.data.contract import save_contract
     from dlrun.evaluation.files import write_json
     from dlrun.runner import instantiate
 
-    n = cfg["ensemble"]["bagging"]
-    base = instantiate(cfg["data"], seed=cfg["seed"])
+    n = cfg.ensemble.bagging
+    base = instantiate(cfg.data, seed=cfg.seed)
     save_contract(run_dir, base)  # the ensemble's contract: the unresampled training data
     names, trained = [], []
     for index in range(n):
         member_dir = run_dir / f"member_{index + 1}"
         names.append(member_dir.name)
-        done = _finished(member_dir) if cfg.get("resume") else None
+        done = _finished(member_dir) if cfg.resume else None
         state = ": done" if done else ""
         console.print(f"member {index + 1}/{n} ({member_dir.name}){state}", highlight=False)
         if done is None:
-            member_cfg = copy.deepcopy(cfg)
-            member_cfg["ensemble"]["member"] = index
-            member_cfg["resume"] = _resume(cfg, member_dir)
+            member_cfg = replace(
+                cfg,
+                ensemble=replace(cfg.ensemble, member=index),
+                resume=_resume(cfg, member_dir),
+            )
             member_dir.mkdir(parents=True, exist_ok=True)
             _copy_config(run_dir, member_dir, index)
-            done = train_member(member_cfg, member_dir, console, base)
+            done = train_member(member_cfg, member_dir, console, base, context)
             write_json(member_dir / "metrics.json", done)
         trained.append(done)
-    write_ensemble(run_dir, names, cfg["ensemble"]["method"], {"bagging": n})
-    metrics = evaluate(run_dir, console, base, cfg["eval"]["threshold"])
+    write_ensemble(run_dir, names, cfg.ensemble.method, {"bagging": n})
+    metrics = evaluate(run_dir, console, base, cfg.eval.threshold)
     metrics["train"] = _train_summary(trained)
     return metrics
 
@@ -106,8 +120,8 @@ def _finished(member_dir: Path) -> dict[str, Any] | None:
     return metrics if isinstance(metrics, dict) and "train" in metrics else None
 
 
-def _resume(cfg: dict[str, Any], member_dir: Path) -> str | None:
-    resumable = cfg.get("resume") and (member_dir / "checkpoints" / "last.pt").is_file()
+def _resume(cfg: RunConfig, member_dir: Path) -> str | None:
+    resumable = cfg.resume and (member_dir / "checkpoints" / "last.pt").is_file()
     return str(member_dir) if resumable else None
 
 
@@ -203,7 +217,7 @@ def assemble(runs: list[Path], out: Path, method: str) -> list[str]:
             if (run / name).is_file():
                 shutil.copyfile(run / name, target / name)
         names.append(str(target.relative_to(out)))
-    for name in ("contract.json", "preprocess.json", "reference.pt"):  # shared by all (checked on load)
+    for name in MEMBER_FILES[:3]:  # the contract, shared by all (checked on load)
         if (out / names[0] / name).is_file():
             shutil.copyfile(out / names[0] / name, out / name)
     write_ensemble(out, names, method, {"sources": [str(r) for r in runs]})
@@ -221,13 +235,13 @@ def evaluate(out: Path, console: Any, bundle: Any = None, threshold: float | Non
 
     predictor = load_predictor(out, "best", "auto")
     cfg = predictor.cfg
-    bundle = bundle or instantiate(cfg["data"], seed=cfg["seed"])
+    bundle = bundle or instantiate(cfg.data, seed=cfg.seed)
     if fingerprint(bundle.test) != predictor.contract.test_fingerprint:
         raise UserError(
             f"the test split loaded from {out}'s data config is not the one its members "
             "were tested on (did the data change?)"
         )
-    threshold = cfg["eval"]["threshold"] if threshold is None else threshold
+    threshold = cfg.eval.threshold if threshold is None else threshold
     method = json.loads((out / "ensemble.json").read_text())["method"]
     metrics = evaluate_run(
         predictor.model, bundle.to(predictor.device), out, splits=("test",),

@@ -76,7 +76,7 @@ def export_saved(args: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     contract = predictor.contract
     test = _test_split(predictor) if args["check"] else None
     example = model_args(
-        contract, *(_example(contract) if test is None else (test.x, test.lengths))
+        contract, *(example_inputs(contract) if test is None else (test.x, test.lengths))
     )
     label = fmt + ("_int8" if quantized else "")
     with new_output_dir(args["out"], predictor.run_dir / "export", label) as out:
@@ -131,7 +131,7 @@ def model_args(contract: Any, x: Any, lengths: Any = None) -> tuple:
     return (x, lengths.to(torch.int64))
 
 
-def _example(contract: Any) -> tuple:
+def example_inputs(contract: Any) -> tuple:
     """Two rows of zeros of the training shape (when the test split isn't loaded)."""
     import torch
 
@@ -146,7 +146,7 @@ def _test_split(predictor: Any) -> Any:
 
     cfg = predictor.cfg
     try:
-        return instantiate(cfg["data"], seed=cfg["seed"]).test
+        return instantiate(cfg.data, seed=cfg.seed).test
     except UserError as exc:
         raise UserError(
             f"the test split to check the export on cannot be loaded ({exc}); "
@@ -187,32 +187,32 @@ def parity(
 
 def _decide(predictor: Any, outputs: Any) -> Any:
     """Hard predictions (labels, label sets, tokens) or values in the data's units."""
-    from dlrun.data.spec import Task
     from dlrun.predictor import interpret
+    from dlrun.tasks import info
 
-    if predictor.task is Task.LANGUAGE_MODEL:
+    if info(predictor.task).per_token:
         return outputs.argmax(-1)
-    threshold = predictor.cfg["eval"]["threshold"]
+    threshold = predictor.cfg.eval.threshold
     scaler = predictor.contract.meta.get("target_scaler")
     return interpret(predictor.task, outputs, threshold, scaler).preds
 
 
 def _quality(predictor: Any, outputs: Any, y: Any) -> dict[str, float]:
     """Accuracy of the predicted labels, or RMSE in the data's units."""
-    from dlrun.data.spec import Task
     from dlrun.evaluation.predict import unscale
+    from dlrun.tasks import info
 
     preds = _decide(predictor, outputs)
-    if predictor.task in (Task.REGRESSION, Task.FORECAST):
+    if info(predictor.task).scaled:
         truth = unscale(y.reshape(preds.shape), predictor.contract.meta.get("target_scaler"))
         return {"rmse": float(((preds - truth) ** 2).mean().sqrt())}
     return {"accuracy": float((preds == y.reshape(preds.shape).long()).double().mean())}
 
 
 def _agreement(predictor: Any, outputs: Any, reference: Any) -> float | None:
-    from dlrun.data.spec import Task
+    from dlrun.tasks import info
 
-    if predictor.task in (Task.REGRESSION, Task.FORECAST):
+    if info(predictor.task).scaled:
         return None
     return float((_decide(predictor, outputs) == _decide(predictor, reference)).double().mean())
 
@@ -223,7 +223,7 @@ def contract_json(
     """What a program needs to call the exported file without dlrun."""
     from dlrun import export
     from dlrun.data.contract import to_dict
-    from dlrun.tasks import output_activation_name
+    from dlrun.tasks import info
 
     contract = predictor.contract
     spec = contract.spec
@@ -243,18 +243,18 @@ def contract_json(
             }
         ],
         "task": str(spec.task),
-        "output_activation": output_activation_name(spec.task),
+        "output_activation": info(spec.task).output,
         "class_names": list(spec.class_names),
         "target_scaler": contract.meta.get("target_scaler"),
-        "threshold": predictor.cfg["eval"]["threshold"],
+        "threshold": predictor.cfg.eval.threshold,
         **{k: v for k, v in to_dict(contract).items() if k in ("spec", "preprocess")},
     }
 
 
 def _output_shape(spec: Any) -> list[int]:
-    from dlrun.data.spec import Task
+    from dlrun.tasks import info
 
-    if spec.task is Task.LANGUAGE_MODEL:
+    if info(spec.task).per_token:
         return [spec.input_shape[0], spec.vocab_size]
     return [spec.n_outputs]
 

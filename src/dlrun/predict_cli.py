@@ -34,10 +34,13 @@ from __future__ import annotations
 import csv
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlrun.cli_args import errors_reported, parse_key_values
 from dlrun.errors import UserError
+
+if TYPE_CHECKING:
+    from dlrun.config import RunConfig
 
 USAGE = (__doc__ or "").strip()
 DEFAULTS: dict[str, Any] = {
@@ -92,8 +95,8 @@ def predict_saved(args: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     return out, {**summary, "metrics": metrics}
 
 
-def _threshold(args: dict[str, Any], cfg: dict[str, Any]) -> float:
-    threshold = cfg["eval"]["threshold"] if args["threshold"] is None else args["threshold"]
+def _threshold(args: dict[str, Any], cfg: RunConfig) -> float:
+    threshold = cfg.eval.threshold if args["threshold"] is None else args["threshold"]
     if not 0.0 < threshold < 1.0:
         raise UserError(f"threshold={threshold} is invalid: must be in (0, 1)")
     return threshold

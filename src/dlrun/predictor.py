@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,6 +24,10 @@ from dlrun.data.contract import Contract, contract_of, load_contract, reference_
 from dlrun.data.spec import DataBundle, Split, Task
 from dlrun.errors import UserError
 from dlrun.evaluation.predict import Predictions, Scored, score
+from dlrun.tasks import info
+
+if TYPE_CHECKING:
+    from dlrun.config import RunConfig
 
 ENSEMBLE_FILE = "ensemble.json"
 
@@ -34,7 +38,7 @@ class Predictor:
 
     model: torch.nn.Module
     contract: Contract
-    cfg: dict[str, Any]
+    cfg: RunConfig
     run_dir: Path
     device: torch.device
     members: list[str] = field(default_factory=list)  # member dirs of an ensemble
@@ -59,29 +63,30 @@ def load_predictor(run_dir: Path, ckpt: str = "best", device: str = "auto") -> P
     """The predictor of a run dir or an ensemble dir, on ``device``."""
     if (run_dir / ENSEMBLE_FILE).is_file():
         return _load_ensemble(run_dir, ckpt, device)
-    from dlrun.restore import checkpoint_path, load_model, read_run_config
+    from dlrun.restore import checkpoint_path, load_model, read_run_config, run_context
 
     cfg = read_run_config(run_dir)
-    if cfg["eval"]["protocol"] != "holdout":
+    if cfg.eval.protocol != "holdout":
         raise UserError(
-            f"{run_dir} is a {cfg['eval']['protocol']} run with one model per fold; "
+            f"{run_dir} is a {cfg.eval.protocol} run with one model per fold; "
             f"combine its fold models with dlrun-ensemble runs=[{run_dir}], or name a "
             "holdout run"
         )
     path = checkpoint_path(run_dir, ckpt)
     contract, loaded, notes = _contract(run_dir, cfg)
-    exp = load_model(cfg, path, device, loaded or stub_bundle(contract))
-    return Predictor(exp.model, contract, cfg, run_dir, exp.device, [], notes, loaded)
+    name = run_context(run_dir).model_name
+    setup = load_model(cfg, path, device, loaded or stub_bundle(contract), name)
+    return Predictor(setup.model, contract, cfg, run_dir, setup.device, [], notes, loaded)
 
 
-def _contract(run_dir: Path, cfg: dict[str, Any]) -> tuple[Contract, DataBundle | None, list]:
+def _contract(run_dir: Path, cfg: RunConfig) -> tuple[Contract, DataBundle | None, list]:
     """The saved contract, or one rebuilt from the run's data (runs from before it)."""
     saved = load_contract(run_dir)
     if saved is not None:
         return saved, None, []
     from dlrun.runner import instantiate
 
-    bundle = instantiate(cfg["data"], seed=cfg["seed"])
+    bundle = instantiate(cfg.data, seed=cfg.seed)
     note = (
         f"{run_dir} has no contract.json (trained before dlrun saved one): its "
         "preprocessing was rebuilt from its data config"
@@ -167,7 +172,7 @@ def interpret(task: Task, outputs: torch.Tensor, threshold: float, scaler: dict 
     """Probabilities and labels (classification) or values in original units, with
     exactly the evaluator's rules (:func:`dlrun.evaluation.predict.score`)."""
     n = len(outputs)
-    if task in (Task.MULTICLASS, Task.BINARY):
+    if info(task).single_label:
         targets = torch.zeros(n)
     else:
         targets = torch.zeros(outputs.reshape(n, -1).shape)

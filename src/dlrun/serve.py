@@ -158,24 +158,25 @@ def _encode(predictor: Any, values: list[Any]) -> tuple[torch.Tensor, ...]:
 
 def answers(predictor: Any, outputs: torch.Tensor) -> list[dict[str, Any]]:
     """One answer per input: label and probabilities, label set, or values."""
-    from dlrun.data.spec import Task
     from dlrun.predict_cli import class_names
     from dlrun.predictor import interpret
+    from dlrun.tasks import Targets, info
 
     task = predictor.task
-    threshold = predictor.cfg["eval"]["threshold"]
+    targets = info(task).targets
+    threshold = predictor.cfg.eval.threshold
     scaler = predictor.contract.meta.get("target_scaler")
     scored = interpret(task, outputs.double(), threshold, scaler)
     n = len(outputs)
-    if task in (Task.REGRESSION, Task.FORECAST):
+    if info(task).scaled:
         return [{"value": row} for row in scored.preds.reshape(n, -1).tolist()]
     names = class_names(predictor)
     probs = scored.scores.reshape(n, -1).tolist()
-    if task is Task.BINARY:
+    if targets is Targets.BINARY:
         probs = [[1 - p[0], p[0]] for p in probs]
     out = []
     for pred, prob in zip(scored.preds.tolist(), probs, strict=True):
-        if task is Task.MULTILABEL:
+        if targets is Targets.LABELS:
             label: Any = [name for name, on in zip(names, pred, strict=True) if on]
         else:
             label = names[int(pred)]

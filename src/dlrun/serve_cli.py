@@ -99,11 +99,11 @@ def _backend(predictor: Any, args: dict[str, Any], workdir: Path) -> Any:
         return run_torch
     from dlrun import export
     from dlrun.config import require
-    from dlrun.export_cli import _example, model_args
+    from dlrun.export_cli import example_inputs, model_args
 
     require("format=onnx", *(["exporter=dynamo"] if args["exporter"] == "dynamo" else []))
     path = workdir / "model.onnx"
-    example = model_args(predictor.contract, *_example(predictor.contract))
+    example = model_args(predictor.contract, *example_inputs(predictor.contract))
     names = export.input_names(predictor.contract)
     export.export_model(predictor.model, example, names, path, "onnx", args["exporter"])
     return export.runner(path, "onnx")

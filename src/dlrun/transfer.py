@@ -30,9 +30,11 @@ from typing import Any
 
 from torch import nn
 
+from dlrun.config import RunConfig
 from dlrun.config import transfer_source as source_checkpoint
-from dlrun.data.spec import DataSpec, Task
+from dlrun.data.spec import DataSpec
 from dlrun.errors import UserError
+from dlrun.tasks import info
 
 RECORD = "transfer.json"
 
@@ -60,14 +62,14 @@ def head_of(model: nn.Module) -> str:
     return output if inside == total else block
 
 
-def prepare(cfg: dict[str, Any], model: nn.Module, spec: DataSpec, run_dir: Path, say: Any) -> Any:
-    """Load, freeze and group ``model``'s parameters per ``cfg["model"]``; returns what
+def prepare(cfg: RunConfig, model: nn.Module, spec: DataSpec, run_dir: Path, say: Any) -> Any:
+    """Load, freeze and group ``model``'s parameters per ``cfg.model``; returns what
     the optimizer takes (``model.parameters()`` when nothing is transferred)."""
-    settings = cfg["model"]
+    settings = cfg.model or {}
     if not settings.get("init_from"):
         return model.parameters()
     head = head_of(model)
-    if cfg.get("resume") and (run_dir / RECORD).is_file():
+    if cfg.resume and (run_dir / RECORD).is_file():
         loaded = set(json.loads((run_dir / RECORD).read_text())["loaded"])
     else:
         loaded, lines = load_matching(model, spec, settings["init_from"], head)
@@ -76,7 +78,7 @@ def prepare(cfg: dict[str, Any], model: nn.Module, spec: DataSpec, run_dir: Path
             say(line)
     frozen = freeze(model, settings["freeze"], loaded, head)
     say(describe_freeze(model, settings, frozen))
-    return param_groups(model, loaded, settings["pretrained_lr"], cfg["optimizer"]["lr"])
+    return param_groups(model, loaded, settings["pretrained_lr"], cfg.optimizer["lr"])
 
 
 def load_matching(
@@ -127,7 +129,7 @@ def _new_head_reason(path: Path, spec: DataSpec) -> str:
         return f"task {old.task} -> {spec.task}"
     if spec.is_classification and old.class_names != spec.class_names:
         return f"classes {_names(old.class_names)} -> {_names(spec.class_names)}"
-    if spec.task in (Task.REGRESSION, Task.FORECAST) and old.name != spec.name:
+    if info(spec.task).scaled and old.name != spec.name:
         return f"targets of {old.name} -> {spec.name}"
     return ""
 

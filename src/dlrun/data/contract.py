@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from dlrun.data.spec import DataKind, DataSpec, Task
 from dlrun.errors import UserError
+from dlrun.tasks import info
 
 if TYPE_CHECKING:
     from dlrun.data.spec import DataBundle, Split
@@ -60,7 +61,7 @@ def contract_of(bundle: DataBundle) -> Contract:
     padded = getattr(bundle.train, "lengths", None) is not None
     # text lines of any length are right-padded to the block, so token classifiers read
     # lengths too (a full block gives the same output with or without them)
-    text = steps.get("type") == "text" and bundle.spec.task is not Task.LANGUAGE_MODEL
+    text = steps.get("type") == "text" and not info(bundle.spec.task).per_token
     return Contract(bundle.spec, steps, meta, fingerprint(bundle.test), padded or text)
 
 
@@ -73,7 +74,7 @@ def save_contract(run_dir: Path, bundle: DataBundle) -> None:
     contract = contract_of(bundle)
     write_json(run_dir / CONTRACT_FILE, to_dict(contract))
     reference = {"train_y": bundle.train.y.cpu(), "val_y": bundle.val.y.cpu()}
-    if bundle.spec.task is Task.FORECAST:  # the seasonal baseline fits its period on these
+    if "seasonal" in info(bundle.spec.task).baselines:  # it fits its period on these
         channel = int(bundle.meta.get("target_channel", 0))
         reference["train_x"] = bundle.train.x[:, :, channel].cpu()
         reference["val_x"] = bundle.val.x[:, :, channel].cpu()

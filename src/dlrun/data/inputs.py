@@ -28,9 +28,10 @@ import numpy as np
 import torch
 
 from dlrun.data.contract import Contract
-from dlrun.data.spec import DataKind, Task
+from dlrun.data.spec import DataKind
 from dlrun.data.table import Encoded, columns_used, encode_table, floats
 from dlrun.errors import UserError
+from dlrun.tasks import Targets, info
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 ACCEPTS = {
@@ -81,7 +82,7 @@ def read_inputs(path: Path, contract: Contract) -> Inputs:
 
 
 def _check_predictable(contract: Contract) -> None:
-    if contract.spec.task is Task.LANGUAGE_MODEL:
+    if info(contract.spec.task).per_token:
         raise UserError(
             "this run is a language model: it predicts every next character, not one "
             "answer per input; generate text with dlrun-generate run=<run> prompt=..."
@@ -366,15 +367,15 @@ def _with_targets(inputs: Inputs, targets: Sequence[Any] | None, contract: Contr
 
 def encode_targets(contract: Contract, values: Sequence[Any]) -> torch.Tensor:
     """Targets in the units the model was trained in (class ids, 0/1, scaled values)."""
-    spec, task = contract.spec, contract.spec.task
-    if task in (Task.REGRESSION, Task.FORECAST):
+    spec, record = contract.spec, info(contract.spec.task)
+    if record.scaled:
         column = np.array([floats([v], "target")[0] for v in values]).reshape(len(values), -1)
         scaler = contract.meta.get("target_scaler")
         if scaler:
             column = (column - np.array(scaler["mean"])) / np.array(scaler["std"])
         return torch.from_numpy(column.astype(np.float32))
     lookup = _class_lookup(spec.class_names)
-    if task is Task.MULTILABEL:
+    if record.targets is Targets.LABELS:
         hot = np.zeros((len(values), spec.n_outputs), dtype=np.float32)
         for row, value in enumerate(values):
             for label in str(value).split("|"):
@@ -382,7 +383,7 @@ def encode_targets(contract: Contract, values: Sequence[Any]) -> torch.Tensor:
                     hot[row, _class_index(lookup, label, spec.class_names)] = 1.0
         return torch.from_numpy(hot)
     codes = [_class_index(lookup, v, spec.class_names) for v in values]
-    dtype = torch.float32 if task is Task.BINARY else torch.int64
+    dtype = torch.float32 if record.targets is Targets.BINARY else torch.int64
     return torch.tensor(codes, dtype=dtype)
 
 

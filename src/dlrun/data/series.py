@@ -197,15 +197,8 @@ def forecast_bundle(
         "window": window,
         "horizon": horizon,
         "split_bounds": {split: list(bound) for split, bound in bounds.items()},
-        "preprocess": {
-            "type": "series",
-            "columns": list(columns) or [f"channel_{i}" for i in range(values.shape[1])],
-            "mean": scaler.mean.tolist(),
-            "std": scaler.std.tolist(),
-            "window": window,
-            "horizon": horizon,
-            "target_channel": target_channel,
-        },
+        "preprocess": series_state(columns, values.shape[1], scaler, window, horizon,
+                                   target_channel),  # fmt: skip
     }
     if times is not None:
         meta["split_times"] = {
@@ -215,6 +208,27 @@ def forecast_bundle(
     shape = (window, values.shape[1])
     spec = DataSpec(name, Task.FORECAST, DataKind.SEQUENCE, input_shape=shape, n_outputs=horizon)
     return DataBundle(spec, *parts, meta=meta)
+
+
+def series_state(
+    columns: Sequence[str],
+    n_channels: int,
+    scaler: Standardizer,
+    window: int,
+    horizon: int,
+    target_channel: int,
+) -> dict[str, Any]:
+    """What a new series needs to become model inputs: its channels by name, the
+    training statistics, the window and which channel is forecast."""
+    return {
+        "type": "series",
+        "columns": list(columns) or [f"channel_{i}" for i in range(n_channels)],
+        "mean": scaler.mean.tolist(),
+        "std": scaler.std.tolist(),
+        "window": window,
+        "horizon": horizon,
+        "target_channel": target_channel,
+    }
 
 
 def windows(

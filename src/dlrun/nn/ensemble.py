@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dlrun.data.spec import Task
+from dlrun.tasks import info
 
 METHODS = ("average", "vote")
 TIE_BREAK = 1e-3  # share of the average probability mixed into the vote shares
@@ -40,9 +41,9 @@ class Ensemble(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         outs = torch.stack([m(x) if lengths is None else m(x, lengths) for m in self.members])
-        if self.task in (Task.REGRESSION, Task.FORECAST):
+        if info(self.task).scaled:
             return outs.mean(0) if self.method == "average" else outs.median(0).values
-        if self.task in (Task.MULTICLASS, Task.LANGUAGE_MODEL):
+        if info(self.task).output == "softmax":
             return self._softmax(outs)
         return self._sigmoid(outs)
 
