@@ -190,15 +190,15 @@ def forecast_bundle(
                 "use a longer series."
             )
         parts.append(Split(torch.from_numpy(x), torch.from_numpy(y)))
-    mean, std = float(scaler.mean[target_channel]), float(scaler.std[target_channel])
+    channel = target_channel
+    mean, std = float(scaler.mean[channel]), float(scaler.std[channel])
     meta: dict = {
         "target_scaler": {"mean": [mean] * horizon, "std": [std] * horizon},
         "target_channel": target_channel,
         "window": window,
         "horizon": horizon,
         "split_bounds": {split: list(bound) for split, bound in bounds.items()},
-        "preprocess": series_state(columns, values.shape[1], scaler, window, horizon,
-                                   target_channel),  # fmt: skip
+        "preprocess": series_state(columns, values.shape[1], scaler, window, horizon, channel),
     }
     if times is not None:
         meta["split_times"] = {
