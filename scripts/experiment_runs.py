@@ -13,23 +13,26 @@ def run(overrides: list[str], run_dir: Path) -> dict[str, Any]:
     from omegaconf import OmegaConf
     from rich.console import Console
 
-    from dlrun.config import validate
+    from dlrun.config import RunContext, to_run_config, validate
     from dlrun.overrides import compose_here
     from dlrun.runner import train_and_evaluate
 
-    composed = OmegaConf.to_container(compose_here(overrides), resolve=False)
-    composed.pop("hydra")
-    cfg = OmegaConf.to_container(OmegaConf.create(composed), resolve=True)
+    composed = compose_here(overrides)
+    choices = dict(composed.hydra.runtime.choices)
+    plain = OmegaConf.to_container(composed, resolve=False)
+    plain.pop("hydra")
+    saved = OmegaConf.create(OmegaConf.to_container(OmegaConf.create(plain), resolve=True))
+    cfg = to_run_config(saved)
     validate(cfg)
     (run_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create(cfg), run_dir / ".hydra" / "config.yaml")
-    cfg["model_name"] = cfg["model"]["_target_"].rsplit(".", 1)[-1].lower()
+    OmegaConf.save(saved, run_dir / ".hydra" / "config.yaml")
+    context = RunContext(model_name=str(choices.get("model") or "model"))
     console = Console(quiet=True)
-    if cfg["ensemble"]["bagging"]:
+    if cfg.ensemble.bagging:
         from dlrun.ensembling import bag
 
-        return bag(cfg, run_dir, console)
-    return train_and_evaluate(cfg, run_dir, console)
+        return bag(cfg, run_dir, console, context)
+    return train_and_evaluate(cfg, run_dir, console, context=context)
 
 
 def table(title: str, results: dict[str, list[float]]) -> str:

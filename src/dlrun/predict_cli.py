@@ -133,27 +133,31 @@ def _target_texts(predictor: Any, inputs: Any, scaler: dict | None) -> list[str]
     texts = [""] * len(inputs)
     if inputs.y is None:
         return texts
-    task = predictor.task.value
-    if task in ("regression", "forecast"):
+    from dlrun.tasks import info
+
+    record = info(predictor.task)
+    if record.scaled:
         values = unscale(inputs.y.reshape(len(inputs.y), -1), scaler).tolist()
         cells = [" ".join(_num(v) for v in row) for row in values]
     else:
         names = class_names(predictor)
-        cells = [_label(task, label, names) for label in inputs.y]
+        cells = [_label(record.targets, label, names) for label in inputs.y]
     for row, cell in zip(inputs.scored, cells, strict=True):
         texts[row] = cell
     return texts
 
 
 def class_names(predictor: Any) -> tuple[str, ...]:
-    from dlrun.evaluation.predict import class_names as names
+    from dlrun.tasks import info
 
     spec = predictor.contract.spec
-    return names(spec.class_names, spec.task, spec.n_outputs)
+    return info(spec.task).class_names(spec.class_names, spec.n_outputs)
 
 
-def _label(task: str, value: Any, names: tuple[str, ...]) -> str:
-    if task == "multilabel":
+def _label(targets: Any, value: Any, names: tuple[str, ...]) -> str:
+    from dlrun.tasks import Targets
+
+    if targets is Targets.LABELS:
         return "|".join(n for n, on in zip(names, value.tolist(), strict=True) if on)
     return names[int(value)]
 
@@ -162,10 +166,12 @@ def write_predictions(
     path: Path, predictor: Any, scored: Any, names: list[str], targets: list[str]
 ) -> None:
     """``index, input, target, prediction`` and ``prob_<class>`` (or ``prediction_<k>``)."""
-    task = predictor.task.value
+    from dlrun.tasks import Targets, info
+
+    record = info(predictor.task)
     n = len(names)
     header = ["index", "input", "target"]
-    if task in ("regression", "forecast"):
+    if record.scaled:
         values = scored.preds.reshape(n, -1)
         width = values.shape[1]
         header += ["prediction"] if width == 1 else [f"prediction_{k}" for k in range(width)]
@@ -173,11 +179,11 @@ def write_predictions(
     else:
         classes = class_names(predictor)
         probs = scored.scores.reshape(n, -1)
-        if task == "binary":
+        if record.targets is Targets.BINARY:
             probs = probs.new_tensor([[1 - p[0], p[0]] for p in probs.tolist()])
         header += ["prediction", *(f"prob_{c}" for c in classes)]
         rows = [
-            [_label(task, pred, classes), *(_num(p) for p in prob)]
+            [_label(record.targets, pred, classes), *(_num(p) for p in prob)]
             for pred, prob in zip(scored.preds, probs.tolist(), strict=True)
         ]
     with path.open("w", newline="", encoding="utf-8") as handle:

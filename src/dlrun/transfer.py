@@ -127,7 +127,7 @@ def _new_head_reason(path: Path, spec: DataSpec) -> str:
     old = source.spec
     if old.task != spec.task:
         return f"task {old.task} -> {spec.task}"
-    if spec.is_classification and old.class_names != spec.class_names:
+    if info(spec.task).classification and old.class_names != spec.class_names:
         return f"classes {_names(old.class_names)} -> {_names(spec.class_names)}"
     if info(spec.task).scaled and old.name != spec.name:
         return f"targets of {old.name} -> {spec.name}"
