@@ -235,6 +235,31 @@ def test_a_language_model_points_to_generate() -> None:
         from_values(["abc"], Contract(spec, {"type": "text", "vocab": ["a", "b", "c"]}))
 
 
+@pytest.mark.parametrize(
+    ("kind", "steps"),
+    [
+        (  # data=image_folder's state (crop, a Normaliser), not pixels.image_state
+            "IMAGE",
+            {"type": "image", "size": [8, 8], "crop": False, "channels": 1, "mean": [0.5],
+             "std": [0.2], "scale": 0.00392, "axis": 1},
+        ),
+        ("TABULAR", {"type": "array", "kind": "tabular", "layout": "NF"}),  # data=array
+    ],
+)  # fmt: skip
+def test_own_data_runs_are_refused_in_one_line(kind: str, steps: dict, tmp_path: Path) -> None:
+    from dlrun.data.contract import Contract
+    from dlrun.data.inputs import from_values, read_inputs
+    from dlrun.data.spec import DataKind, DataSpec, Task
+    from dlrun.errors import UserError
+
+    spec = DataSpec("mine", Task.MULTICLASS, DataKind[kind], (1, 8, 8), 2)
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), dtype=np.float32))
+    with pytest.raises(UserError, match="image_folder, text_folder or array"):
+        read_inputs(tmp_path / "x.npy", Contract(spec, steps))
+    with pytest.raises(UserError, match="cannot repeat yet"):
+        from_values([[0.0]], Contract(spec, steps))
+
+
 def test_a_run_from_before_contract_json_is_rebuilt_from_its_data(tmp_path: Path) -> None:
     run_dir = tmp_path / "old"
     train_run(run_dir, "model=mlp", "data=iris", *SHRINK)

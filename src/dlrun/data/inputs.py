@@ -81,11 +81,23 @@ def read_inputs(path: Path, contract: Contract) -> Inputs:
     raise UserError(f"cannot read {path} for this run: it takes {ACCEPTS[kind]}")
 
 
+# The preprocessing state each kind of input is encoded with has these keys; the own-data
+# loaders (data=image_folder, text_folder, array) save another state, not read here yet.
+_STATE_KEYS = {"image": "input_size", "text": "block_size"}
+
+
 def _check_predictable(contract: Contract) -> None:
     if info(contract.spec.task).per_token:
         raise UserError(
             "this run is a language model: it predicts every next character, not one "
             "answer per input; generate text with dlrun-generate run=<run> prompt=..."
+        )
+    kind = contract.kind
+    if kind not in ACCEPTS or _STATE_KEYS.get(kind, "type") not in contract.steps:
+        raise UserError(
+            f"this run's data ({contract.spec.name}, preprocessed as {kind!r}) came from "
+            "data=image_folder, text_folder or array, whose preprocessing new inputs "
+            "cannot repeat yet; predict with a run of the built-in or csv data"
         )
 
 
