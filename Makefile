@@ -24,7 +24,8 @@ comma := ,
 PYTEST_WORKERS ?= auto
 
 .PHONY: FORCE help install run test test-distributed test-browser test-services test-all lint \
-  format bench bench-startup bench-data sweep lessons smoke mutation clean
+  format bench bench-startup bench-data bench-serve transfer bagging sweep lessons smoke \
+  mutation clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -93,6 +94,15 @@ bench-startup: $(STAMP) ## Wall time of --help, a one-batch run, the default run
 
 bench-data: $(STAMP) ## Image-folder input pipeline at 1k/10k/100k images: first batch, images/s, cache, memory
 	$(BIN)/python scripts/bench_data.py $(ARGS)
+
+bench-serve: $(STAMP) ## Load-test dlrun-serve on 127.0.0.1 against the model in-process
+	$(BIN)/python scripts/bench_serve.py $(ARGS)
+
+transfer: $(STAMP) ## Transfer learning (digits 0-4 -> 5-9, few labels) vs scratch over seeds
+	$(BIN)/python scripts/transfer.py $(ARGS)
+
+bagging: $(STAMP) ## Bagging (10 MLPs on bootstrap resamples) vs one MLP over seeds
+	$(BIN)/python scripts/bagging.py $(ARGS)
 
 sweep: $(STAMP) ## A small sweep on digits (lr x batch size) that ends with a leaderboard
 	$(BIN)/dlrun -m model=lenet data=digits optimizer.lr=0.01,0.003,0.001 \

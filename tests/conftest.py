@@ -43,10 +43,42 @@ def run_in_process(run_dir: Path, *overrides: str) -> dict[str, Any]:
     return train_and_evaluate(cfg, run_dir, Console(quiet=True))
 
 
+def train_run(run_dir: Path, *overrides: str) -> dict[str, Any]:
+    """:func:`run_in_process` into a run dir as the CLI leaves it, with its
+    ``.hydra/config.yaml``: one the companion commands (predict, export, ...) can open."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    from omegaconf import OmegaConf
+
+    cfg = compose_cfg("trainer.progress=none", *overrides)
+    OmegaConf.save(OmegaConf.structured(cfg), run_dir / ".hydra" / "config.yaml")
+    return run_in_process(run_dir, *overrides)
+
+
+def run_tool(module: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a companion command (``dlrun.predict_cli``, ...) as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300,
+        cwd=cwd, env={**os.environ, "COLUMNS": "120"},
+    )  # fmt: skip
+
+
 def read_history(run_dir: Path) -> list[dict[str, float]]:
     """``history.csv`` of a run as numbers, one dict per epoch."""
     with (run_dir / "history.csv").open() as fh:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def load_script(name: str) -> Any:
+    """``scripts/<name>.py`` as a module (its sibling modules importable, as when run)."""
+    import importlib.util
+
+    if str(ROOT / "scripts") not in sys.path:
+        sys.path.insert(0, str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def group_options(group: str) -> list[str]:

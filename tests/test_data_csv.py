@@ -13,6 +13,7 @@ import torch
 from dlrun.data.csvfile import read_csv
 from dlrun.data.series import load_csv_series
 from dlrun.data.spec import DataKind, Task
+from dlrun.data.table import feature_names
 from dlrun.data.tabular_csv import _encode_features, load_csv
 from dlrun.errors import UserError
 
@@ -72,7 +73,8 @@ def test_statistics_are_fit_on_training_rows_only(tmp_path):
     # training rows 0-5; rows 6-7 (val/test) hold extreme values and an unseen category
     rows = [[1, "a"], [2, "a"], [3, "b"], ["", ""], [4, "b"], [5, "a"], [100, "z"], [200, "z"]]
     table = read_csv(write_csv(tmp_path / "t.csv", ["v", "c"], rows))
-    x, names = _encode_features(table, ["v", "c"], np.arange(8), np.arange(6), 50)
+    x, state = _encode_features(table, ["v", "c"], np.arange(8), np.arange(6), 50)
+    names = feature_names(state)
     assert names == ["v", "c_a", "c_b", "c_missing"]
     # the gap takes the training median (3), not the median of all rows (3.5)
     assert x[3, 0] == pytest.approx(x[2, 0])

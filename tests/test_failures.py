@@ -39,6 +39,8 @@ class Full:
     def flush(self):
         self.fh.flush()
 def save(obj, f, *args, **kwargs):
+    if "reference" in str(f):  # the run's reference.pt (dlrun.data.contract), not a checkpoint
+        return real_save(obj, f, *args, **kwargs)
     saves.append(f)
     return real_save(obj, Full(f) if len(saves) == 3 else f, *args, **kwargs)
 torch.save = save
@@ -193,6 +195,27 @@ def test_an_unwritable_output_folder_is_one_line(lockable: tuple[Path, Callable]
         assert line.startswith(f"dlrun: error: {cause} writing {folder}/"), line
         assert line.endswith("choose a writable folder (paths.outputs=<dir>, or hydra.run.dir= "
                              "/ hydra.sweep.dir=)")  # fmt: skip
+
+
+def test_predicting_from_a_read_only_run_dir_is_one_line(
+    lockable: tuple[Path, Callable], tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from tests.conftest import SHRINK, run_tool, train_run
+
+    folder, lock = lockable
+    train_run(folder / "run", *IRIS, *SHRINK)
+    np.save(tmp_path / "x.npy", np.array([[5.1, 3.5, 1.4, 0.2]]))
+    lock()  # a run dir on a read-only share: its predict/ folder can't be made
+    args = (f"run={folder / 'run'}", f"input={tmp_path / 'x.npy'}")
+    result = run_tool("dlrun.predict_cli", *args)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    cause = "read-only file system" if os.geteuid() == 0 else "permission denied"
+    assert line.startswith(f"dlrun-predict: error: {cause} writing {folder}/run/predict")
+    assert line.endswith("; choose a writable folder (out=<dir>)")
+    assert run_tool("dlrun.predict_cli", *args, f"out={tmp_path / 'p'}").returncode == 0
 
 
 READ_ONLY_AT_SECOND_HISTORY = """

@@ -39,7 +39,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("dlrun.data",)),
     ("models", ("dlrun.nn", "dlrun.models")),
     ("engine/evaluation", ("dlrun.engine", "dlrun.evaluation", "dlrun.diagnostics")),
-    ("runner", ("dlrun.runner", "dlrun.crossval", "dlrun.sweep", "dlrun.tracking")),
+    (
+        "runner",
+        ("dlrun.runner", "dlrun.crossval", "dlrun.sweep", "dlrun.tracking", "dlrun.transfer"),
+    ),
     (
         "cli",  # entry points, Hydra's callbacks and plugins, reading saved runs
         (
@@ -59,6 +62,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "dlrun.restore",
             "dlrun.leaderboard",
             "dlrun.sweepdir",
+            "dlrun.predictor",  # a saved run (restore) ready to predict
+            "dlrun.export",
+            "dlrun.ensembling",
+            "dlrun.predict_cli",
+            "dlrun.export_cli",
+            "dlrun.serve",
+            "dlrun.serve_cli",
+            "dlrun.ensemble_cli",
             "hydra_plugins",
         ),
     ),

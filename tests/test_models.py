@@ -85,7 +85,9 @@ def _one_thread() -> Iterator[None]:
 
 
 def load(group: str, name: str, **overrides: Any) -> dict[str, Any]:
-    cfg = OmegaConf.merge(OmegaConf.load(CONFIGS / group / f"{name}.yaml"), overrides)
+    raw = OmegaConf.load(CONFIGS / group / f"{name}.yaml")
+    raw.pop("defaults", None)  # Hydra's include of configs/transfer.yaml, not a model key
+    cfg = OmegaConf.merge(raw, overrides)
     return OmegaConf.to_container(cfg)  # type: ignore[return-value]
 
 

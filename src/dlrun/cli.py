@@ -165,6 +165,12 @@ def _train(job: _Job) -> dict[str, Any]:
     from dlrun.display import make_console
 
     console = make_console()  # a pipe or CI log gets whole lines, not 80 columns
+    if job.cfg.ensemble.bagging:  # N members, or member i of a swept bag
+        from dlrun import ensembling
+
+        member = job.cfg.ensemble.member is not None
+        train = ensembling.train_member if member else ensembling.bag
+        return train(job.cfg, job.run_dir, console, context=job.context)
     if job.cfg.eval.protocol == "holdout":
         from dlrun.runner import train_and_evaluate
 
@@ -375,8 +381,12 @@ def _check_resumable(run_dir: Path, rest: list[str]) -> None:
             f"{status.get('hostname')}, last heartbeat {status.get('heartbeat')}); "
             "stop it first (Ctrl-C), then resume"
         )
-    started = (run_dir / "checkpoints" / "last.pt").is_file() or any(run_dir.glob("fold_*/"))
-    if not started:  # a k-fold run resumes from its fold_<i>/ dirs
+    started = (
+        (run_dir / "checkpoints" / "last.pt").is_file()
+        or any(run_dir.glob("fold_*/"))
+        or any(run_dir.glob("member_*/checkpoints/last.pt"))
+    )
+    if not started:  # a k-fold run resumes from its fold_<i>/ dirs, a bag from member_<i>/
         _fail(
             f"resume={run_dir}: no checkpoints/last.pt: the run stopped before its first "
             "epoch was saved; start it again instead"

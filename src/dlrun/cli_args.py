@@ -50,6 +50,17 @@ def parse_key_values(
     return values
 
 
+def boolean(text: str) -> bool:
+    """``true``/``false`` (also ``yes``/``no``, ``1``/``0``) as a bool; a ``kinds`` type."""
+    value = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if text.lower() not in value:
+        raise ValueError(text)
+    return value[text.lower()]
+
+
+boolean.__name__ = "boolean (true or false)"
+
+
 def _usage_error(prog: str, message: str) -> None:
     print(f"{prog}: error: {message} ({prog} --help shows the usage)", file=sys.stderr)
     sys.exit(2)
@@ -58,7 +69,8 @@ def _usage_error(prog: str, message: str) -> None:
 @contextmanager
 def errors_reported(prog: str) -> Iterator[None]:
     """A :class:`UserError` as one line on stderr and its ``exit_code`` (2 unless it
-    says otherwise: usage and refused input); Ctrl-C as one line and 130."""
+    says otherwise: usage and refused input); Ctrl-C as one line and 130; a write the
+    machine refused (read-only folder, full disk) as one line and 1."""
     try:
         yield
     except UserError as exc:
@@ -67,3 +79,11 @@ def errors_reported(prog: str) -> Iterator[None]:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:  # a write the machine refused (read-only, full): 1, one line
+        from dlrun.errors import os_error_line, write_error
+
+        refused = write_error(exc)
+        if refused is None:
+            raise  # anything else is a bug: keep its traceback
+        print(f"{prog}: error: {os_error_line(refused, elsewhere='out=<dir>')}", file=sys.stderr)
+        sys.exit(1)

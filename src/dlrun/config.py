@@ -43,6 +43,10 @@ OPTIONAL_CHOICES: dict[str, tuple[str, str]] = {
     "hydra/launcher=submitit_local": ("hydra_plugins.hydra_submitit_launcher", "parallel"),
     "hydra/launcher=submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "parallel"),
     "hydra/sweeper=dlrun_optuna": ("optuna", "optuna"),
+    # the companion commands' options (checked by require())
+    "format=onnx": ("onnxruntime", "export"),
+    "exporter=dynamo": ("onnxscript", "export"),
+    "dlrun-serve": ("uvicorn", "serve"),
 }
 
 # Data options several loaders share that count something: whole numbers >= 1 (null is
@@ -50,7 +54,7 @@ OPTIONAL_CHOICES: dict[str, tuple[str, str]] = {
 _DATA_COUNTS = (
     "size", "window", "horizon", "stride", "block_size", "limit",
     "n_samples", "n_points", "n_features", "n_labels", "max_categories",
-    "max_length", "max_vocab", "min_count", "prefetch_factor",
+    "max_length", "max_vocab", "min_count", "prefetch_factor", "train_per_class",
 )  # fmt: skip
 # Options of users' own data (image_folder, text_folder, array) with a fixed set of values.
 _DATA_CHOICES: dict[str, tuple[Any, ...]] = {
@@ -60,7 +64,7 @@ _DATA_CHOICES: dict[str, tuple[Any, ...]] = {
     "tokens": ("word", "char"),
     "kind": ("auto", "tabular", "image", "sequence", "tokens"),
 }
-_DATA_NULLABLE = ("limit", "stride")
+_DATA_NULLABLE = ("limit", "stride", "train_per_class")
 
 
 @dataclass
@@ -140,6 +144,15 @@ class PathSettings:
 
 
 @dataclass
+class EnsembleSettings:
+    """``ensemble:``: bagging (:mod:`dlrun.ensembling`); ``dlrun-ensemble`` combines runs."""
+
+    bagging: int = 0  # N >= 2: train N members on bootstrap resamples, evaluate them together
+    member: int | None = None  # set by a sweep over members: train member i of the bag only
+    method: str = "average"  # average (probabilities / values) | vote (classes / median)
+
+
+@dataclass
 class RunConfig:
     """The whole composed config of one run (``train.yaml`` and its groups)."""
 
@@ -149,6 +162,7 @@ class RunConfig:
     regularization: RegularizationSettings = field(default_factory=RegularizationSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     diagnostics: DiagnosticsSettings = field(default_factory=DiagnosticsSettings)
+    ensemble: EnsembleSettings = field(default_factory=EnsembleSettings)
     resume: str | None = None
     trial: Any = None  # set by the Optuna sweeper: {storage, study_name, number}
     model: Any = None
@@ -221,7 +235,8 @@ def validate(cfg: RunConfig, choices: Mapping[str, Any] | None = None) -> None:
     chosen options need are installed; Hydra's own (``hydra/launcher``, ...) are checked
     before a sweep starts, since a single run doesn't use them.
     """
-    problems: list[str] = _data_problems(cfg.data or {})
+    problems: list[str] = _data_problems(cfg.data or {}) + _transfer_problems(cfg)
+    problems += _ensemble_problems(cfg)
     run_choices = {
         k: v for k, v in (choices or {}).items() if not k.startswith("hydra/") and k != "logger"
     }
@@ -329,11 +344,74 @@ def install_hint(choice: str) -> str:
     return f"{choice} needs {package}, which is not installed: pip install 'dlrun[{extra}]'"
 
 
+def require(*choices: str) -> None:
+    """Stop with the install command when a chosen option's package is missing."""
+    missing = [install_hint(c) for c in choices if not _installed(OPTIONAL_CHOICES[c][0])]
+    if missing:
+        raise UserError("; ".join(missing))
+
+
 def _installed(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # a parent package missing, or a blocked module
         return False
+
+
+FREEZE = ("none", "backbone", "all_but_head")
+
+
+def transfer_source(init_from: str) -> Path:
+    """The checkpoint ``model.init_from`` names: a run dir's best.pt, or a .pt file."""
+    path = Path(init_from).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "best.pt"
+    if not path.is_file():
+        raise UserError(
+            f"model.init_from={init_from}: no checkpoint there (a run dir with "
+            "checkpoints/best.pt, or a .pt file)"
+        )
+    return path
+
+
+def _transfer_problems(cfg: RunConfig) -> list[str]:
+    """The transfer keys every model has (configs/transfer.yaml; :mod:`dlrun.transfer`)."""
+    model = cfg.model or {}
+    init_from, how = model.get("init_from"), model.get("freeze", "none")
+    factor = model.get("pretrained_lr", 1.0)
+    problems = []
+    if how not in FREEZE:
+        problems.append(f"model.freeze={how!r} is invalid: use {', '.join(FREEZE)}")
+    if not _is_number(factor) or factor <= 0:
+        problems.append(f"model.pretrained_lr={factor!r} is invalid: must be a number > 0")
+    elif factor != 1.0 and "OneCycleLR" in str((cfg.scheduler or {}).get("_target_")):
+        problems.append(
+            "model.pretrained_lr with scheduler=onecycle: one-cycle sets a single max_lr "
+            "for every layer; choose another scheduler"
+        )
+    if not init_from and (how != "none" or factor != 1.0):
+        problems.append("model.freeze and model.pretrained_lr need model.init_from")
+    if init_from:
+        try:
+            transfer_source(str(init_from))
+        except UserError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _ensemble_problems(cfg: RunConfig) -> list[str]:
+    """``ensemble.*`` (bagging; :mod:`dlrun.ensembling`), in validate's wording."""
+    ens = cfg.ensemble
+    bagging, member, method = ens.bagging, ens.member, ens.method
+    checks = [
+        (bagging == 0 or bagging >= 2, "ensemble.bagging", "0 (off) or a number of members >= 2"),
+        (member is None or (bagging >= 2 and 0 <= member < bagging), "ensemble.member",
+         "null, or a member index from 0 to ensemble.bagging - 1 (with ensemble.bagging=N)"),
+        (method in ("average", "vote"), "ensemble.method", "use average, vote"),
+        (not bagging or cfg.eval.protocol == "holdout", "ensemble.bagging",
+         "bagging trains on the holdout split; use eval.protocol=holdout"),
+    ]  # fmt: skip
+    return [f"{key}={_value(cfg, key)!r} is invalid: {why}" for ok, key, why in checks if not ok]
 
 
 def _data_problems(data: Mapping[str, Any]) -> list[str]:

@@ -41,11 +41,15 @@ def write_error(exc: BaseException) -> OSError | None:
     return None
 
 
-def os_error_line(exc: OSError, run_dir: Path | None = None) -> str:
+def os_error_line(
+    exc: OSError,
+    run_dir: Path | None = None,
+    elsewhere: str = "paths.outputs=<dir>, or hydra.run.dir= / hydra.sweep.dir=",
+) -> str:
     """``<cause> writing <file>; <what to do>`` for a refused write.
 
     The advice is to resume when ``run_dir`` has a checkpoint to resume from, and to run
-    again (elsewhere) otherwise.
+    again (``elsewhere``: the options that choose another folder) otherwise.
     """
     full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
     cause = _WRITE_ERRORS.get(exc.errno or 0) or str(exc.strerror or exc).lower()
@@ -55,10 +59,7 @@ def os_error_line(exc: OSError, run_dir: Path | None = None) -> str:
         return f"{cause} writing {where}; {fix} and resume with dlrun resume={run_dir}"
     if full:
         return f"{cause} writing {where}; free space and run again"
-    return (
-        f"{cause} writing {where}; choose a writable folder "
-        "(paths.outputs=<dir>, or hydra.run.dir= / hydra.sweep.dir=)"
-    )
+    return f"{cause} writing {where}; choose a writable folder ({elsewhere})"
 
 
 def _shown(path: Path, run_dir: Path | None) -> str:

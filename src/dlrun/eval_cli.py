@@ -20,7 +20,6 @@ Exit codes: 0 done, 1 an evaluation failed, 2 bad arguments or a refused run dir
 from __future__ import annotations
 
 import csv
-import itertools
 import re
 import statistics
 import sys
@@ -157,21 +156,9 @@ def _job_order(job: Path) -> tuple[int, str]:
 
 def _claim_out(run_dir: Path, args: dict[str, Any], out_arg: str) -> Path:
     """A new, empty folder for the results: ``out=`` or ``<run>/eval/<split>_<ckpt>[_n]``."""
-    if out_arg:
-        out = Path(out_arg)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise UserError(f"out={out} already holds files; choose a new folder")
-        out.mkdir(parents=True, exist_ok=True)
-        return out
-    label = f"{args['split']}_{Path(args['ckpt']).stem}"
-    for n in itertools.count(1):
-        out = run_dir / "eval" / (label if n == 1 else f"{label}_{n}")
-        try:
-            out.mkdir(parents=True)
-        except FileExistsError:
-            continue
-        return out
-    raise AssertionError("unreachable")
+    from dlrun.rundir import claim_new_dir
+
+    return claim_new_dir(out_arg, run_dir / "eval", f"{args['split']}_{Path(args['ckpt']).stem}")
 
 
 def _evaluate(

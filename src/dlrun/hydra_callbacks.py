@@ -135,6 +135,23 @@ def _exit(code: int, message: str) -> None:
     sys.exit(code)
 
 
+def _bagging_ensemble(config: DictConfig, sweep_dir: Path) -> None:
+    """A sweep over ``ensemble.member`` ends with its members evaluated together."""
+    if not config.get("ensemble") or not config.ensemble.get("bagging"):
+        return
+    from dlrun import ensembling
+    from dlrun.display import make_console
+    from dlrun.errors import UserError
+
+    try:
+        out = ensembling.after_sweep(sweep_dir, config.ensemble.method, make_console())
+    except UserError as exc:
+        print(f"dlrun: error: the bagging ensemble was not built: {exc}", file=sys.stderr)
+        sys.exit(1)
+    if out is not None:
+        print(f"ensemble: {out}")
+
+
 class Leaderboard(Callback):
     """Before a sweep: refuse a config every job would reject, then open the trackers'
     parent run. After it: write leaderboard.csv/.md/.html, print it, end the parent run
@@ -172,6 +189,7 @@ class Leaderboard(Callback):
             _exit(1, f"could not write the leaderboard: {exc!r}")
         print(f"leaderboard: {csv_path} {md_path} {md_path.with_suffix('.html')}")
         _trackers().sweep_ended(sweep_dir, leaderboard.tracker_summary(jobs))
+        _bagging_ensemble(config, sweep_dir)
         failed = [j for j in jobs if j.status == "failed"]
         if failed:
             print(f"dlrun: {len(failed)} of {len(jobs)} jobs failed", file=sys.stderr)

@@ -8,6 +8,7 @@ The config is untrusted input: it is checked against dlrun's own targets
 
 Public functions: :func:`read_run_config` (the typed :class:`~dlrun.config.RunConfig`),
 :func:`run_context` (the names the run was given), :func:`checkpoint_path`,
+:func:`check_run_arg` (a `run=` argument, checked before torch loads),
 :func:`load_run` and :func:`load_model` (a :class:`~dlrun.runner.Setup`: data, model,
 device).
 """
@@ -108,6 +109,16 @@ def checkpoint_path(run_dir: Path, ckpt: str) -> Path:
     if ckpt not in ("best", "last") and not ckpt.endswith(".pt"):
         raise UserError(f"ckpt={ckpt} is invalid: use best, last or a path to a .pt file")
     return Path(ckpt) if ckpt.endswith(".pt") else run_dir / "checkpoints" / f"{ckpt}.pt"
+
+
+def check_run_arg(run: str | Path, ckpt: str = "best") -> Path:
+    """The run dir named by ``run=``, checked before torch is imported: a mistyped path
+    or ``ckpt=`` is refused at once, not after seconds of loading libraries."""
+    run_dir = Path(run)
+    if not run_dir.is_dir():
+        raise UserError(f"run dir not found: {run_dir}")
+    checkpoint_path(run_dir, ckpt)  # refuses an unknown ckpt= choice
+    return run_dir
 
 
 def load_run(

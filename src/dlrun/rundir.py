@@ -18,6 +18,8 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -90,6 +92,47 @@ def claim_unique_dir(path: str) -> str:
     note_run_dir(Path(candidate))
     _claimed[path] = candidate
     return candidate
+
+
+def claim_new_dir(out: str | Path, parent: Path, label: str) -> Path:
+    """A new, empty folder for a command's results, so nothing earlier is overwritten:
+    ``out`` (a folder that does not exist yet, or is empty) when given, else
+    ``parent/label``, then ``label_2``, ``label_3``... when taken."""
+    from dlrun.errors import UserError
+
+    if out:
+        path = Path(out)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise UserError(f"out={path} already holds files; choose a new folder")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    n = 1
+    while True:
+        path = parent / (label if n == 1 else f"{label}_{n}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            n += 1
+
+
+@contextmanager
+def new_output_dir(out: str | Path, parent: Path, label: str) -> Iterator[Path]:
+    """:func:`claim_new_dir`, removed again if the command fails inside: a refused
+    export or ensemble leaves nothing half-written (an empty ``out`` folder the user
+    gave stays, emptied)."""
+    given = bool(out) and Path(out).is_dir()
+    path = claim_new_dir(out, parent, label)
+    try:
+        yield path
+    except BaseException:
+        children = list(path.iterdir()) if given else [path]
+        for child in children:
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+        raise
 
 
 def note_run_dir(run_dir: Path) -> None:

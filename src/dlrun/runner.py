@@ -22,6 +22,7 @@ from rich.console import Console
 from dlrun import monitor as monitors
 from dlrun import tasks
 from dlrun.config import EarlyStoppingSettings, RunConfig, RunContext
+from dlrun.data.contract import save_contract
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split, Task
 from dlrun.diagnostics.recorders import diagnostics_callbacks
 from dlrun.diagnostics.summary import diagnose
@@ -45,6 +46,7 @@ from dlrun.errors import UserError
 from dlrun.evaluation import prefetch
 from dlrun.evaluation.epoch import epoch_metrics
 from dlrun.models import build_model
+from dlrun.transfer import prepare as prepare_transfer
 
 
 @dataclass
@@ -153,6 +155,7 @@ def announce_data(bundle: DataBundle, run_dir: Path, console: Console, since: in
 
     if since == 0:
         notes.write_preprocess(bundle.meta, run_dir)
+        save_contract(run_dir, bundle)  # what predict, export and serve need (no data)
     log = TrainLog(run_dir)
 
     def say(line: str) -> None:
@@ -174,7 +177,9 @@ def make_trainer(
     spec, reg = setup.bundle.spec, cfg.regularization
     monitor = make_monitor(cfg, spec.task)
     eager.install()  # before the optimizer exists: no torch._dynamo import (~1 s) for it
-    optimizer = instantiate(cfg.optimizer)(setup.model.parameters())
+    say = lambda line: console.print(line, markup=False)  # noqa: E731
+    params = prepare_transfer(cfg, setup.model, spec, run_dir, say)  # init_from, freeze
+    optimizer = instantiate(cfg.optimizer)(params)
     steps = optimizer_steps_per_epoch(
         len(setup.bundle.train), cfg.trainer, distributed.world_size()
     )

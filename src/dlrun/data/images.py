@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from dlrun.data.download import RemoteFile, download
+from dlrun.data.pixels import image_state, pixel_stats, standardise_uint8
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
 from dlrun.data.splits import SplitIndices, cut_bundle
 from dlrun.errors import UserError
@@ -289,7 +290,9 @@ def _image_bundle(
             f"images ({err}); raise data.limit or change data.val_fraction."
         ) from err
     idx = SplitIndices(np.sort(train), np.sort(val), np.arange(n, n + len(test_x)))
-    x, mean, std = _standardise_pixels(np.concatenate([train_x, test_x]), idx.train)
+    images = np.concatenate([train_x, test_x])
+    mean, std = pixel_stats(images, idx.train)
+    x = standardise_uint8(images, mean, std)
     spec = DataSpec(
         name=name,
         task=Task.MULTICLASS,
@@ -298,33 +301,11 @@ def _image_bundle(
         n_outputs=len(class_names),
         class_names=class_names,
     )
-    meta = {"pixel_mean": mean, "pixel_std": std, "n_train_official": n}
+    meta = {
+        "pixel_mean": mean,
+        "pixel_std": std,
+        "n_train_official": n,
+        "preprocess": image_state(train_x.shape[1], train_x.shape[2:], mean, std),
+    }
     labels = torch.from_numpy(np.concatenate([train_y, test_y]))
     return cut_bundle(spec, torch.from_numpy(x), labels, idx, meta)
-
-
-def _standardise_pixels(
-    images: np.ndarray, train: np.ndarray
-) -> tuple[np.ndarray, list[float], list[float]]:
-    """Scale uint8 pixels to [0, 1] and standardise per channel with training statistics.
-
-    Pixels take only 256 values, so exact statistics come from a histogram (no float64
-    copy of the images: CIFAR-10 would need 1.5 GB), and the conversion is one fused
-    multiply-add per pixel into a float32 array.
-    """
-    levels = np.arange(256, dtype=np.float64) / 255.0
-    means, stds = [], []
-    for c in range(images.shape[1]):
-        pixels = torch.from_numpy(np.ascontiguousarray(images[train, c]).reshape(-1))
-        hist = torch.bincount(pixels, minlength=256).numpy()  # numpy's is 30x slower on uint8
-        mean = float((hist * levels).sum() / hist.sum())
-        std = float(np.sqrt((hist * (levels - mean) ** 2).sum() / hist.sum())) or 1.0
-        means.append(mean)
-        stds.append(std)
-    per_channel = (1, len(means), 1, 1)
-    scale = (1.0 / (255.0 * np.array(stds))).astype(np.float32).reshape(per_channel)
-    shift = (-np.array(means) / np.array(stds)).astype(np.float32).reshape(per_channel)
-    x = np.empty(images.shape, dtype=np.float32)
-    np.multiply(images, scale, out=x)
-    x += shift
-    return x, means, stds

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ import torch
 from dlrun.data.csvfile import read_csv, to_numbers
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split, Task
 from dlrun.data.splits import Standardizer, temporal_bounds
+from dlrun.data.table import Encoded
 from dlrun.errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -50,7 +52,15 @@ def load_sine(
     signal = np.sum(waves, axis=0)
     values = signal + noise * rng.standard_normal(n_points)
     return forecast_bundle(
-        "sine", values[:, None], 0, window, horizon, stride, val_fraction, test_fraction
+        "sine",
+        values[:, None],
+        0,
+        window,
+        horizon,
+        stride,
+        val_fraction,
+        test_fraction,
+        columns=("value",),
     )
 
 
@@ -73,7 +83,16 @@ def load_sunspots(
     values = frame["SUNACTIVITY"].to_numpy(dtype=np.float64)[:, None]
     years = [int(year) for year in frame["YEAR"]]
     return forecast_bundle(
-        "sunspots", values, 0, window, horizon, stride, val_fraction, test_fraction, years
+        "sunspots",
+        values,
+        0,
+        window,
+        horizon,
+        stride,
+        val_fraction,
+        test_fraction,
+        years,
+        columns=("SUNACTIVITY",),
     )
 
 
@@ -119,7 +138,16 @@ def load_csv_series(
     if times is not None:
         times = times[start:]
     bundle = forecast_bundle(
-        table.path.stem, values, 0, window, horizon, stride, val_fraction, test_fraction, times
+        table.path.stem,
+        values,
+        0,
+        window,
+        horizon,
+        stride,
+        val_fraction,
+        test_fraction,
+        times,
+        columns=names,
     )
     bundle.meta.update(path=str(table.path), channels=names, filled_values=filled)
     return bundle
@@ -135,11 +163,12 @@ def forecast_bundle(
     val_fraction: float,
     test_fraction: float,
     times: Sequence | None = None,
+    columns: Sequence[str] = (),
 ) -> DataBundle:
     """Split ``values`` (T, F) in time, standardise on train, cut windows in each part.
 
     ``stride`` thins the training windows only; val and test keep every window so each
-    of their steps is scored.
+    of their steps is scored. ``columns`` names the channels (for new series by name).
     """
     if window < 1 or horizon < 1 or stride < 1:
         raise UserError(
@@ -161,13 +190,15 @@ def forecast_bundle(
                 "use a longer series."
             )
         parts.append(Split(torch.from_numpy(x), torch.from_numpy(y)))
-    mean, std = float(scaler.mean[target_channel]), float(scaler.std[target_channel])
+    channel = target_channel
+    mean, std = float(scaler.mean[channel]), float(scaler.std[channel])
     meta: dict = {
         "target_scaler": {"mean": [mean] * horizon, "std": [std] * horizon},
         "target_channel": target_channel,
         "window": window,
         "horizon": horizon,
         "split_bounds": {split: list(bound) for split, bound in bounds.items()},
+        "preprocess": series_state(columns, values.shape[1], scaler, window, horizon, channel),
     }
     if times is not None:
         meta["split_times"] = {
@@ -177,6 +208,27 @@ def forecast_bundle(
     shape = (window, values.shape[1])
     spec = DataSpec(name, Task.FORECAST, DataKind.SEQUENCE, input_shape=shape, n_outputs=horizon)
     return DataBundle(spec, *parts, meta=meta)
+
+
+def series_state(
+    columns: Sequence[str],
+    n_channels: int,
+    scaler: Standardizer,
+    window: int,
+    horizon: int,
+    target_channel: int,
+) -> dict[str, Any]:
+    """What a new series needs to become model inputs: its channels by name, the
+    training statistics, the window and which channel is forecast."""
+    return {
+        "type": "series",
+        "columns": list(columns) or [f"channel_{i}" for i in range(n_channels)],
+        "mean": scaler.mean.tolist(),
+        "std": scaler.std.tolist(),
+        "window": window,
+        "horizon": horizon,
+        "target_channel": target_channel,
+    }
 
 
 def windows(
@@ -197,6 +249,29 @@ def windows(
     x = values[first[:, None] + np.arange(-window, 0)]
     y = values[first[:, None] + np.arange(horizon), target_channel]
     return x.astype(np.float32), y.astype(np.float32), first
+
+
+def encode_series(state: dict[str, Any], values: np.ndarray) -> Encoded:
+    """Every window of a new series (T, F) in its raw units, and the targets that follow.
+
+    Row i forecasts the ``horizon`` steps after step ``window + i`` from the ``window``
+    steps before it; the last row forecasts past the end of the series (the future), so
+    only the rows whose next steps are in the series get targets. Gaps are filled with
+    the last value seen, as in training.
+    """
+    window, horizon = state["window"], state["horizon"]
+    start, values, filled = _forward_fill(values, state["columns"])
+    notes = [f"{filled} missing value(s) filled with the last value seen"] if filled else []
+    if start:
+        notes.append(f"the first {start} step(s) were dropped: not every column has a value")
+    if len(values) < window:
+        raise UserError(f"the series has {len(values)} steps; the model reads windows of {window}")
+    scaled = Standardizer(np.array(state["mean"]), np.array(state["std"])).transform(values)
+    first = np.arange(window, len(values) + 1)
+    x = scaled[first[:, None] + np.arange(-window, 0)]
+    known = first[first + horizon <= len(values)]
+    y = scaled[known[:, None] + np.arange(horizon), state["target_channel"]]
+    return Encoded(x.astype(np.float32), notes, y=y.astype(np.float32))
 
 
 def _parse_times(cells: list[str], column: str) -> list:

@@ -7,6 +7,7 @@ fitting them on all the data would let the test set leak into training.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,6 +80,35 @@ def _sklearn_split(
         rest, test_size=val_share, random_state=seed + 1, stratify=rest_labels
     )
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
+def select_classes(
+    y: np.ndarray, classes: Sequence[int], names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Rows of ``classes`` only: their indices, labels renumbered 0..k-1 in the order
+    given, and the kept class names."""
+    chosen = [int(c) for c in classes]
+    if len(set(chosen)) < 2 or not all(0 <= c < len(names) for c in chosen):
+        raise UserError(
+            f"data.classes={list(classes)} is invalid: give at least two distinct class "
+            f"numbers from 0 to {len(names) - 1}"
+        )
+    keep = np.flatnonzero(np.isin(y, chosen))
+    relabel = {c: i for i, c in enumerate(chosen)}
+    return (
+        keep,
+        np.array([relabel[int(v)] for v in y[keep]], dtype=y.dtype),
+        tuple(names[c] for c in chosen),
+    )
+
+
+def per_class(y: np.ndarray, rows: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """At most ``n`` of ``rows`` per class of ``y``, drawn at random (seeded), sorted."""
+    if n < 1:
+        raise UserError(f"data.train_per_class must be at least 1 (got {n})")
+    rng = np.random.default_rng(seed)
+    kept = [rng.permutation(rows[y[rows] == label])[:n] for label in np.unique(y[rows])]
+    return np.sort(np.concatenate(kept))
 
 
 def temporal_bounds(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:

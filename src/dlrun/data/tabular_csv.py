@@ -9,15 +9,16 @@ training; a category first seen in val/test encodes as all zeros.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from dlrun.data.csvfile import CsvTable, is_missing, read_csv, to_numbers
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Task
-from dlrun.data.splits import Standardizer, cut_bundle, encode_targets, stratified_split
+from dlrun.data.splits import cut_bundle, encode_targets, stratified_split
+from dlrun.data.table import category, encode_table, feature_names, fit_table
 from dlrun.errors import UserError
 from dlrun.tasks import info
 
@@ -72,13 +73,14 @@ def load_csv(
             f"Cannot split {len(rows)} rows of {table.path} into train/val/test "
             f"({err}); add rows, merge rare classes or set data.task."
         ) from err
-    x, feature_names = _encode_features(table, features, rows, idx.train, max_categories)
+    x, state = _encode_features(table, features, rows, idx.train, max_categories)
     y_tensor, n_outputs, meta = encode_targets(y, resolved, idx.train, len(class_names))
     meta.update(
         path=str(table.path),
         target=target,
-        feature_names=feature_names,
+        feature_names=feature_names(state),
         rows_without_target=len(table) - len(rows),
+        preprocess={**state, "target": target},
     )
     spec = DataSpec(table.path.stem, resolved, DataKind.TABULAR, input_shape=(x.shape[1],),
                     n_outputs=n_outputs, class_names=class_names)  # fmt: skip
@@ -148,11 +150,12 @@ def _encode_features(
     rows: np.ndarray,
     train: np.ndarray,
     max_categories: int,
-) -> tuple[np.ndarray, list[str]]:
-    """Impute, standardise and one-hot encode the feature columns (fit on ``train``)."""
-    from sklearn.impute import SimpleImputer
-    from sklearn.preprocessing import OneHotEncoder
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Impute, standardise and one-hot encode the feature columns (fit on ``train``).
 
+    Returns the features and the fitted state (:mod:`dlrun.data.table`), which the run
+    keeps so new rows are encoded the same way.
+    """
     numeric: dict[str, np.ndarray] = {}
     categorical: dict[str, list[str]] = {}
     for name in names:
@@ -162,26 +165,7 @@ def _encode_features(
             table.check_finite(name, values, rows)
             numeric[name] = values
         else:
-            categorical[name] = ["missing" if is_missing(c) else c.strip() for c in cells]
-    blocks, feature_names = [], []
-    if numeric:
-        raw = np.column_stack(list(numeric.values()))
-        # columns with no value in the training rows are dropped by the imputer
-        imputer = SimpleImputer(strategy="median").fit(raw[train])
-        filled = imputer.transform(raw)
-        blocks.append(Standardizer.fit(filled[train]).transform(filled))
-        feature_names += imputer.get_feature_names_out(list(numeric)).tolist()
-    if categorical:
-        raw = np.array(list(categorical.values()), dtype=object).T
-        encoder = OneHotEncoder(
-            handle_unknown="ignore",
-            max_categories=max_categories,
-            sparse_output=False,
-            dtype=np.float32,
-        ).fit(raw[train])
-        with warnings.catch_warnings():
-            # categories unseen in training are expected in val/test: they encode as zeros
-            warnings.filterwarnings("ignore", message="Found unknown categories")
-            blocks.append(encoder.transform(raw))
-        feature_names += encoder.get_feature_names_out(list(categorical)).tolist()
-    return np.hstack(blocks).astype(np.float32), feature_names
+            categorical[name] = [category(c) for c in cells]
+    state = fit_table(numeric, categorical, train, max_categories)
+    columns = {**numeric, **categorical}
+    return encode_table(state, columns).x, state

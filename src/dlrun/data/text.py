@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split, Task
 from dlrun.data.splits import temporal_bounds
+from dlrun.data.table import Encoded
 from dlrun.errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -55,6 +57,7 @@ def load_text(
         "n_characters": len(ids),
         "unigram": (counts / counts.sum()).tolist(),
     }
+    meta["preprocess"] = text_state(vocab, block_size, language_model=True)
     spec = DataSpec(
         name=name,
         task=Task.LANGUAGE_MODEL,
@@ -116,7 +119,50 @@ def load_text_classes(
         vocab_size=len(vocab),
         vocab=vocab,
     )
-    return DataBundle(spec, *parts, meta={"corpus": "pydoc_data.topics"})
+    meta = {"corpus": "pydoc_data.topics", "preprocess": text_state(vocab, block_size)}
+    return DataBundle(spec, *parts, meta=meta)
+
+
+def text_state(
+    vocab: Sequence[str], block_size: int, language_model: bool = False
+) -> dict[str, Any]:
+    """What a new text needs to become token ids: the vocabulary and the block length."""
+    return {
+        "type": "text",
+        "vocab": list(vocab),
+        "block_size": block_size,
+        "language_model": language_model,
+    }
+
+
+def encode_lines(state: dict[str, Any], lines: Sequence[str]) -> Encoded:
+    """Token ids (N, block_size), right-padded with id 0, and each line's length.
+
+    A character the model never saw is left out, a line longer than the block keeps
+    its first ``block_size`` characters; both fallbacks are named in the notes.
+    """
+    vocab, block = state["vocab"], state["block_size"]
+    lookup = {char: i for i, char in enumerate(vocab)}
+    x = np.zeros((len(lines), block), dtype=np.int64)
+    lengths = np.zeros(len(lines), dtype=np.int64)
+    unknown: set[str] = set()
+    cut = 0
+    for row, line in enumerate(lines):
+        ids = [lookup[c] for c in line if c in lookup]
+        unknown.update(c for c in line if c not in lookup)
+        if not ids:
+            raise UserError(f"text {row + 1} has no character the model knows: {line[:40]!r}")
+        cut += len(ids) > block
+        ids = ids[:block]
+        x[row, : len(ids)] = ids
+        lengths[row] = len(ids)
+    notes = []
+    if unknown:
+        shown = "".join(sorted(unknown))[:20]
+        notes.append(f"characters the model never saw were left out: {shown!r}")
+    if cut:
+        notes.append(f"{cut} text(s) longer than {block} characters: the first {block} are used")
+    return Encoded(x, notes, lengths=lengths)
 
 
 def encode(text: str, vocab: Sequence[str]) -> np.ndarray:

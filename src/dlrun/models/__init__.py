@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from dlrun.errors import UserError
 
+# Keys every model config has (configs/transfer.yaml) that are the runner's, not the
+# model constructor's: where the weights start from and which of them train.
+TRANSFER_KEYS = ("init_from", "freeze", "pretrained_lr")
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -37,5 +41,6 @@ def build_model(
     # Instantiate a partial and call it: Hydra treats dataclass kwargs of instantiate() as
     # config and would hand the model a dict instead of the DataSpec. Calling the partial
     # also lets a UserError from the constructor arrive unwrapped.
-    make = instantiate(model_cfg, _partial_=True, _convert_="all")
+    family_cfg = {k: v for k, v in dict(model_cfg).items() if k not in TRANSFER_KEYS}
+    make = instantiate(family_cfg, _partial_=True, _convert_="all")
     return make(spec=spec, act=act, dropout=dropout)
