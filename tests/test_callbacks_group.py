@@ -39,7 +39,8 @@ class Recorder(Callback):
 
 
 def _callbacks(tmp_path: Path, *overrides: str, main: bool = True) -> list[Callback]:
-    cfg = compose_cfg(*IRIS, *overrides)
+    """The callbacks of a run, without the diagnostics recorders (tested on their own)."""
+    cfg = compose_cfg(*IRIS, "diagnostics=none", *overrides)
     return make_callbacks(cfg, tmp_path, Console(quiet=True), "val_loss", main)
 
 
@@ -58,6 +59,15 @@ def test_the_default_group_builds_the_standard_callbacks_in_order(tmp_path: Path
     assert kinds == [ProgressReporter, TrainLog, HistoryCSV, Checkpointer, StatusHeartbeat]
     progress = _callbacks(tmp_path, "trainer.progress=none")[0]
     assert isinstance(progress, ProgressReporter) and progress.quiet  # ${trainer.progress}
+
+
+def test_diagnostics_add_their_recorders_on_rank_0_only(tmp_path: Path) -> None:
+    cfg = compose_cfg(*IRIS)  # diagnostics on by default
+    mine = make_callbacks(cfg, tmp_path, Console(quiet=True), "val_loss", True)
+    names = [type(cb).__name__ for cb in mine]
+    assert "GradientNorms" in names
+    others = make_callbacks(cfg, tmp_path, Console(quiet=True), "val_loss", False)
+    assert "GradientNorms" not in [type(cb).__name__ for cb in others]
 
 
 def test_early_stopping_comes_from_regularization_after_the_group(tmp_path: Path) -> None:

@@ -85,18 +85,26 @@ def analyse(
     rows = confident_mistakes(spec.task, scored, names)
     if not rows:
         return rows, []
-    x = getattr(bundle, split).x
+    x = _samples(getattr(bundle, split), [r["index"] for r in rows])
     if spec.kind is DataKind.IMAGE:
         from dlrun.diagnostics.plots import image_grid
 
-        images = x[torch.tensor([r["index"] for r in rows])].detach().float().cpu()
+        images = x.detach().float().cpu()
         titles = [f"#{r['index']}: {r['true']} → {r['predicted']} ({r['confidence']:.0%})"
                   for r in rows]  # fmt: skip
         image_grid(out / GALLERY, images, titles, "Most confident mistakes (true → predicted)")
         return rows, [GALLERY]
-    for row in rows:
-        row["input"] = _describe(x[row["index"]], spec.kind, spec.vocab, bundle.meta)
+    for row, sample in zip(rows, x, strict=True):
+        row["input"] = _describe(sample, spec.kind, spec.vocab, bundle.meta)
     return rows, []
+
+
+def _samples(split: Any, indices: list[int]) -> torch.Tensor:
+    """The inputs of rows ``indices``: indexed in memory, read as one batch when streamed."""
+    index = torch.tensor(indices)
+    if hasattr(split, "x"):
+        return split.x[index.to(split.x.device)]
+    return next(iter(split.batches([index]))).x
 
 
 def _describe(sample: torch.Tensor, kind: DataKind, vocab: Sequence[str], meta: dict) -> str:
