@@ -39,7 +39,7 @@ def _refused(result: subprocess.CompletedProcess[str], workdir: Path) -> str:
         (["trainer.lr=0.1"], "did you mean optimizer.lr=0.1?"),
         (["trainer.dropout=0.1"], "did you mean regularization.dropout=0.1?"),
         (["model=resnt"], "model=resnt is not an option of model; did you mean model=resnet?"),
-        (["data=irs"], "options: breast_cancer, cifar10"),
+        (["data=irs"], "options: array, breast_cancer, cifar10"),
         (["+trainer.epochs=3", *TINY], "trainer.epochs already exists: write trainer.epochs=3"),
         (["~trainer.epoch"], "did you mean ~trainer.epochs?"),
         (["trainer.epochs=abc"], "trainer.epochs: Value 'abc' of type 'str' could not be"),

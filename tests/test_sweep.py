@@ -60,9 +60,17 @@ def test_leaderboard_rebuilds_an_interrupted_sweep(workdir: Path) -> None:
 
 
 def test_a_bad_value_for_every_job_stops_the_sweep_before_it_starts(workdir: Path) -> None:
+    result = run_cli("-m", "trainer.epochs=0", "seed=0,1", cwd=workdir)
+    assert result.returncode != 0
+    assert "trainer.epochs" in result.stderr and "not started" in result.stderr
+    assert not (workdir / "outputs").exists()
+
+
+def test_a_monitor_no_job_records_refuses_every_job_and_leaves_nothing(workdir: Path) -> None:
+    """The monitor needs the task (known once a job's data is chosen): each job refuses."""
     result = run_cli("-m", "trainer.monitor=val_f1", "seed=0,1", cwd=workdir)
     assert result.returncode != 0
-    assert "trainer.monitor" in result.stderr and "not started" in result.stderr
+    assert "trainer.monitor=val_f1" in result.stderr and "every job was refused" in result.stderr
     assert not (workdir / "outputs").exists()
 
 
