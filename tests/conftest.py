@@ -24,11 +24,17 @@ CONFIGS = Path(config_dir())
 SHRINK = ["trainer.epochs=1", "trainer.limit_batches=2"]
 
 
+# Drawing the PNGs is most of a shrunk run's time; tests that look at pictures ask for
+# them with ``eval.plots=true`` (a later override wins).
+NO_PLOTS = "eval.plots=false"
+
+
 def compose_cfg(*overrides: str) -> RunConfig:
-    """The typed run config for ``overrides``, as the CLI hands it to the runner."""
+    """The typed run config for ``overrides``, as the CLI hands it to the runner, without
+    pictures unless ``overrides`` ask for them (:data:`NO_PLOTS`)."""
     _register()
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=list(overrides))
+        cfg = compose(config_name="train", overrides=[NO_PLOTS, *overrides])
     return to_run_config(cfg)
 
 
@@ -86,13 +92,21 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
 
 
+def _quick(args: tuple[str, ...]) -> list[str]:
+    """``args`` with :data:`NO_PLOTS` first, unless they ask for help, a printed config or
+    a resume (which keeps the run's own config)."""
+    if any(a.startswith("-") and a != "-m" or a.startswith("resume=") for a in args):
+        return list(args)
+    return [NO_PLOTS, *args]
+
+
 def run_cli(
     *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``dlrun`` as a user would, in ``cwd`` (so outputs/ lands there)."""
     full_env = {**os.environ, "COLUMNS": "120", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "dlrun.cli", *args],
+        [sys.executable, "-m", "dlrun.cli", *_quick(args)],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -110,7 +124,7 @@ def sigterm_after_first_epoch(
     only makes it slower, never wrong.
     """
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dlrun.cli", *args, "trainer.epochs=100000",
+        [sys.executable, "-m", "dlrun.cli", *_quick(args), "trainer.epochs=100000",
          f"hydra.run.dir={run_dir}"],
         cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, **(env or {})},
@@ -139,7 +153,7 @@ def kill_after_epoch(
     """
     history = run_dir / "history.csv"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dlrun.cli", *args, f"hydra.run.dir={run_dir}"],
+        [sys.executable, "-m", "dlrun.cli", *_quick(args), f"hydra.run.dir={run_dir}"],
         cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

@@ -15,7 +15,9 @@ from tests.conftest import run_in_process
 
 
 def test_a_run_writes_diagnostics_and_mistakes_into_report_md_and_html(tmp_path: Path) -> None:
-    saved = run_in_process(tmp_path, "model=linear", "data=breast_cancer", "trainer.epochs=3")
+    saved = run_in_process(
+        tmp_path, "model=linear", "data=breast_cancer", "trainer.epochs=3", "eval.plots=true"
+    )
     md = (tmp_path / "report.md").read_text()
     page = (tmp_path / "report.html").read_text()
     assert saved["diagnostics"]["gradients"]["picture"] == "gradient_norms.png"
@@ -29,6 +31,23 @@ def test_a_run_writes_diagnostics_and_mistakes_into_report_md_and_html(tmp_path:
     assert "gradient_norms.png" in pictures
     assert page.count("data:image/png;base64,") == len(pictures)
     assert md.count("](gradient_norms.png)") == 1
+
+
+def test_eval_plots_false_keeps_every_number_and_table_but_draws_nothing(
+    tmp_path: Path,
+) -> None:
+    saved = run_in_process(tmp_path, "model=mlp", "data=digits_flat", "eval.plots=false")
+    assert sorted(tmp_path.rglob("*.png")) == []
+    assert not [f for f in saved["files"] if f.endswith(".png")]
+    assert "gradient_norms.csv" in saved["files"] and (tmp_path / "gradient_norms.csv").is_file()
+    assert "picture" not in saved["diagnostics"]["gradients"]
+    assert saved["diagnostics"]["gradients"]["verdict"]
+    assert saved["mistakes"] and all("true" in row for row in saved["mistakes"])
+    assert 0.0 <= saved["test"]["accuracy"] <= 1.0 and saved["comparison"]["verdict"]
+    page = (tmp_path / "report.html").read_text()
+    md = (tmp_path / "report.md").read_text()
+    assert "data:image/png" not in page and ".png)" not in md
+    assert "## Most confident mistakes" in md
 
 
 def test_the_sections_are_the_same_rows_in_markdown_and_html(tmp_path: Path) -> None:

@@ -98,7 +98,7 @@ def test_mlflow_server_gets_a_sweep_with_nested_jobs(mlflow_server: str, workdir
     from mlflow import MlflowClient
 
     sweep = workdir / "sweep"
-    result = run_cli("-m", *IRIS, "optimizer.lr=0.1,0.01", "logger=mlflow",
+    result = run_cli("-m", *IRIS, "optimizer.lr=0.1,0.01", "logger=mlflow", "eval.plots=true",
                      f"logger.mlflow.tracking_uri={mlflow_server}", f"hydra.sweep.dir={sweep}",
                      cwd=workdir)  # fmt: skip
     assert result.returncode == 0, result.stderr

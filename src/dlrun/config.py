@@ -125,6 +125,7 @@ class EvalSettings:
     protocol: str = "holdout"
     folds: int = 5
     repeats: int = 1
+    plots: bool = True
 
 
 @dataclass

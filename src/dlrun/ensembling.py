@@ -247,6 +247,7 @@ def evaluate(out: Path, console: Any, bundle: Any = None, threshold: float | Non
         predictor.model, bundle.to(predictor.device), out, splits=("test",),
         device=predictor.device, threshold=threshold,
         run_summary=f"ensemble ({method}) of {len(predictor.members)} members",
+        plots=cfg.eval.plots,
     )  # fmt: skip
     metrics["ensemble"] = members_table(out, predictor.members, metrics, method)
     write_json(out / "metrics.json", metrics)

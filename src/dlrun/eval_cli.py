@@ -182,6 +182,7 @@ def _evaluate(
         threshold=cfg.eval.threshold if threshold is None else threshold,
         history=history,
         run_summary=f"re-evaluation of {trained_in} ({args['ckpt']} checkpoint)",
+        plots=cfg.eval.plots,  # as the run was made
     )
 
 

@@ -449,6 +449,7 @@ def evaluate_best(
         history=state.history,
         run_summary=summary,
         monitor=monitor,
+        plots=cfg.eval.plots,
     )
     console.print(headline_table(metrics))
     return metrics

@@ -77,16 +77,23 @@ def _label(task: Task, value: torch.Tensor, names: Sequence[str]) -> str:
 
 
 def analyse(
-    out: Path, bundle: DataBundle, split: str, scored: Scored, names: Sequence[str]
+    out: Path,
+    bundle: DataBundle,
+    split: str,
+    scored: Scored,
+    names: Sequence[str],
+    gallery: bool = True,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """The mistakes of ``split`` with what a reader needs to see them, and the pictures
-    written (the gallery, for image data)."""
+    written (the gallery, for image data, unless ``gallery`` is off)."""
     spec = bundle.spec
     rows = confident_mistakes(spec.task, scored, names)
     if not rows:
         return rows, []
     x = _samples(getattr(bundle, split), [r["index"] for r in rows])
     if spec.kind is DataKind.IMAGE:
+        if not gallery:
+            return rows, []
         from dlrun.diagnostics.plots import image_grid
 
         images = x.detach().float().cpu()

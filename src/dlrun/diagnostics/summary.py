@@ -58,12 +58,15 @@ def diagnose(
         )  # fmt: skip
     for cb in callbacks:
         if isinstance(cb, GradientNorms):
-            out["gradients"] = _gradients(cb.result(), facts, run_dir)
+            out["gradients"] = _gradients(cb.result(), facts, run_dir, cfg.eval.plots)
         elif isinstance(cb, ActivationHealth) and cb.after is not None:
             out["activations"] = verdicts.activation_verdict(cb.after, cb.before, facts)
     metrics["diagnostics"] = out
-    if out.get("gradients", {}).get("picture"):
-        metrics["files"] = [*metrics.get("files", []), GRADIENT_PICTURE, GRADIENT_TABLE]
+    gradients = out.get("gradients", {})
+    written = [GRADIENT_PICTURE] if gradients.get("picture") else []
+    if (run_dir / GRADIENT_TABLE).is_file():
+        written.append(GRADIENT_TABLE)
+    metrics["files"] = [*metrics.get("files", []), *written]
     _rewrite_report(run_dir, metrics, context.summary, history)
     line = one_line(out)
     if console is not None and line:
@@ -84,14 +87,17 @@ def train_metric(history: list[dict[str, float]]) -> str | None:
     return next((k for k in keys if k != "loss"), None)
 
 
-def _gradients(recorded: dict[str, Any], facts: Facts, run_dir: Path) -> dict[str, Any]:
+def _gradients(
+    recorded: dict[str, Any], facts: Facts, run_dir: Path, draw: bool = True
+) -> dict[str, Any]:
     result = verdicts.gradient_verdict(recorded, facts)
     if recorded.get("norms"):
-        from dlrun.diagnostics.plots import gradient_norms
-
-        gradient_norms(run_dir / GRADIENT_PICTURE, recorded)
         write_gradient_table(run_dir / GRADIENT_TABLE, recorded)
-        result["picture"] = GRADIENT_PICTURE
+        if draw:
+            from dlrun.diagnostics.plots import gradient_norms
+
+            gradient_norms(run_dir / GRADIENT_PICTURE, recorded)
+            result["picture"] = GRADIENT_PICTURE
     return result
 
 

@@ -46,6 +46,7 @@ def evaluate_run(
     history: list[dict] | None = None,
     run_summary: str = "",
     monitor: str | None = None,
+    plots: bool = True,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``splits`` of ``bundle``; write the run's files into ``out_dir``.
 
@@ -53,7 +54,8 @@ def evaluate_run(
     is restored afterwards. ``history`` rows are history.csv's (``epoch, loss, <m>,
     val_loss, val_<m>, lr, seconds``) and draw learning_curves.png; ``monitor`` (e.g.
     ``val_accuracy``) marks the best epoch. Returns the dict written to metrics.json,
-    with undefined values as ``None``.
+    with undefined values as ``None``. ``plots=False`` writes no pictures (``eval.plots``):
+    drawing them is most of a small run's evaluation time.
     """
     start = time.perf_counter()
     _check(splits, threshold)
@@ -80,9 +82,11 @@ def evaluate_run(
         out / "predictions.csv", spec.task, scored[main], names, beside, vocab=spec.vocab
     )
     view = _View(out, bundle, main, scored[main], base, names, metrics[main])
-    pictures = _draw(view, history, monitor)
+    pictures = _draw(view, history, monitor) if plots else []
     if record.classification:  # error analysis: the most confident mistakes
-        metrics["mistakes"], gallery = mistakes.analyse(out, bundle, main, scored[main], names)
+        metrics["mistakes"], gallery = mistakes.analyse(
+            out, bundle, main, scored[main], names, gallery=plots
+        )
         pictures += gallery
     metrics["files"] = ["metrics.json", "predictions.csv", "report.md", "report.html", *pictures]
     metrics["eval_seconds"] = round(time.perf_counter() - start, 3)
