@@ -18,6 +18,12 @@ from dlrun.cli import _register, config_dir
 from dlrun.config import RunConfig, to_run_config
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Under pytest-xdist each worker (and every dlrun it starts) gets its share of the cores:
+# n workers x all cores of torch threads only wait on each other.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+if _WORKERS:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 CONFIGS = Path(config_dir())
 
 # Small enough that an end-to-end run takes a couple of seconds on 2 CPU cores.
@@ -93,11 +99,14 @@ def group_options(group: str) -> list[str]:
 
 
 def _quick(args: tuple[str, ...]) -> list[str]:
-    """``args`` with :data:`NO_PLOTS` first, unless they ask for help, a printed config or
-    a resume (which keeps the run's own config)."""
-    if any(a.startswith("-") and a != "-m" or a.startswith("resume=") for a in args):
+    """``args`` and :data:`NO_PLOTS`, unless they set ``eval.plots`` themselves, ask for
+    help or a printed config, or resume (a resume keeps the run's own config)."""
+    if any(
+        (a.startswith("-") and a != "-m") or a.startswith(("resume=", "eval.plots="))
+        for a in args
+    ):
         return list(args)
-    return [NO_PLOTS, *args]
+    return [*args, NO_PLOTS]
 
 
 def run_cli(
