@@ -89,8 +89,12 @@ bench: $(STAMP) ## Trainer vs a hand-written loop, then whole-process start-up v
 	$(BIN)/python scripts/bench_overhead.py $(ARGS)
 	$(MAKE) --no-print-directory bench-startup
 
-bench-startup: $(STAMP) ## Wall time of --help, a one-batch run, the default run vs Lightning
+bench-startup: $(VENV)/.bench ## Wall time of --help, a one-batch run, the default run vs Lightning
 	$(BIN)/python scripts/bench_startup.py $(STARTUP_ARGS)
+
+$(VENV)/.bench: $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install -q -e ".[bench]" "$(TORCH)"
+	touch $@
 
 bench-data: $(STAMP) ## Image-folder input pipeline at 1k/10k/100k images: first batch, images/s, cache, memory
 	$(BIN)/python scripts/bench_data.py $(ARGS)
