@@ -57,10 +57,11 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A 2-job sweep, a 2-fold k-fold run and dlrun-compare's page of the sweep's jobs."""
     root = tmp_path_factory.mktemp("pages")
     sweep, kfold = root / "sweep", root / "kfold"
-    done = run_cli("-m", *IRIS, "optimizer.lr=0.1,0.003", f"hydra.sweep.dir={sweep}", cwd=root)
+    done = run_cli("-m", *IRIS, "optimizer.lr=0.1,0.003", "eval.plots=true",
+                   f"hydra.sweep.dir={sweep}", cwd=root)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    done = run_cli(*IRIS, "eval.protocol=kfold", "eval.folds=2", f"hydra.run.dir={kfold}",
-                   cwd=root)  # fmt: skip
+    done = run_cli(*IRIS, "eval.protocol=kfold", "eval.folds=2", "eval.plots=true",
+                   f"hydra.run.dir={kfold}", cwd=root)  # fmt: skip
     assert done.returncode == 0, done.stderr
     compare = [sys.executable, "-m", "dlrun.compare", str(sweep), "html=compare.html"]
     done = subprocess.run(compare, cwd=root, capture_output=True, text=True)

@@ -95,8 +95,9 @@ def test_ensemble_settings_are_checked_first(overrides: list[str], message: str)
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("members")
     made = {}
-    for name, extra in (("a", ["optimizer.lr=0.01", "eval.plots=true"]), ("b", ["optimizer.lr=0.003"]),
-                        ("c", ["model.hidden=[16]"]), ("seed1", ["seed=1"])):  # fmt: skip
+    for name, extra in (("a", ["optimizer.lr=0.01", "eval.plots=true"]),
+                        ("b", ["optimizer.lr=0.003"]), ("c", ["model.hidden=[16]"]),
+                        ("seed1", ["seed=1"])):  # fmt: skip
         made[name] = root / name
         train_run(made[name], "model=mlp", "data=iris", "trainer.epochs=3", *extra)
     return made
