@@ -102,8 +102,7 @@ def _quick(args: tuple[str, ...]) -> list[str]:
     """``args`` and :data:`NO_PLOTS`, unless they set ``eval.plots`` themselves, ask for
     help or a printed config, or resume (a resume keeps the run's own config)."""
     if any(
-        (a.startswith("-") and a != "-m") or a.startswith(("resume=", "eval.plots="))
-        for a in args
+        (a.startswith("-") and a != "-m") or a.startswith(("resume=", "eval.plots=")) for a in args
     ):
         return list(args)
     return [*args, NO_PLOTS]
