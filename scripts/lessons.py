@@ -283,7 +283,8 @@ def judge_softmax_vs_sigmoid(jobs: list[Job]) -> Verdict:
     ) > softmax.test("f1_micro")
     figures = "; ".join(
         f"{name}: {counts[name][0]:.2f} labels predicted per test sample (at most "
-        f"{counts[name][1]}), f1_micro {job.test('f1_micro'):.3f}, roc_auc {job.test('roc_auc'):.3f}"
+        f"{counts[name][1]}), f1_micro {job.test('f1_micro'):.3f}, "
+        f"roc_auc {job.test('roc_auc'):.3f}"
         for name, job in (("sigmoid", sigmoid), ("softmax", softmax))
     )
     return Verdict(held, figures)
