@@ -258,7 +258,9 @@ def judge_batch_size_lr(jobs: list[Job]) -> Verdict:
         f"(fit: {cells[b, lr].metrics['diagnostics']['fit']['verdict']})"
         for b in batches for lr in lrs
     )  # fmt: skip
-    return Verdict(best_pair and small_wins, figures)
+    parts = (f"small batch + small lr the best: {'yes' if best_pair else 'no'}; the small "
+             f"batch at least as good at each lr: {'yes' if small_wins else 'no'}")  # fmt: skip
+    return Verdict(best_pair and small_wins, f"{figures} ({parts})")
 
 
 def _labels_per_sample(job: Job) -> tuple[float, int]:
