@@ -7,6 +7,7 @@ time, and runs the tests that cover it: a mutant that no test notices "survives"
     python scripts/mutation.py                 # every module below (tens of minutes)
     python scripts/mutation.py checkpoint splits
     python scripts/mutation.py --report        # the last results, without running
+    python scripts/mutation.py --survivors baseline   # only the last survivors, again
 
 Why one module at a time, each in its own folder under ``.mutation/``: mutmut reads its
 settings from ``pyproject.toml`` in the folder it runs in, and each module needs only a
@@ -143,20 +144,41 @@ def prepare(name: str, target: Target) -> Path:
     return folder
 
 
-def run(name: str, target: Target, mutmut: str, children: int) -> dict[str, object] | None:
+def run(
+    name: str, target: Target, mutmut: str, children: int, survivors: bool = False
+) -> dict[str, object] | None:
     """Mutate one module, run its tests against every mutant; the counts and survivors.
 
-    None when mutmut could not finish (e.g. the selected tests fail without any mutant).
+    With ``survivors``, only the last run's survivors are run again, against today's tests
+    (mutmut copies ``tests/`` afresh each time): minutes instead of a whole pass after new
+    tests were written for them. None when mutmut could not finish (e.g. the selected tests
+    fail without any mutant).
     """
-    folder = prepare(name, target)
+    last = WORK / name / "summary.json"
+    again = json.loads(last.read_text())["survivors"] if survivors and last.is_file() else None
+    if again is None:
+        folder = prepare(name, target)
+    else:  # the mutants and their results stay; the config follows the table
+        folder = WORK / name
+        (folder / "pyproject.toml").write_text(mutmut_config(target))
     print(f"== {name}: {target.source} against {' '.join(target.tests)}", flush=True)
-    with (folder / "mutmut.log").open("w") as log:
+    if again == []:
+        return json.loads(last.read_text())
+    with (folder / "mutmut.log").open("a" if again else "w") as log:
         done = subprocess.run(
-            [mutmut, "run", "--max-children", str(children)], cwd=folder, stdout=log, stderr=log
+            [mutmut, "run", "--max-children", str(children), *(again or [])],
+            cwd=folder,
+            stdout=log,
+            stderr=log,
         )
     if done.returncode != 0:
         print(f"   mutmut failed (exit {done.returncode}); its output: {folder / 'mutmut.log'}")
         return None
+    return collect(folder, target, mutmut)
+
+
+def collect(folder: Path, target: Target, mutmut: str) -> dict[str, object]:
+    """The counts and the names of the mutants not killed, saved as ``summary.json``."""
     subprocess.run([mutmut, "export-cicd-stats"], cwd=folder, capture_output=True, check=True)
     counts = json.loads((folder / "mutants" / "mutmut-cicd-stats.json").read_text())
     listed = subprocess.run(
@@ -213,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", help=f"some of: {', '.join(TARGETS)}")
     parser.add_argument("--report", action="store_true", help="print the last results only")
     parser.add_argument("--children", type=int, default=2, help="mutants tested at once")
+    parser.add_argument(
+        "--survivors", action="store_true", help="run only the last run's survivors again"
+    )
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in TARGETS]
     if unknown:
@@ -229,7 +254,11 @@ def main(argv: list[str] | None = None) -> int:
                 "mutation: error: mutmut is missing: pip install 'dlrun[mutation]'", file=sys.stderr
             )
             return 2
-        failed = [name for name in names if run(name, TARGETS[name], mutmut, args.children) is None]
+        failed = [
+            name
+            for name in names
+            if run(name, TARGETS[name], mutmut, args.children, args.survivors) is None
+        ]
     # this run's modules and earlier runs of the others
     summaries = {p.parent.name: json.loads(p.read_text()) for p in WORK.glob("*/summary.json")}
     print("\n".join(report(dict(sorted(summaries.items())))))

@@ -44,3 +44,36 @@ def test_report_counts_timeouts_as_kills_and_lists_open_survivors(tmp_path: Path
     assert lines[1].split() == ["splits", "17", "20", "85.0%", "1", "1"]
     assert "  dlrun.data.splits.x_g__mutmut_7" in lines
     assert "  dlrun.data.splits.x_f__mutmut_2" not in lines
+
+
+FAKE_MUTMUT = """#!/bin/sh
+echo "$@" >> calls.txt
+case "$1" in
+  export-cicd-stats) mkdir -p mutants
+    echo '{"killed": 9, "timeout": 0, "total": 10}' > mutants/mutmut-cicd-stats.json ;;
+  results) echo "    dlrun.x.x_f__mutmut_3: survived" ;;
+esac
+"""
+
+
+def test_survivors_runs_only_the_last_survivors_again(tmp_path: Path, monkeypatch) -> None:
+    """``--survivors`` keeps the folder and its results and names the survivors to mutmut."""
+    monkeypatch.setattr(mutation, "WORK", tmp_path)
+    fake = tmp_path / "mutmut"
+    fake.write_text(FAKE_MUTMUT)
+    fake.chmod(0o755)
+    folder = tmp_path / "splits"
+    folder.mkdir()
+    (folder / "kept.txt").write_text("results of the first pass")
+    last = ["dlrun.x.x_f__mutmut_3", "dlrun.x.x_g__mutmut_1"]
+    (folder / "summary.json").write_text(f'{{"survivors": {last!r}}}'.replace("'", '"'))
+    summary = mutation.run("splits", mutation.TARGETS["splits"], str(fake), 2, survivors=True)
+    calls = (folder / "calls.txt").read_text().splitlines()
+    assert calls[0] == "run --max-children 2 " + " ".join(last)
+    assert (folder / "kept.txt").is_file()  # not wiped: the other mutants' results stay
+    assert "splits.py" in (folder / "pyproject.toml").read_text()
+    assert summary == {
+        "module": "src/dlrun/data/splits.py",
+        "counts": {"killed": 9, "timeout": 0, "total": 10},
+        "survivors": ["dlrun.x.x_f__mutmut_3"],
+    }
