@@ -190,7 +190,8 @@ def test_the_losses_are_computed_in_float64() -> None:
     labels = _bundle(Task.MULTILABEL, train, train, 3)
     multilabel = baseline(Task.MULTILABEL, labels, labels.test, 40, 0.5, None)
     p = [41 / 42, 11 / 42, 31 / 42]  # (positives + 1) / (n + 2)
-    bce = [-math.log(p[j]) if y else -math.log(1 - p[j]) for row in train.tolist() for j, y in enumerate(row)]  # fmt: skip
+    rows = train.tolist()
+    bce = [-math.log(p[j] if y else 1 - p[j]) for row in rows for j, y in enumerate(row)]
     assert multilabel.loss == pytest.approx(sum(bce) / len(bce), rel=1e-12)
 
 
@@ -284,7 +285,8 @@ def test_select_scores_values_in_original_units() -> None:
 
 def _tokens(train_y: torch.Tensor, test_y: torch.Tensor, vocab: int, **meta) -> DataBundle:
     spec = DataSpec("text", Task.LANGUAGE_MODEL, DataKind.TOKENS, (4,), 4, vocab_size=vocab)
-    return DataBundle(spec, Split(train_y, train_y), Split(test_y, test_y), Split(test_y, test_y), meta)  # fmt: skip
+    test = Split(test_y, test_y)
+    return DataBundle(spec, Split(train_y, train_y), test, test, meta)
 
 
 def test_unigram_keeps_the_targets_and_each_tokens_log_probability() -> None:

@@ -414,3 +414,30 @@ def test_curves_cover_defined_classes_plus_macro() -> None:
 def test_clean_makes_strict_json() -> None:
     data = {"a": math.nan, "b": [math.inf, 1.5, torch.tensor(2.0)], "c": np.float64(3.0)}
     assert clean(data) == {"a": None, "b": [None, 1.5, 2.0], "c": 3.0}
+
+
+def test_binary_curves_are_the_positive_class_where_defined() -> None:
+    g = torch.Generator().manual_seed(14)
+    y = (torch.rand(60, generator=g) < 0.4).float()
+    s = scored(Task.BINARY, torch.randn(60, 1, generator=g) + y.unsqueeze(1), y)
+    m = task_metrics(Task.BINARY, s, ("benign", "malignant"), 0.5)
+    roc, pr = curves(Task.BINARY, s, ("benign", "malignant"), m)
+    assert [(c.label, c.area) for c in roc] == [("malignant", m["roc_auc"])]
+    assert [(c.label, c.area) for c in pr] == [("malignant", m["pr_auc"])]
+    fpr, tpr, _ = skm.roc_curve(y.numpy(), s.scores.numpy(), drop_intermediate=False)
+    np.testing.assert_allclose(roc[0].x, fpr)  # x = false positive rate, y = true
+    np.testing.assert_allclose(roc[0].y, tpr)
+    precision, recall, _ = skm.precision_recall_curve(y.numpy(), s.scores.numpy())
+    np.testing.assert_allclose(pr[0].x, recall)  # x = recall, y = precision
+    np.testing.assert_allclose(pr[0].y, precision)
+    assert roc[0].x.dtype == np.float64
+    negatives = torch.zeros(20)
+    s0 = scored(Task.BINARY, torch.randn(20, 1, generator=g), negatives)
+    m0 = task_metrics(Task.BINARY, s0, ("no", "yes"), 0.5)
+    assert curves(Task.BINARY, s0, ("no", "yes"), m0) == ([], [])  # nothing to rank
+    positives = torch.ones(20)
+    s1 = scored(Task.BINARY, torch.randn(20, 1, generator=g), positives)
+    roc1, pr1 = curves(
+        Task.BINARY, s1, ("no", "yes"), task_metrics(Task.BINARY, s1, ("no", "yes"), 0.5)
+    )
+    assert roc1 == [] and [c.label for c in pr1] == ["yes"]  # PR needs only positives
