@@ -111,8 +111,16 @@ TARGETS = {
     ),
     "metrics": Target("src/dlrun/evaluation/metrics.py", _METRIC_TESTS),
     "metric_registry": Target("src/dlrun/metric_registry.py", _METRIC_TESTS),
-    # a starting point: no pass yet
-    "trainer": Target("src/dlrun/engine/trainer.py", ("tests/test_engine.py",)),
+    # the module-level step arithmetic only: each method's tests train a model, and
+    # mutmut runs every covering test for every mutant (hours for the whole module)
+    "trainer": Target(
+        "src/dlrun/engine/trainer.py",
+        ("tests/test_engine.py", "-k", "optimizer_steps_per_epoch or soft_threshold"),
+        tuple(
+            f"dlrun.engine.trainer.x_{name}__mutmut_*"
+            for name in ("batches_per_epoch", "optimizer_steps_per_epoch", "step_scale", "sparsity")
+        ),
+    ),
 }
 
 
