@@ -115,7 +115,7 @@ TARGETS = {
     # mutmut runs every covering test for every mutant (hours for the whole module)
     "trainer": Target(
         "src/dlrun/engine/trainer.py",
-        ("tests/test_engine.py", "-k", "optimizer_steps_per_epoch or soft_threshold"),
+        ("tests/test_engine.py", "-k", "optimizer_steps_per_epoch or soft_threshold or sparsity"),
         tuple(
             f"dlrun.engine.trainer.x_{name}__mutmut_*"
             for name in ("batches_per_epoch", "optimizer_steps_per_epoch", "step_scale", "sparsity")
