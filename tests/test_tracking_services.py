@@ -205,3 +205,16 @@ def test_wandb_logs_offline(workdir: Path) -> None:
     assert (offline / f"run-{record['id']}.wandb").stat().st_size > 0
     saved = {p.name for p in (offline / "files").rglob("*")}
     assert {"report.html", "metrics.json"} <= saved
+
+
+def test_the_worker_imports_mlflows_sql_store_before_the_run_opens(tmp_path: Path) -> None:
+    """Left to the first message (the first epoch), this import is CPU taken from training."""
+    pytest.importorskip("mlflow", reason=NO_MLFLOW)
+    code = (
+        "import sys\nfrom dlrun.tracking.worker import warm_up\nwarm_up(['mlflow'])\n"
+        "print('mlflow.store.tracking.sqlalchemy_store' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.stdout.strip() == "True", done.stderr
+    assert list(tmp_path.iterdir()) == []  # no store created before a run opens
