@@ -14,6 +14,18 @@ from typing import Any
 
 from dlrun.errors import UserError
 
+# The arguments of every command that reads a saved run's model and scores or predicts
+# with it (dlrun-eval, dlrun-predict): one place, so they keep one meaning and default.
+SAVED_RUN_DEFAULTS: dict[str, Any] = {
+    "run": "",
+    "out": "",
+    "ckpt": "best",
+    "threshold": None,  # None: the run's own eval.threshold
+    "device": "auto",
+    "batch_size": 256,
+}
+SAVED_RUN_KINDS: dict[str, type] = {"threshold": float}
+
 
 def parse_key_values(
     argv: list[str],

@@ -174,9 +174,6 @@ class RunConfig:
     callbacks: Any = None  # name -> {_target_: a Callback, ...} (configs/callbacks/)
 
 
-RunSchema = RunConfig  # the name Hydra's ConfigStore entry was known by
-
-
 @dataclass
 class RunContext:
     """What the command line knows about a run that is not config: names for messages,

@@ -31,7 +31,6 @@ optimism that keeps every loader simple.
 from __future__ import annotations
 
 import copy
-import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from dlrun.errors import UserError
 from dlrun.evaluation.files import write_json
 from dlrun.evaluation.significance import decide, t_interval
 from dlrun.html_page import write_page
+from dlrun.rundir import finished_metrics
 from dlrun.runner import instantiate, train_and_evaluate
 from dlrun.tasks import info
 
@@ -132,7 +132,7 @@ def cross_validate(
     per_fold = []
     for fold, (train_idx, held_idx) in enumerate(pairs, start=1):
         fold_dir = run_dir / f"fold_{fold}"
-        finished = _finished(fold_dir) if cfg.resume else None
+        finished = finished_metrics(fold_dir) if cfg.resume else None
         if finished is not None:
             console.print(f"fold {fold}/{len(pairs)} ({fold_dir.name}): done", highlight=False)
             per_fold.append(finished)
@@ -181,16 +181,6 @@ def _run_fold(
     }
     write_json(fold_dir / "metrics.json", metrics)  # now with the training summary
     return metrics
-
-
-def _finished(fold_dir: Path) -> dict[str, Any] | None:
-    """A fold's metrics when it completed (its metrics.json has the training summary)."""
-    path = fold_dir / "metrics.json"
-    try:
-        metrics = json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, ValueError):
-        return None
-    return metrics if isinstance(metrics, dict) and "train" in metrics else None
 
 
 def _print_summary(console: Console, result: dict[str, Any]) -> None:

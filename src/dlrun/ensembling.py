@@ -83,6 +83,7 @@ def bag(
     """Train ``ensemble.bagging`` members one after another, then evaluate them together."""
     from dlrun.data.contract import save_contract
     from dlrun.evaluation.files import write_json
+    from dlrun.rundir import finished_metrics
     from dlrun.runner import instantiate
 
     n = cfg.ensemble.bagging
@@ -92,7 +93,7 @@ def bag(
     for index in range(n):
         member_dir = run_dir / f"member_{index + 1}"
         names.append(member_dir.name)
-        done = _finished(member_dir) if cfg.resume else None
+        done = finished_metrics(member_dir) if cfg.resume else None
         state = ": done" if done else ""
         console.print(f"member {index + 1}/{n} ({member_dir.name}){state}", highlight=False)
         if done is None:
@@ -110,14 +111,6 @@ def bag(
     metrics = evaluate(run_dir, console, base, cfg.eval.threshold)
     metrics["train"] = _train_summary(trained)
     return metrics
-
-
-def _finished(member_dir: Path) -> dict[str, Any] | None:
-    try:
-        metrics = json.loads((member_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return metrics if isinstance(metrics, dict) and "train" in metrics else None
 
 
 def _resume(cfg: RunConfig, member_dir: Path) -> str | None:

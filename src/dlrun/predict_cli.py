@@ -36,23 +36,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlrun.cli_args import errors_reported, parse_key_values
+from dlrun.cli_args import SAVED_RUN_DEFAULTS, SAVED_RUN_KINDS, errors_reported, parse_key_values
 from dlrun.errors import UserError
 
 if TYPE_CHECKING:
     from dlrun.config import RunConfig
 
 USAGE = (__doc__ or "").strip()
-DEFAULTS: dict[str, Any] = {
-    "run": "",
-    "input": "",
-    "out": "",
-    "ckpt": "best",
-    "threshold": None,  # None: the run's own eval.threshold
-    "device": "auto",
-    "batch_size": 256,
-}
-KINDS = {"threshold": float}
+DEFAULTS: dict[str, Any] = {**SAVED_RUN_DEFAULTS, "input": ""}
+KINDS = SAVED_RUN_KINDS
 
 
 def predict_saved(args: dict[str, Any]) -> tuple[Path, dict[str, Any]]:

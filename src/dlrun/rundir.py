@@ -256,14 +256,26 @@ def _epochs_done(run_dir: Path) -> int:
     return max(0, len(history.read_text().splitlines()) - 1)
 
 
-def read_status(run_dir: Path) -> dict[str, Any] | None:
-    """``status.json`` as written, or None when there is none (or it is unreadable)."""
-    path = run_dir / "status.json"
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when there is none, it is unreadable or it
+    holds something else: files in a run dir may be half-written or not dlrun's."""
     try:
-        status = json.loads(path.read_text()) if path.is_file() else None
+        data = json.loads(path.read_text()) if path.is_file() else None
     except (OSError, ValueError):
         return None
-    return status if isinstance(status, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def read_status(run_dir: Path) -> dict[str, Any] | None:
+    """``status.json`` as written, or None when there is none (or it is unreadable)."""
+    return read_json_object(run_dir / "status.json")
+
+
+def finished_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """A run's metrics when it completed (its metrics.json has the training summary):
+    what resuming a k-fold run or an ensemble reuses instead of training it again."""
+    metrics = read_json_object(run_dir / "metrics.json")
+    return metrics if metrics is not None and "train" in metrics else None
 
 
 def run_is_alive(run_dir: Path) -> bool:

@@ -37,8 +37,6 @@ from dlrun.monitor import metric_mode
 if TYPE_CHECKING:
     import torch
 
-LossFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
-
 
 class Targets(StrEnum):
     """What one target looks like; the data-shape facts of a task follow from it."""
@@ -419,11 +417,6 @@ def check_monitor(name: str, task: Task, key: str) -> str:
 def loss_fn(task: Task, label_smoothing: float = 0.0) -> TaskLoss:
     """:meth:`TaskInfo.loss_fn` of ``task``."""
     return TASKS[task].loss_fn(label_smoothing)
-
-
-def output_activation(task: Task, outputs: torch.Tensor) -> torch.Tensor:
-    """:meth:`TaskInfo.activate` of ``task``."""
-    return TASKS[task].activate(outputs)
 
 
 def batch_metric(

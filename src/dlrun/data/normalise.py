@@ -58,10 +58,6 @@ class Normaliser:
             "axis": self.axis,
         }
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Normaliser:
-        return cls(tuple(data["mean"]), tuple(data["std"]), float(data["scale"]), int(data["axis"]))
-
 
 def stats_rows(train: np.ndarray, seed: int, limit: int = STATS_SAMPLES) -> np.ndarray:
     """The training rows statistics are computed on: all of them, or a seeded sample."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,19 @@ from dlrun.data.table import Encoded
 from dlrun.errors import UserError
 
 SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Windowing:
+    """How every loader here cuts its series: ``window`` steps in, ``horizon`` steps to
+    forecast, a training window every ``stride`` steps, and the last ``val_fraction`` and
+    ``test_fraction`` of the series held out (one value, so three loaders pass it alike)."""
+
+    window: int
+    horizon: int
+    stride: int
+    val_fraction: float
+    test_fraction: float
 
 
 def load_sine(
@@ -51,17 +65,8 @@ def load_sine(
     waves = [np.sin(2 * math.pi * steps / p + phi) for p, phi in zip(periods, phases, strict=True)]
     signal = np.sum(waves, axis=0)
     values = signal + noise * rng.standard_normal(n_points)
-    return forecast_bundle(
-        "sine",
-        values[:, None],
-        0,
-        window,
-        horizon,
-        stride,
-        val_fraction,
-        test_fraction,
-        columns=("value",),
-    )
+    cut = Windowing(window, horizon, stride, val_fraction, test_fraction)
+    return forecast_bundle("sine", values[:, None], cut, columns=("value",))
 
 
 def load_sunspots(
@@ -82,18 +87,8 @@ def load_sunspots(
     frame = sunspots.load_pandas().data
     values = frame["SUNACTIVITY"].to_numpy(dtype=np.float64)[:, None]
     years = [int(year) for year in frame["YEAR"]]
-    return forecast_bundle(
-        "sunspots",
-        values,
-        0,
-        window,
-        horizon,
-        stride,
-        val_fraction,
-        test_fraction,
-        years,
-        columns=("SUNACTIVITY",),
-    )
+    cut = Windowing(window, horizon, stride, val_fraction, test_fraction)
+    return forecast_bundle("sunspots", values, cut, years, columns=("SUNACTIVITY",))
 
 
 def load_csv_series(
@@ -137,18 +132,8 @@ def load_csv_series(
     start, values, filled = _forward_fill(values, names)
     if times is not None:
         times = times[start:]
-    bundle = forecast_bundle(
-        table.path.stem,
-        values,
-        0,
-        window,
-        horizon,
-        stride,
-        val_fraction,
-        test_fraction,
-        times,
-        columns=names,
-    )
+    cut = Windowing(window, horizon, stride, val_fraction, test_fraction)
+    bundle = forecast_bundle(table.path.stem, values, cut, times, columns=names)
     bundle.meta.update(path=str(table.path), channels=names, filled_values=filled)
     return bundle
 
@@ -156,26 +141,24 @@ def load_csv_series(
 def forecast_bundle(
     name: str,
     values: np.ndarray,
-    target_channel: int,
-    window: int,
-    horizon: int,
-    stride: int,
-    val_fraction: float,
-    test_fraction: float,
+    cut: Windowing,
     times: Sequence | None = None,
     columns: Sequence[str] = (),
+    target_channel: int = 0,
 ) -> DataBundle:
     """Split ``values`` (T, F) in time, standardise on train, cut windows in each part.
 
-    ``stride`` thins the training windows only; val and test keep every window so each
-    of their steps is scored. ``columns`` names the channels (for new series by name).
+    ``cut.stride`` thins the training windows only; val and test keep every window so
+    each of their steps is scored. ``columns`` names the channels (for new series by
+    name); ``target_channel`` is the one forecast.
     """
+    window, horizon, stride = cut.window, cut.horizon, cut.stride
     if window < 1 or horizon < 1 or stride < 1:
         raise UserError(
             f"data.window ({window}), data.horizon ({horizon}) and data.stride "
             f"({stride}) must be at least 1."
         )
-    a, b = temporal_bounds(len(values), val_fraction, test_fraction)
+    a, b = temporal_bounds(len(values), cut.val_fraction, cut.test_fraction)
     bounds = dict(zip(SPLITS, ((0, a), (a, b), (b, len(values))), strict=True))
     scaler = Standardizer.fit(values[:a])
     scaled = scaler.transform(values)

@@ -11,7 +11,7 @@ reports errors in the data's own units.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -74,17 +74,9 @@ def load_digits_flat(
     seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15
 ) -> DataBundle:
     """The same digits as 64 tabular features (for the MLP)."""
-    raw = sklearn_dataset("load_digits", ("data", "target", "feature_names"))
-    return tabular_bundle(
-        "digits_flat",
-        raw["data"],
-        raw["target"],
-        Task.MULTICLASS,
-        tuple(str(d) for d in range(10)),
-        seed,
-        val_fraction,
-        test_fraction,
-        raw["feature_names"],
+    digits = tuple(str(d) for d in range(10))
+    return _bundled_table(
+        "digits_flat", "load_digits", Task.MULTICLASS, seed, val_fraction, test_fraction, digits
     )
 
 
@@ -96,59 +88,62 @@ def load_breast_cancer(
     scikit-learn codes malignant as 0; a screening report should count the cancers it
     finds as true positives, so the condition being detected is the positive class.
     """
-    raw = sklearn_dataset("load_breast_cancer", ("data", "target", "feature_names"))
-    y = (raw["target"] == 0).astype(np.int64)
-    return tabular_bundle(
+    return _bundled_table(
         "breast_cancer",
-        raw["data"],
-        y,
+        "load_breast_cancer",
         Task.BINARY,
-        ("benign", "malignant"),
         seed,
         val_fraction,
         test_fraction,
-        raw["feature_names"],
+        ("benign", "malignant"),
+        relabel=lambda target: (target == 0).astype(np.int64),
     )
 
 
 def load_iris(seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15) -> DataBundle:
     """Fisher's iris: 3 species from 4 measurements."""
-    return _named_classification("iris", "load_iris", seed, val_fraction, test_fraction)
+    return _bundled_table("iris", "load_iris", Task.MULTICLASS, seed, val_fraction, test_fraction)
 
 
 def load_wine(seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15) -> DataBundle:
     """Three wine cultivars from 13 chemical measurements."""
-    return _named_classification("wine", "load_wine", seed, val_fraction, test_fraction)
+    return _bundled_table("wine", "load_wine", Task.MULTICLASS, seed, val_fraction, test_fraction)
 
 
 def load_diabetes(seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15) -> DataBundle:
     """Diabetes progression one year after baseline: regression on 10 features."""
-    raw = sklearn_dataset("load_diabetes", ("data", "target", "feature_names"))
-    return tabular_bundle(
-        "diabetes",
-        raw["data"],
-        raw["target"],
-        Task.REGRESSION,
-        (),
-        seed,
-        val_fraction,
-        test_fraction,
-        raw["feature_names"],
+    return _bundled_table(
+        "diabetes", "load_diabetes", Task.REGRESSION, seed, val_fraction, test_fraction, ()
     )
 
 
-def _named_classification(
-    name: str, loader: str, seed: int, val_fraction: float, test_fraction: float
+def _bundled_table(
+    name: str,
+    loader: str,
+    task: Task,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    class_names: tuple[str, ...] | None = None,
+    relabel: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> DataBundle:
-    """A scikit-learn multiclass table whose bundle carries its own class names."""
-    raw = sklearn_dataset(loader, ("data", "target", "target_names", "feature_names"))
-    classes = tuple(str(c) for c in raw["target_names"])
+    """scikit-learn's ``loader`` table as a bundle, its features named as scikit-learn
+    names them. ``class_names`` None: the classes are the dataset's own ``target_names``;
+    ``relabel`` recodes its targets first (e.g. to make the condition the positive class).
+    """
+    fields = ("data", "target", "feature_names")
+    if class_names is None:  # this order of fields is part of the cache key: keep it
+        fields = ("data", "target", "target_names", "feature_names")
+    raw = sklearn_dataset(loader, fields)
+    if class_names is None:
+        class_names = tuple(str(c) for c in raw["target_names"])
+    target = raw["target"] if relabel is None else relabel(raw["target"])
     return tabular_bundle(
         name,
         raw["data"],
-        raw["target"],
-        Task.MULTICLASS,
-        classes,
+        target,
+        task,
+        class_names,
         seed,
         val_fraction,
         test_fraction,

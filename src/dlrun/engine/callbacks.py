@@ -152,7 +152,6 @@ class ProgressReporter(Callback):
         self._progress = None
         self._task = None
         self._last = 0.0
-        self._started = 0.0
 
     def on_fit_start(self, trainer: Trainer, state: FitState) -> None:
         if self.show_bar:
@@ -176,7 +175,6 @@ class ProgressReporter(Callback):
             self._progress.start()
 
     def on_epoch_start(self, trainer: Trainer, state: FitState, n_batches: int) -> None:
-        self._started = time.perf_counter()
         if self._progress is not None:
             label = f"{state.epoch + 1}/{trainer.settings.epochs}"
             if self._task is not None:
