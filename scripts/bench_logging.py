@@ -19,9 +19,10 @@ SQLite file made once, before the timed runs, as after a user's first run).
 
 ``--stages RUN_DIR`` replays a finished run's messages (open, one log per history row,
 finish) into the worker's code in this process, twice per logger (the first creates the
-store), and prints the CPU seconds of each stage of the second: warm-up imports (while
+store), and prints the CPU seconds of each stage: warm-up imports (the first pass; while
 the run starts up), open (at the first epoch), the epochs, finish (the wait at the end).
-CPU seconds hardly move with the machine's load, so this is the number to compare.
+CPU seconds move far less with the machine's load than wall seconds (a loaded 2-core
+machine still inflated them up to 3x), so this is the number to compare.
 
     python scripts/bench_logging.py [--repeats 5] [--loggers none mlflow tensorboard] [ARGS]
     python scripts/bench_logging.py --stages outputs/runs/<run> [--loggers mlflow tensorboard]
