@@ -4,11 +4,14 @@ For each family (mlp, lenet, resnet, lstm, gpt) the same model, from the same in
 weights, on the same in-memory data, is trained by
 (a) a minimal hand-written loop: shuffle, slice, forward, loss, backward, step, and one
     validation pass per epoch, and
-(b) dlrun's ``Trainer`` with the loop alone (no callbacks), and with the per-epoch
-    history.csv and checkpoint writes a real run does,
-alternating a/b/b' several times in one process so all see the same machine state.
+(b) dlrun's ``Trainer`` with the loop alone (no callbacks), with the diagnostics
+    recorders every run has by default (per-layer gradient norms every 25 steps, the
+    activation check before and after training), and with the per-epoch history.csv
+    and checkpoint writes a real run does,
+alternating a/b/b'/b'' several times in one process so all see the same machine state.
 Prints samples/s, the ratio of median times (dlrun / hand-written; target <= 1.05),
-the time to the first optimizer step and the peak memory.
+what the diagnostics add to the loop (target <= 3%), the time to the first optimizer
+step and the peak memory.
 
     python scripts/bench_overhead.py [--families mlp lenet] [--epochs 5] [--repeats 5]
                                      [--device cpu|cuda]
@@ -30,8 +33,10 @@ from rich.console import Console
 from rich.table import Table
 
 from dlrun import tasks
+from dlrun.config import DiagnosticsSettings
 from dlrun.data.sklearn_sets import load_digits_flat, load_digits_images
 from dlrun.data.spec import DataBundle, Task
+from dlrun.diagnostics.recorders import diagnostics_callbacks
 from dlrun.engine.callbacks import Callback, Checkpointer, HistoryCSV
 from dlrun.engine.trainer import Trainer, TrainerSettings
 from dlrun.models.gpt import GPT
@@ -107,6 +112,31 @@ def hand_written(
     return time.perf_counter() - started, first
 
 
+class _Timed(Callback):
+    """Runs ``inner``'s hooks and adds up the seconds they take: what the diagnostics
+    recorders cost, measured inside the run instead of as a difference of two noisy
+    end-to-end times (on CPU their work is synchronous, so the clock sees all of it)."""
+
+    HOOKS = ("on_fit_start", "on_epoch_start", "on_batch_end", "on_before_optimizer_step",
+             "on_epoch_end", "on_checkpoint", "on_fit_end")  # fmt: skip
+
+    def __init__(self, inner: Callback, clock: list[float]) -> None:
+        for hook in self.HOOKS:  # only the hooks it has: a no-op costs nothing to time
+            if getattr(type(inner), hook) is not getattr(Callback, hook):
+                setattr(self, hook, self._timed(getattr(inner, hook), clock))
+
+    @staticmethod
+    def _timed(method: Callable, clock: list[float]) -> Callable:
+        def run(*args: object) -> object:
+            started = time.perf_counter()
+            try:
+                return method(*args)
+            finally:
+                clock[0] += time.perf_counter() - started
+
+        return run
+
+
 class _FirstStep(Callback):
     def __init__(self) -> None:
         self.started = time.perf_counter()
@@ -124,8 +154,12 @@ def with_dlrun(
     batch: int,
     limit: int | None,
     files: bool,
+    diagnostics: bool = False,
+    clock: list[float] | None = None,
 ) -> tuple[float, float]:
-    """The same work through dlrun's Trainer; ``files`` adds history.csv + checkpoints."""
+    """The same work through dlrun's Trainer; ``files`` adds history.csv + checkpoints,
+    ``diagnostics`` the default diagnostics recorders (``configs/diagnostics/default``),
+    whose own seconds are added to ``clock[0]``."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     settings = TrainerSettings(
         epochs=epochs, batch_size=batch, limit_batches=limit, monitor="val_loss"
@@ -135,6 +169,9 @@ def with_dlrun(
         callbacks: list[Callback] = [probe]
         if files:
             callbacks += [HistoryCSV(Path(tmp)), Checkpointer(Path(tmp))]
+        if diagnostics:
+            clock = clock if clock is not None else [0.0]
+            callbacks += [_Timed(cb, clock) for cb in diagnostics_callbacks(DiagnosticsSettings())]
         trainer = Trainer(
             model, bundle, opt, tasks.loss_fn(bundle.spec.task), settings, callbacks=callbacks
         )
@@ -168,7 +205,8 @@ def main() -> None:
     title = f"dlrun vs a hand-written loop ({device}, {torch.get_num_threads()} CPU threads)"
     table = Table(title=title)
     columns = ["family", "params", "hand samples/s", "dlrun samples/s", "loop ratio",
-               "ratio with files", "first step hand/dlrun ms", "peak MB"]  # fmt: skip
+               "with diagnostics", "diagnostics' own time", "ratio with files",
+               "first step hand/dlrun ms", "peak MB"]  # fmt: skip
     for col in columns:
         table.add_column(col, justify="right")
     for name in args.families:
@@ -180,24 +218,32 @@ def main() -> None:
             len(bundle.train) if limit is None else min(len(bundle.train), limit * args.batch_size)
         )
         samples = per_epoch * args.epochs
-        runs: dict[str, list[tuple[float, float]]] = {"hand": [], "loop": [], "files": []}
+        runs: dict[str, list[tuple[float, float]]] = {
+            "hand": [], "loop": [], "diagnostics": [], "files": []
+        }  # fmt: skip
+        own: list[float] = []  # the recorders' share of each run with diagnostics
         for _ in range(args.repeats + 1):  # the first round warms caches and is dropped
             common = (bundle, args.epochs, args.batch_size, limit)
             runs["hand"].append(hand_written(copy.deepcopy(initial), *common))
             runs["loop"].append(with_dlrun(copy.deepcopy(initial), *common, False))
+            clock = [0.0]
+            diag = with_dlrun(copy.deepcopy(initial), *common, False, True, clock)
+            runs["diagnostics"].append(diag)
+            own.append(clock[0] / diag[0])
             runs["files"].append(with_dlrun(copy.deepcopy(initial), *common, True))
         med = {k: statistics.median(t for t, _ in v[1:]) for k, v in runs.items()}
         first = {k: statistics.median(f for _, f in v[1:]) for k, v in runs.items()}
         params = sum(p.numel() for p in initial.parameters())
         table.add_row(
             name, f"{params:,}", f"{samples / med['hand']:,.0f}", f"{samples / med['loop']:,.0f}",
-            f"{med['loop'] / med['hand']:.3f}", f"{med['files'] / med['hand']:.3f}",
+            f"{med['loop'] / med['hand']:.3f}", f"{med['diagnostics'] / med['hand']:.3f}",
+            f"{statistics.median(own[1:]):.1%}", f"{med['files'] / med['hand']:.3f}",
             f"{first['hand'] * 1e3:.0f} / {first['loop'] * 1e3:.0f}",
             f"{_peak_memory_mb(device):,.0f}",
         )  # fmt: skip
     console = Console()
     if not console.is_terminal:  # logs and pipes: room for every column
-        console = Console(width=150)
+        console = Console(width=180)
     console.print(table)
 
 

@@ -36,6 +36,7 @@ class Job:
     name: str
     choices: dict[str, str]
     metrics: dict[str, Any]
+    path: Path | None = None  # the job dir, for files besides metrics.json
 
     def test(self, key: str) -> float:
         return float(self.metrics["test"][key])
@@ -63,7 +64,7 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
         overrides = yaml.safe_load(overrides_file.read_text(encoding="utf-8")) or []
         choices = dict(o.split("=", 1) for o in overrides if "=" in o)
         choices.pop("experiment", None)
-        jobs.append(Job(job_dir.name, choices, metrics))
+        jobs.append(Job(job_dir.name, choices, metrics, job_dir))
     return jobs
 
 
@@ -222,6 +223,75 @@ def judge_gru_vs_lstm(jobs: list[Job]) -> Verdict:
     return Verdict(gap <= 0.03 and faster, figures)
 
 
+def judge_skip_connections(jobs: list[Job]) -> Verdict:
+    """He et al.'s degradation problem: deeper plain nets get worse, residual ones don't."""
+    cells = {(job.choices["model.depth"], job.choices["model.skip"]): job for job in jobs}
+    need = [(d, s) for d in ("18", "34") for s in ("True", "False")]  # as Hydra saves them
+    missing = [f"depth {d} skip {s}" for d, s in need if (d, s) not in cells]
+    if missing:
+        raise KeyError(missing[0])
+    acc = {cell: job.test("accuracy") for cell, job in cells.items()}
+    plain_degrades = acc["34", "False"] < acc["18", "False"]
+    residual_keeps = acc["34", "True"] >= acc["18", "True"] - 0.01
+    held = plain_degrades and residual_keeps and acc["34", "True"] > acc["34", "False"]
+    figures = "; ".join(
+        f"depth {d} {'residual' if s == 'True' else 'plain'}: test accuracy "
+        f"{acc[d, s]:.3f}, first/last layer gradient norm {_gradient_ratio(cells[d, s]):.2g}"
+        for d, s in need
+    )
+    return Verdict(held, figures)
+
+
+def judge_batch_size_lr(jobs: list[Job]) -> Verdict:
+    """The notes: pair a small batch with a small lr; small batches don't get stuck."""
+    cells = {(int(j.choices["trainer.batch_size"]), float(j.choices["optimizer.lr"])): j
+             for j in jobs}  # fmt: skip
+    batches, lrs = sorted({b for b, _ in cells}), sorted({lr for _, lr in cells})
+    if len(batches) != 2 or len(lrs) != 2 or len(cells) != 4:
+        raise KeyError("the 2x2 grid of trainer.batch_size x optimizer.lr")
+    acc = {cell: job.test("accuracy") for cell, job in cells.items()}
+    small_small = acc[batches[0], lrs[0]]
+    best_pair = small_small >= max(acc.values())
+    small_wins = all(acc[batches[0], lr] >= acc[batches[1], lr] for lr in lrs)
+    figures = "; ".join(
+        f"batch {b}, lr {lr:g}: test accuracy {acc[b, lr]:.3f} "
+        f"(fit: {cells[b, lr].metrics['diagnostics']['fit']['verdict']})"
+        for b in batches for lr in lrs
+    )  # fmt: skip
+    parts = (f"small batch + small lr the best: {'yes' if best_pair else 'no'}; the small "
+             f"batch at least as good at each lr: {'yes' if small_wins else 'no'}")  # fmt: skip
+    return Verdict(best_pair and small_wins, f"{figures} ({parts})")
+
+
+def _labels_per_sample(job: Job) -> tuple[float, int]:
+    """Mean and most labels predicted for one test sample (predictions.csv)."""
+    import csv
+
+    if job.path is None or not (job.path / "predictions.csv").is_file():
+        raise KeyError(f"{job.name}/predictions.csv")
+    with (job.path / "predictions.csv").open(newline="") as fh:
+        counts = [len([p for p in row["prediction"].split("|") if p]) for row in csv.DictReader(fh)]
+    return sum(counts) / max(len(counts), 1), max(counts, default=0)
+
+
+def judge_softmax_vs_sigmoid(jobs: list[Job]) -> Verdict:
+    """Softmax outputs sum to 1: at most one label passes 0.5; a sigmoid each can pass."""
+    out = by(jobs, "model.softmax_outputs", "False", "True")
+    sigmoid, softmax = out["False"], out["True"]
+    counts = {name: _labels_per_sample(job) for name, job in (("sigmoid", sigmoid),
+                                                              ("softmax", softmax))}  # fmt: skip
+    held = counts["softmax"][1] <= 1 < counts["sigmoid"][1] and sigmoid.test(
+        "f1_micro"
+    ) > softmax.test("f1_micro")
+    figures = "; ".join(
+        f"{name}: {counts[name][0]:.2f} labels predicted per test sample (at most "
+        f"{counts[name][1]}), f1_micro {job.test('f1_micro'):.3f}, "
+        f"roc_auc {job.test('roc_auc'):.3f}"
+        for name, job in (("sigmoid", sigmoid), ("softmax", softmax))
+    )
+    return Verdict(held, figures)
+
+
 @dataclass(frozen=True)
 class Lesson:
     claim: str
@@ -265,6 +335,27 @@ LESSONS: dict[str, Lesson] = {
         "A GRU is about as accurate as an LSTM (at most 0.03 less test accuracy) and "
         "trains faster (fewer gates, fewer parameters).",
         judge_gru_vs_lstm,
+    ),
+    "skip_connections": Lesson(
+        "ResNet goes deeper and keeps its performance through skip connections: the "
+        "plain net of the same layers gets worse from 18 to 34 layers, the residual net "
+        "does not (at most 0.01 less test accuracy), and at depth 34 the residual net is "
+        "the more accurate.",
+        judge_skip_connections,
+    ),
+    "batch_size_lr": Lesson(
+        "Pair a small batch with a small learning rate: in a 2x2 grid of batch size x "
+        "learning rate, small batch + small lr ends with the best test accuracy, and at "
+        "each learning rate the small batch does at least as well as the large one "
+        "(large batches 'get stuck in the wrong solution').",
+        judge_batch_size_lr,
+    ),
+    "softmax_vs_sigmoid": Lesson(
+        "A softmax output can't produce more than one label; sigmoid outputs can: on "
+        "multilabel data the softmax net never predicts two labels for a sample (at the "
+        "0.5 threshold) while the sigmoid net does, and the sigmoid net has the higher "
+        "micro F1.",
+        judge_softmax_vs_sigmoid,
     ),
     "baseline_hard_to_beat": Lesson(
         "A common-sense baseline is hard to beat: on sunspots, small networks trained "

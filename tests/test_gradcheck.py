@@ -8,6 +8,9 @@ from torch import nn
 
 from dlrun.diagnostics.command import compose_run_config
 from dlrun.diagnostics.gradcheck import check_gradients, format_results, gradcheck_run
+from dlrun.models.family import families
+from dlrun.tasks import loss_fn
+from tests.test_models import COMPATIBLE, SPECS, make, sample, targets
 
 
 class _WrongBackward(torch.autograd.Function):
@@ -95,4 +98,29 @@ FAMILIES = [
 def test_every_model_family_passes(overrides):
     cfg, names = compose_run_config(list(overrides))
     results = gradcheck_run(cfg, 2, 3, 1e-6, 0, names.model_name)
+    assert results and all(r.passed for r in results), format_results(results)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny float64 tensors gain nothing from threads; on a busy machine they stall."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("family", sorted(families()))
+def test_every_family_in_configs_passes_gradcheck_on_tiny_shapes(family: str) -> None:
+    """The README's "every model family passes", for each ``configs/model/*.yaml`` found:
+    the family shrunk by its own ``tiny``, on its first compatible data kind, float64."""
+    data = COMPATIBLE[family][0]
+    spec = SPECS[data]
+    model = make(family, data, "tanh").double().eval()  # smooth: no kinks to skip
+    x = sample(spec)
+    x = x.double() if x.is_floating_point() else x
+    y = targets(spec)
+    y = y.double() if y.is_floating_point() else y
+    results = check_gradients(model, lambda m: loss_fn(spec.task)(m(x), y), entries=4)
     assert results and all(r.passed for r in results), format_results(results)

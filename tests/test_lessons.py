@@ -120,3 +120,71 @@ def test_early_stopping_counts_the_epochs_it_saved(tmp_path: Path) -> None:
                  {"test": {"accuracy": 0.93}, "train": train})  # fmt: skip
     verdict = lessons.judge_early_stopping(lessons.read_jobs(tmp_path))
     assert verdict.held is True and "stopped after 40 of 60 epochs (20 saved" in verdict.figures
+
+
+def grid_job(sweep: Path, num: int, overrides: list[str], accuracy: float, medians: list[float],
+             fit: str = "good fit") -> None:  # fmt: skip
+    fake_job(sweep, num, overrides, {
+        "test": {"accuracy": accuracy},
+        "diagnostics": {"gradients": {"median": medians}, "fit": {"verdict": fit}},
+    })  # fmt: skip
+
+
+def test_skip_connections_ask_the_plain_net_to_degrade_and_the_residual_to_keep(
+    tmp_path: Path,
+) -> None:
+    def sweep(name: str, accuracies: dict[tuple[int, bool], float]) -> Path:
+        for num, ((depth, skip), acc) in enumerate(accuracies.items()):
+            grid_job(tmp_path / name, num, [f"model.depth={depth}", f"model.skip={skip}"],
+                     acc, [0.5 if skip else 1e-3, 1.0])  # fmt: skip
+        return tmp_path / name
+
+    degrades = sweep("a", {(18, True): 0.95, (18, False): 0.90, (34, True): 0.95,
+                           (34, False): 0.60})  # fmt: skip
+    verdict = lessons.judge_skip_connections(lessons.read_jobs(degrades))
+    assert verdict.held is True
+    assert "depth 34 plain: test accuracy 0.600, first/last layer gradient norm 0.001" in (
+        verdict.figures
+    )
+    both_fine = sweep("b", {(18, True): 0.95, (18, False): 0.90, (34, True): 0.95,
+                            (34, False): 0.92})  # fmt: skip
+    assert lessons.judge_skip_connections(lessons.read_jobs(both_fine)).held is False
+    residual_drops = sweep("c", {(18, True): 0.95, (18, False): 0.90, (34, True): 0.90,
+                                 (34, False): 0.60})  # fmt: skip
+    assert lessons.judge_skip_connections(lessons.read_jobs(residual_drops)).held is False
+
+
+def test_batch_size_lr_asks_for_the_small_small_pair_to_lead(tmp_path: Path) -> None:
+    def sweep(name: str, accuracies: list[float]) -> Path:
+        cells = [(16, 0.01), (16, 0.5), (256, 0.01), (256, 0.5)]
+        for num, ((batch, lr), acc) in enumerate(zip(cells, accuracies, strict=True)):
+            grid_job(tmp_path / name, num, [f"trainer.batch_size={batch}", f"optimizer.lr={lr}"],
+                     acc, [1.0, 1.0])  # fmt: skip
+        return tmp_path / name
+
+    verdict = lessons.judge_batch_size_lr(lessons.read_jobs(sweep("a", [0.97, 0.90, 0.93, 0.50])))
+    assert verdict.held is True and "batch 256, lr 0.5: test accuracy 0.500" in verdict.figures
+    slow = lessons.judge_batch_size_lr(lessons.read_jobs(sweep("b", [0.86, 0.98, 0.20, 0.96])))
+    assert slow.held is False  # the measured pattern: a small lr is too slow in 10 epochs
+    assert "small batch + small lr the best: no" in slow.figures
+    assert "the small batch at least as good at each lr: yes" in slow.figures
+
+
+def test_softmax_vs_sigmoid_counts_the_labels_each_predicts(tmp_path: Path) -> None:
+    def job(sweep: Path, num: int, softmax: bool, predictions: list[str], f1: float) -> None:
+        fake_job(sweep, num, [f"model.softmax_outputs={softmax}"],
+                 {"test": {"f1_micro": f1, "roc_auc": 0.9}})  # fmt: skip
+        rows = "".join(f"{i},a|b,{p}\n" for i, p in enumerate(predictions))
+        (sweep / f"{num}_mlp_digits_flat/predictions.csv").write_text(
+            "index,target,prediction\n" + rows
+        )
+
+    job(tmp_path, 0, False, ["a|b", "a", ""], 0.8)
+    job(tmp_path, 1, True, ["a", "", "b"], 0.4)
+    verdict = lessons.judge_softmax_vs_sigmoid(lessons.read_jobs(tmp_path))
+    assert verdict.held is True
+    assert "sigmoid: 1.00 labels predicted per test sample (at most 2)" in verdict.figures
+    two = tmp_path / "two"
+    job(two, 0, False, ["a|b", "a", ""], 0.8)
+    job(two, 1, True, ["a|b", "", "b"], 0.4)  # a softmax that predicts two labels: no
+    assert lessons.judge_softmax_vs_sigmoid(lessons.read_jobs(two)).held is False

@@ -23,7 +23,7 @@ from dlrun.errors import UserError
 from dlrun.models import build_model
 from dlrun.models.family import ModelFamily, contract_problem, families
 from dlrun.nn.activations import BinaryStep, Maxout, pieces
-from dlrun.tasks import loss_fn
+from dlrun.tasks import info, loss_fn
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 N = 4  # batch size: BatchNorm needs more than one value per channel
@@ -203,6 +203,9 @@ VARIANTS = [
     ("mlp", "tab_multiclass", {"batch_norm": True}),
     ("resnet", "img_multiclass", {"depth": 50}),
     ("resnet", "img_multiclass", {"batch_norm": False}),
+    ("resnet", "img_multiclass", {"skip": False}),
+    ("resnet", "img_multiclass", {"depth": 50, "skip": False}),
+    ("mlp", "tab_multilabel", {"softmax_outputs": True}),
     ("googlenet", "img_multiclass", {"stages": 3, "batch_norm": False}),
     ("alexnet", "img_multiclass", {"batch_norm": True}),
     ("cnn1d", "seq_forecast", {"pool": "mean", "batch_norm": True}),
@@ -265,6 +268,7 @@ def test_incompatible_pairs_are_refused(model: str, data: str) -> None:
         ("gpt", SPECS["tok_lm"], {"pos_encoding": "rotary"}, "pos_encoding"),
         ("lenet", SPECS["img_multiclass"], {"pool": "median"}, "pool max, avg"),
         ("gru", DataSpec("novocab", Task.BINARY, DataKind.TOKENS, (T,), 1), {}, "vocabulary"),
+        ("mlp", SPECS["tab_multiclass"], {"softmax_outputs": True}, "for multilabel data"),
     ],
 )
 def test_impossible_settings_are_refused(
@@ -333,6 +337,59 @@ def test_resnet_maxout_keeps_the_identity_path() -> None:
         nn.init.zeros_(p)
     x = torch.randn(N, 2, 12, 12)
     torch.testing.assert_close(block(x), x)
+
+
+def test_resnet_without_skips_drops_the_identity_path() -> None:
+    """A block whose residual is zero passes its input with the skip, nothing without."""
+    x = torch.rand(N, 2, 12, 12)  # >= 0: ReLU passes it unchanged
+    out = {}
+    for skip in (True, False):
+        block = make("resnet", "img_multiclass", skip=skip).eval().features[1]
+        for p in block.body[-1].parameters():
+            nn.init.zeros_(p)
+        out[skip] = block(x)
+    torch.testing.assert_close(out[True], x)
+    assert not out[False].any()
+
+
+def _first_over_last_gradient(skip: bool) -> float:
+    from dlrun.diagnostics.recorders import weight_layers
+
+    spec = DataSpec("img", Task.MULTICLASS, DataKind.IMAGE, (1, 8, 8), 3)
+    model = make("resnet", spec, depth=34, batch_norm=False, skip=skip)
+    loss_fn(spec.task)(model(sample(spec)), targets(spec)).backward()
+    norms = [sum(float(p.grad.norm()) ** 2 for p in ps) ** 0.5 for _, ps in weight_layers(model)]
+    return norms[0] / norms[-1]
+
+
+def test_resnet_skips_carry_the_gradient_to_the_first_layer() -> None:
+    """34 layers without normalisation: through the plain net the first layer's gradient
+    (relative to the last's) vanishes; the shortcuts carry it back."""
+    residual, plain = _first_over_last_gradient(True), _first_over_last_gradient(False)
+    assert residual > 1e-4 and plain < residual / 100
+
+
+def test_resnet_without_skips_loses_only_the_projection_shortcuts() -> None:
+    count = {s: sum(p.numel() for p in make("resnet", "img_multiclass", skip=s).parameters())
+             for s in (True, False)}  # fmt: skip
+    plain = make("resnet", "img_multiclass", skip=False)
+    assert all(b.shortcut is None for b in plain.features if hasattr(b, "body"))
+    blocks = [b for b in make("resnet", "img_multiclass").features if hasattr(b, "shortcut")]
+    projections = [b.shortcut for b in blocks if not isinstance(b.shortcut, nn.Identity)]
+    assert len(projections) == 3  # the three downsampling blocks of depth 18
+    assert count[True] - count[False] == sum(p.numel() for m in projections for p in m.parameters())
+
+
+def test_mlp_softmax_outputs_sum_to_one_over_the_labels() -> None:
+    """Read through the multilabel task's sigmoid, the outputs are a softmax: at most one
+    label passes 0.5, which is what the softmax-vs-sigmoid lesson shows."""
+    spec = SPECS["tab_multilabel"]
+    model = make("mlp", spec, softmax_outputs=True).double().eval()
+    probs = info(spec.task).activate(model(sample(spec).double() * 50))
+    torch.testing.assert_close(probs.sum(dim=-1), torch.ones(N, dtype=torch.float64))
+    assert ((probs > 0.5).sum(dim=-1) <= 1).all()
+    plain = info(spec.task).activate(make("mlp", spec).double()(sample(spec).double()))
+    assert not torch.allclose(plain.sum(dim=-1), torch.ones(N, dtype=torch.float64))
 
 
 @pytest.mark.parametrize(

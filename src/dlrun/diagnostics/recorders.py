@@ -144,17 +144,19 @@ class _Tally:
     positions: int = 0  # samples (times positions) seen per unit
 
     def add(self, module: nn.Module, out: torch.Tensor) -> None:
-        out = out.detach().float()
+        """Reduce over every axis but the units' one in place: moving the unit axis last
+        copied every conv feature map, which cost half as much as the forward pass."""
+        out = out.detach()
         if out.dim() < 2:  # one value per sample: a single unit
             out = out.reshape(-1, 1)
         axis = self.axis % out.dim()
-        units = out.movedim(axis, -1).reshape(-1, out.shape[axis])
-        self.positions += units.shape[0]
+        others = tuple(d for d in range(out.dim()) if d != axis)
+        self.positions += out.numel() // max(out.shape[axis], 1)
         if isinstance(module, SATURATING):
-            zone = _flat_zone(module, units).sum(dim=0)
+            zone = _flat_zone(module, out).sum(dim=others)
             self.flat = zone if self.flat is None else self.flat + zone
         else:
-            on = (units > 0).any(dim=0)
+            on = (out > 0).any(dim=others)
             self.active = on if self.active is None else self.active | on
 
     def summary(self) -> dict[str, Any]:

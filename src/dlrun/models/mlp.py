@@ -9,10 +9,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from dlrun.data.spec import DataKind, DataSpec
+from dlrun.data.spec import DataKind, DataSpec, Task
+from dlrun.errors import UserError
 from dlrun.models.family import ModelFamily
 from dlrun.nn.activations import ActFactory, resolve
-from dlrun.nn.blocks import dense, valid_steps
+from dlrun.nn.blocks import SoftmaxAsLogits, dense, valid_steps
 
 
 class MLP(ModelFamily):
@@ -20,6 +21,9 @@ class MLP(ModelFamily):
 
     Padded sequences (``lengths``) have their padding zeroed first, so what a loader puts
     there cannot change the output; the padded positions still occupy input features.
+    ``softmax_outputs`` (multilabel data only) ends the net with a softmax over the labels
+    instead of the task's sigmoid per label (:class:`~dlrun.nn.blocks.SoftmaxAsLogits`):
+    the wrong output layer the softmax-vs-sigmoid lesson trains on purpose.
     """
 
     accepts = frozenset({DataKind.TABULAR, DataKind.IMAGE, DataKind.SEQUENCE})
@@ -32,8 +36,14 @@ class MLP(ModelFamily):
         dropout: float = 0.0,
         hidden: Sequence[int] = (128, 64),
         batch_norm: bool = False,
+        softmax_outputs: bool = False,
     ) -> None:
         super().__init__()
+        if softmax_outputs and spec.task is not Task.MULTILABEL:
+            raise UserError(
+                f"model=mlp model.softmax_outputs=true is for multilabel data; {spec.name} "
+                f"is a {spec.task} task, whose output activation is already its own"
+            )
         act = resolve(act)
         layers: list[nn.Module] = [nn.Flatten()]
         width = prod(spec.input_shape)
@@ -41,6 +51,8 @@ class MLP(ModelFamily):
             layers.append(dense(width, size, act, dropout, batch_norm))
             width = size
         layers.append(nn.Linear(width, spec.n_outputs))
+        if softmax_outputs:
+            layers.append(SoftmaxAsLogits())
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:

@@ -9,6 +9,11 @@ For CPU-sized runs: ``width`` is the base channel count (64 in the paper; stages
 width, 2x, 4x, 8x), and inputs under 64 px get the CIFAR stem (3x3 stride 1, no max pool)
 instead of 7x7 stride 2 + max pool, which would throw away most of a 32 px digit.
 ``batch_norm: false`` builds the same network without normalisation (convs get biases).
+``skip: false`` builds the paper's *plain* network of the same depth: every block is
+``act(F(x))``, no shortcut. Its parameters are the residual net's minus the 1x1
+projection shortcuts of the three downsampling blocks (which a plain net has no use
+for), as in He et al.'s plain-vs-residual comparison; the identity shortcuts carry no
+parameters. It exists to show what the skips buy (``lessons/skip_connections``).
 
 Maxout after the addition: the block's last conv emits ``k`` pieces per channel and the
 skip is repeated to each piece, so ``max_j(F_j(x) + x) = x + max_j F_j(x)``: the identity
@@ -47,7 +52,8 @@ def _conv_norm(cin: int, cout: int, k: int, stride: int, batch_norm: bool) -> nn
 
 
 class Residual(nn.Module):
-    """``act(body(x) + shortcut(x))``; one class for basic and bottleneck blocks."""
+    """``act(body(x) + shortcut(x))``; one class for basic and bottleneck blocks.
+    ``skip=False``: ``act(body(x))``, the plain block of the same depth."""
 
     def __init__(
         self,
@@ -58,6 +64,7 @@ class Residual(nn.Module):
         bottleneck: bool,
         act: ActFactory,
         batch_norm: bool,
+        skip: bool = True,
     ) -> None:
         super().__init__()
         self.pieces = pieces(act)
@@ -73,14 +80,17 @@ class Residual(nn.Module):
                 conv_block(cin, mid, 3, act, stride=stride, batch_norm=batch_norm),
                 _conv_norm(mid, last_out, 3, 1, batch_norm),
             )
-        self.shortcut = (
-            nn.Identity()
-            if stride == 1 and cin == cout
-            else _conv_norm(cin, cout, 1, stride, batch_norm)
-        )
+        self.shortcut: nn.Module | None = None  # a plain block: no path around the body
+        if skip:
+            identity = stride == 1 and cin == cout
+            self.shortcut = (
+                nn.Identity() if identity else _conv_norm(cin, cout, 1, stride, batch_norm)
+            )
         self.act = act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shortcut is None:
+            return self.act(self.body(x))
         skip = self.shortcut(x)
         if self.pieces > 1:  # maxout: every piece gets the skip (see the module docstring)
             skip = skip.repeat_interleave(self.pieces, dim=1)
@@ -104,6 +114,7 @@ class ResNet(ModelFamily):
         depth: int = 18,
         width: int = 64,
         batch_norm: bool = True,
+        skip: bool = True,
     ) -> None:
         super().__init__()
         if depth not in LAYOUTS:
@@ -126,7 +137,8 @@ class ResNet(ModelFamily):
             for index in range(count):
                 stride = 2 if stage > 0 and index == 0 else 1
                 cout = mid * expansion
-                layers.append(Residual(channels, mid, cout, stride, bottleneck, act, batch_norm))
+                block = Residual(channels, mid, cout, stride, bottleneck, act, batch_norm, skip)
+                layers.append(block)
                 channels = cout
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels, spec.n_outputs))

@@ -158,3 +158,22 @@ def pool_steps(x: torch.Tensor, lengths: torch.Tensor | None, how: Pool) -> torc
     if how == "mean":
         return (x * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
     return x.masked_fill(~mask, float("-inf")).amax(dim=1)
+
+
+class SoftmaxAsLogits(nn.Module):
+    """``logit(softmax(z))``: logits whose per-label sigmoid is the softmax over labels.
+
+    A multilabel task reads its outputs through a sigmoid per label (:mod:`dlrun.tasks`);
+    ending a net with this layer makes those probabilities a softmax instead, which sum
+    to 1 over the labels (Keras' ``Dense(L, activation="softmax")`` trained with binary
+    cross-entropy). It exists to show why multilabel data needs a sigmoid per label: at
+    most one label can pass a 0.5 threshold. Exact in float64: ``log p_i - log(1 - p_i)``
+    with ``log(1 - p_i) = logsumexp_{j != i} z_j - logsumexp_j z_j``, no ``1 - p``
+    subtraction that would round a confident label to infinity.
+    """
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        n = z.shape[-1]
+        eye = torch.eye(n, dtype=torch.bool, device=z.device)
+        others = z.unsqueeze(-2).expand(*z.shape, n).masked_fill(eye, float("-inf"))
+        return z - others.logsumexp(dim=-1)  # log p_i - log(1 - p_i); the lse cancels
