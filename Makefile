@@ -57,7 +57,9 @@ test-distributed: $(STAMP) ## Run the multi-process (torch.distributed) tests th
 	$(BIN)/python -m pytest -q -m "distributed and not slow and not gpu" $(PYTEST_ARGS)
 
 # The extras a target needs are installed on first use (again when pyproject.toml changes);
-# Debian packages (Chromium, PostgreSQL) when missing, where this user may (root, apt-get).
+# Debian packages (Chromium, PostgreSQL) when missing, as root or through password-less sudo,
+# else the target stops with one line. Every test these targets select must run: a skip
+# fails (tests/require_all.py), so CI can't go green having tested nothing.
 $(VENV)/.browser: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[browser]" "$(TORCH)"
 	touch $@
@@ -68,11 +70,11 @@ $(VENV)/.services: $(STAMP)
 
 test-browser: $(VENV)/.browser ## Open report.html/leaderboard.html in headless Chromium (installs it)
 	@bash scripts/apt_install.sh chromedriver chromium chromium-driver
-	$(BIN)/python -m pytest -q -m "browser and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p tests.require_all -m "browser and not slow" $(PYTEST_ARGS)
 
 test-services: $(VENV)/.services ## MLflow server, W&B offline, PostgreSQL-shared Optuna (installs them)
 	@bash scripts/apt_install.sh pg_ctl postgresql
-	$(BIN)/python -m pytest -q -m "services and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p tests.require_all -m "services and not slow" $(PYTEST_ARGS)
 
 test-all: $(STAMP) ## Run every test (GPU tests skip without CUDA)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -17,14 +17,24 @@ On a shared machine the wall times of identical runs spread widely; the training
 the tail and the CPU time say where a difference comes from. MLflow logs to its local store (a
 SQLite file made once, before the timed runs, as after a user's first run).
 
+``--stages RUN_DIR`` replays a finished run's messages (open, one log per history row,
+finish) into the worker's code in this process, twice per logger (the first creates the
+store), and prints the CPU seconds of each stage: warm-up imports (the first pass; while
+the run starts up), open (at the first epoch), the epochs, finish (the wait at the end).
+CPU seconds move far less with the machine's load than wall seconds (a loaded 2-core
+machine still inflated them up to 3x), so this is the number to compare.
+
     python scripts/bench_logging.py [--repeats 5] [--loggers none mlflow tensorboard] [ARGS]
+    python scripts/bench_logging.py --stages outputs/runs/<run> [--loggers mlflow tensorboard]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -58,11 +68,69 @@ def run(logger: str, workdir: Path, extra: list[str]) -> tuple[float, float, flo
     return ended - started, train, ended - last_line, usage.ru_utime + usage.ru_stime
 
 
+def stages(run_dir: Path, logger: str, workdir: Path) -> dict[str, float]:
+    """CPU seconds of the worker's stages for ``run_dir``'s messages, replayed in-process."""
+    import yaml
+
+    from dlrun.tracking import worker
+    from dlrun.tracking.session import Session
+
+    copy = workdir / run_dir.name
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("tracking.json", "tensorboard"))
+    config = yaml.safe_load((copy / ".hydra" / "config.yaml").read_text())
+    times, last = {}, time.process_time()
+
+    def mark(stage: str) -> None:
+        nonlocal last
+        times[stage], last = time.process_time() - last, time.process_time()
+
+    worker.warm_up([logger])
+    mark("warm-up")
+    session = Session(cwd=workdir)
+    session.open({"dir": str(copy), "kind": "run", "name": copy.name, "config": config,
+                  "loggers": {logger: {"_target_": TRACKERS[logger]}}, "tags": {},
+                  "parent": None})  # fmt: skip
+    mark("open")
+    with (copy / "history.csv").open() as fh:
+        for row in csv.DictReader(fh):
+            values = {k: float(v) for k, v in row.items() if v}
+            session.log({"dir": str(copy), "step": int(row["epoch"]), "row": values})
+    mark("epochs")
+    session.finish({"dir": str(copy)})
+    mark("finish")
+    return times
+
+
+TRACKERS = {
+    "mlflow": "dlrun.tracking.mlflow_tracker.MLflowTracker",
+    "tensorboard": "dlrun.tracking.tensorboard_tracker.TensorBoardTracker",
+    "wandb": "dlrun.tracking.wandb_tracker.WandbTracker",
+}
+
+
+def print_stages(run_dir: Path, loggers: list[str]) -> None:
+    print("| logger | warm-up imports | open | epochs | finish | beside training + end |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for logger in [name for name in loggers if name in TRACKERS]:
+        with tempfile.TemporaryDirectory() as tmp:
+            os.chdir(tmp)  # MLflow's default store is ./mlflow.db
+            first = stages(run_dir, logger, Path(tmp))  # imports, and creates the store
+            cpu = {**stages(run_dir, logger, Path(tmp)), "warm-up": first["warm-up"]}
+        late = cpu["open"] + cpu["epochs"] + cpu["finish"]
+        cells = " | ".join(f"{cpu[k]:.2f} s" for k in ("warm-up", "open", "epochs", "finish"))
+        print(f"| {logger} | {cells} | {late:.2f} s |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--loggers", nargs="+", default=["none", "mlflow", "tensorboard"])
+    parser.add_argument("--stages", type=Path, help="a finished run dir: CPU by stage")
     args, extra = parser.parse_known_args()
+    if args.stages:
+        print_stages(args.stages.resolve(), args.loggers)
+        return
     results: dict[str, list[tuple[float, float, float, float]]] = {n: [] for n in args.loggers}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

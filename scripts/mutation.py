@@ -7,6 +7,7 @@ time, and runs the tests that cover it: a mutant that no test notices "survives"
     python scripts/mutation.py                 # every module below (tens of minutes)
     python scripts/mutation.py checkpoint splits
     python scripts/mutation.py --report        # the last results, without running
+    python scripts/mutation.py --survivors baseline   # only the last survivors, again
 
 Why one module at a time, each in its own folder under ``.mutation/``: mutmut reads its
 settings from ``pyproject.toml`` in the folder it runs in, and each module needs only a
@@ -29,7 +30,9 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from collections import Counter
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,11 +44,24 @@ MUTANT_NAME = re.compile(r"`(dlrun\.[\w.]+__mutmut_\d+)`")
 
 @dataclass(frozen=True)
 class Target:
-    """A module to mutate and the tests (pytest arguments) that should kill its mutants."""
+    """A module to mutate and the tests (pytest arguments) that should kill its mutants.
+
+    ``only``: mutant name patterns (fnmatch, e.g. ``dlrun.engine.trainer.x_step_scale*``)
+    for a module too large to run whole; the counts are then of those mutants alone.
+    """
 
     source: str
     tests: tuple[str, ...]
+    only: tuple[str, ...] = ()
 
+
+# the metrics against scikit-learn, per epoch and in the report; not the whole runs
+_METRIC_TESTS = (
+    "tests/test_evaluation_metrics.py",
+    "tests/test_metric_registry.py",
+    "-k",
+    "not refused_after and not resumed_run and not picks_best_pt",
+)
 
 TARGETS = {
     "checkpoint": Target(
@@ -93,10 +109,18 @@ TARGETS = {
             "baseline or every_task_has",
         ),
     ),
-    # Their pass comes once this week's changes to them are merged; the selections are
-    # a starting point.
-    "trainer": Target("src/dlrun/engine/trainer.py", ("tests/test_engine.py",)),
-    "metrics": Target("src/dlrun/evaluation/metrics.py", ("tests/test_evaluation_metrics.py",)),
+    "metrics": Target("src/dlrun/evaluation/metrics.py", _METRIC_TESTS),
+    "metric_registry": Target("src/dlrun/metric_registry.py", _METRIC_TESTS),
+    # the module-level step arithmetic only: each method's tests train a model, and
+    # mutmut runs every covering test for every mutant (hours for the whole module)
+    "trainer": Target(
+        "src/dlrun/engine/trainer.py",
+        ("tests/test_engine.py", "-k", "optimizer_steps_per_epoch or soft_threshold or sparsity"),
+        tuple(
+            f"dlrun.engine.trainer.x_{name}__mutmut_*"
+            for name in ("batches_per_epoch", "optimizer_steps_per_epoch", "step_scale", "sparsity")
+        ),
+    ),
 }
 
 
@@ -143,31 +167,63 @@ def prepare(name: str, target: Target) -> Path:
     return folder
 
 
-def run(name: str, target: Target, mutmut: str, children: int) -> dict[str, object] | None:
+def run(
+    name: str, target: Target, mutmut: str, children: int, survivors: bool = False
+) -> dict[str, object] | None:
     """Mutate one module, run its tests against every mutant; the counts and survivors.
 
-    None when mutmut could not finish (e.g. the selected tests fail without any mutant).
+    With ``survivors``, only the last run's survivors are run again, against today's tests
+    (mutmut copies ``tests/`` afresh each time): minutes instead of a whole pass after new
+    tests were written for them. None when mutmut could not finish (e.g. the selected tests
+    fail without any mutant).
     """
-    folder = prepare(name, target)
+    last = WORK / name / "summary.json"
+    again = json.loads(last.read_text())["survivors"] if survivors and last.is_file() else None
+    if again is None:
+        folder = prepare(name, target)
+    else:  # the mutants and their results stay; the config follows the table
+        folder = WORK / name
+        (folder / "pyproject.toml").write_text(mutmut_config(target))
     print(f"== {name}: {target.source} against {' '.join(target.tests)}", flush=True)
-    with (folder / "mutmut.log").open("w") as log:
+    if again == []:
+        return json.loads(last.read_text())
+    with (folder / "mutmut.log").open("a" if again else "w") as log:
         done = subprocess.run(
-            [mutmut, "run", "--max-children", str(children)], cwd=folder, stdout=log, stderr=log
+            [mutmut, "run", "--max-children", str(children), *(again or target.only)],
+            cwd=folder,
+            stdout=log,
+            stderr=log,
         )
     if done.returncode != 0:
         print(f"   mutmut failed (exit {done.returncode}); its output: {folder / 'mutmut.log'}")
         return None
-    subprocess.run([mutmut, "export-cicd-stats"], cwd=folder, capture_output=True, check=True)
-    counts = json.loads((folder / "mutants" / "mutmut-cicd-stats.json").read_text())
+    return collect(folder, target, mutmut)
+
+
+def collect(folder: Path, target: Target, mutmut: str) -> dict[str, object]:
+    """The counts and the names of the mutants not killed, saved as ``summary.json``.
+
+    Counted from every mutant's status (``mutmut results --all``), so that a target
+    restricted by ``only`` counts its own mutants, not the module's unchecked rest.
+    """
     listed = subprocess.run(
-        [mutmut, "results"], cwd=folder, capture_output=True, text=True, check=True
+        [mutmut, "results", "--all", "true"], cwd=folder, capture_output=True, text=True, check=True
     ).stdout
-    survivors = sorted(
-        name.strip()
+    statuses = {
+        name.strip(): status.strip()
         for name, _, status in (line.rpartition(": ") for line in listed.splitlines())
-        if status.strip() in NOT_KILLED
-    )
-    summary = {"module": target.source, "counts": counts, "survivors": survivors}
+        if name.strip() and (not target.only or any(fnmatch(name.strip(), p) for p in target.only))
+    }
+    counts = Counter(statuses.values())
+    summary = {
+        "module": target.source,
+        "counts": {
+            "killed": counts["killed"],
+            "timeout": counts["timeout"],
+            "total": len(statuses),
+        },
+        "survivors": sorted(name for name, status in statuses.items() if status in NOT_KILLED),
+    }
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -213,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", help=f"some of: {', '.join(TARGETS)}")
     parser.add_argument("--report", action="store_true", help="print the last results only")
     parser.add_argument("--children", type=int, default=2, help="mutants tested at once")
+    parser.add_argument(
+        "--survivors", action="store_true", help="run only the last run's survivors again"
+    )
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in TARGETS]
     if unknown:
@@ -229,7 +288,11 @@ def main(argv: list[str] | None = None) -> int:
                 "mutation: error: mutmut is missing: pip install 'dlrun[mutation]'", file=sys.stderr
             )
             return 2
-        failed = [name for name in names if run(name, TARGETS[name], mutmut, args.children) is None]
+        failed = [
+            name
+            for name in names
+            if run(name, TARGETS[name], mutmut, args.children, args.survivors) is None
+        ]
     # this run's modules and earlier runs of the others
     summaries = {p.parent.name: json.loads(p.read_text()) for p in WORK.glob("*/summary.json")}
     print("\n".join(report(dict(sorted(summaries.items())))))

@@ -15,6 +15,7 @@ import torch
 
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split, Task
 from dlrun.evaluation.baseline import baseline, describe, select
+from dlrun.evaluation.metrics import task_metrics
 
 
 def _bundle(task: Task, train_y: torch.Tensor, test_y: torch.Tensor, k: int) -> DataBundle:
@@ -163,3 +164,145 @@ def test_select_breaks_ties_for_the_simpler_candidate() -> None:
     bundle = _bundle(Task.REGRESSION, torch.tensor([[1.0], [2.0], [3.0]]), torch.zeros(3, 1), 1)
     choice = select(Task.REGRESSION, bundle, "rmse", 0.5, None, "test")
     assert choice.scores["mean"] == choice.scores["median"] and choice.kind == "mean"
+
+
+def test_a_class_never_seen_in_training_still_gets_a_column_and_a_finite_loss() -> None:
+    train_y = torch.tensor([0] * 50 + [1] * 10)  # class 2 never occurs in training
+    bundle = _bundle(Task.MULTICLASS, train_y, torch.tensor([2, 0, 1, 2, 0]), 3)
+    prior = baseline(Task.MULTICLASS, bundle, bundle.test, 5, 0.5, None)
+    assert prior.scores.shape == (5, 3) and prior.rank_scores.shape == (5, 3)
+    assert prior.scores[0, 2] == pytest.approx(1 / 63)  # add-one smoothed, not 0
+    assert math.isfinite(prior.loss)
+    drawn = baseline(Task.MULTICLASS, bundle, bundle.test, 5, 0.5, None, kind="stratified")
+    assert drawn.rank_scores.shape == (5, 3)  # one-hot over every class, drawn or not
+
+
+def test_the_losses_are_computed_in_float64() -> None:
+    """The best-constant losses equal the exact frequencies' (a float32 prior is off by 1e-7)."""
+    bundle = _multiclass()
+    prior = baseline(Task.MULTICLASS, bundle, bundle.test, 60, 0.5, None)
+    expected = -sum(math.log(c / 103) for c in (31, 11, 61)) / 3  # add-one smoothed counts
+    assert prior.loss == pytest.approx(expected, rel=1e-12)
+    binary = _bundle(Task.BINARY, torch.tensor([1.0] * 20 + [0.0] * 80), torch.ones(50), 1)
+    base = baseline(Task.BINARY, binary, binary.test, 50, 0.5, None)
+    assert base.loss == pytest.approx(-math.log(21 / 102), rel=1e-12)
+    train = torch.tensor([[1.0, 0.0, 1.0]] * 30 + [[1.0, 1.0, 0.0]] * 10)
+    labels = _bundle(Task.MULTILABEL, train, train, 3)
+    multilabel = baseline(Task.MULTILABEL, labels, labels.test, 40, 0.5, None)
+    p = [41 / 42, 11 / 42, 31 / 42]  # (positives + 1) / (n + 2)
+    rows = train.tolist()
+    bce = [-math.log(p[j] if y else 1 - p[j]) for row in rows for j, y in enumerate(row)]
+    assert multilabel.loss == pytest.approx(sum(bce) / len(bce), rel=1e-12)
+
+
+def test_the_training_mean_and_window_mean_are_accumulated_in_float64() -> None:
+    train_y = torch.tensor([[1e8], [1.0], [-1e8]])  # float32 sums this to 0
+    bundle = _bundle(Task.REGRESSION, train_y, torch.zeros(2, 1), 1)
+    mean = baseline(Task.REGRESSION, bundle, bundle.test, 2, 0.5, None)
+    assert mean.preds.tolist() == [[1 / 3]] * 2
+    x = torch.tensor([[1e8, 1.0, -1e8]]).unsqueeze(2)
+    spec = DataSpec("big", Task.FORECAST, DataKind.SEQUENCE, (3, 1), 1)
+    part = Split(x, torch.zeros(1, 1))
+    window = baseline(
+        Task.FORECAST, DataBundle(spec, part, part, part), part, 1, 0.5, None, kind="window_mean"
+    )
+    assert window.preds.tolist() == [[1 / 3]]
+
+
+def test_binary_and_multilabel_draws_ignore_the_global_random_state() -> None:
+    binary = _bundle(Task.BINARY, torch.tensor([1.0, 0.0] * 10), torch.ones(40), 1)
+    train = torch.tensor([[1.0, 0.0], [0.0, 1.0]] * 10)
+    labels = _bundle(Task.MULTILABEL, train, train, 2)
+    for task, bundle in ((Task.BINARY, binary), (Task.MULTILABEL, labels)):
+        torch.manual_seed(0)
+        first = baseline(task, bundle, bundle.test, 20, 0.5, None, kind="uniform")
+        torch.manual_seed(1)
+        again = baseline(task, bundle, bundle.test, 20, 0.5, None, kind="uniform")
+        other = baseline(task, bundle, bundle.test, 20, 0.5, None, seed=1, kind="uniform")
+        assert torch.equal(first.preds, again.preds) and not torch.equal(first.preds, other.preds)
+
+
+def test_the_default_seed_is_zero() -> None:
+    bundle = _multiclass()
+    default = baseline(Task.MULTICLASS, bundle, bundle.test, 60, 0.5, None, kind="uniform")
+    zero = baseline(Task.MULTICLASS, bundle, bundle.test, 60, 0.5, None, seed=0, kind="uniform")
+    assert torch.equal(default.preds, zero.preds)
+
+
+def test_binary_draws_rank_as_float_scores() -> None:
+    """torchmetrics' ROC/PR take float scores: the binary draws are ranked as float64."""
+    bundle = _bundle(Task.BINARY, torch.tensor([1.0, 0.0] * 10), torch.tensor([1.0, 0.0] * 5), 1)
+    prior = baseline(Task.BINARY, bundle, bundle.test, 10, 0.5, None)
+    assert prior.rank_scores.dtype == torch.float64
+    metrics = task_metrics(Task.BINARY, prior, ("no", "yes"), 0.5)
+    assert 0.0 <= metrics["roc_auc"] <= 1.0 and 0.0 <= metrics["pr_auc"] <= 1.0
+
+
+def test_a_period_of_two_is_found() -> None:
+    bundle = _series(period=2, window=6, horizon=3)
+    assert "the value 2 steps earlier" in describe(Task.FORECAST, "seasonal", bundle)
+    seasonal = baseline(Task.FORECAST, bundle, bundle.test, 5, 0.5, None, kind="seasonal")
+    assert seasonal.loss == 0.0
+
+
+def test_no_season_is_longer_than_the_window() -> None:
+    """A period-4 series seen through 3-step windows: only periods 2 and 3 can be read."""
+    bundle = _series(period=4, window=3, horizon=4)
+    text = describe(Task.FORECAST, "seasonal", bundle)
+    assert "the value 2 steps earlier" in text or "the value 3 steps earlier" in text
+
+
+def test_a_one_step_window_has_no_season_and_repeats_its_value() -> None:
+    bundle = _series(period=3, window=1, horizon=2)
+    assert "the value 1 steps earlier" in describe(Task.FORECAST, "seasonal", bundle)
+    seasonal = baseline(Task.FORECAST, bundle, bundle.test, 4, 0.5, None, kind="seasonal")
+    persistence = baseline(Task.FORECAST, bundle, bundle.test, 4, 0.5, None)
+    assert torch.equal(seasonal.preds, persistence.preds)
+
+
+def test_without_a_target_channel_the_forecast_reads_channel_zero() -> None:
+    x = torch.tensor([[[1.0, 10.0], [2.0, 20.0]], [[3.0, 30.0], [4.0, 40.0]]])
+    spec = DataSpec("two", Task.FORECAST, DataKind.SEQUENCE, (2, 2), 1)
+    part = Split(x, torch.zeros(2, 1))
+    base = baseline(Task.FORECAST, DataBundle(spec, part, part, part), part, 2, 0.5, None)
+    assert base.preds.tolist() == [[2.0], [4.0]]
+
+
+def test_describing_an_image_classifier_reads_no_series() -> None:
+    spec = DataSpec("pics", Task.MULTICLASS, DataKind.IMAGE, (3, 4, 4), 3)
+    part = Split(torch.zeros(6, 3, 4, 4), torch.tensor([0, 1, 2] * 2))
+    bundle = DataBundle(spec, part, part, part)
+    assert describe(Task.MULTICLASS, "uniform", bundle).startswith("uniform random")
+
+
+def test_select_scores_values_in_original_units() -> None:
+    train_y = torch.tensor([[0.0], [0.0], [1.0], [1.0], [8.0]])
+    values = _bundle(Task.REGRESSION, train_y, torch.ones(4, 1), 1)
+    scaler = {"mean": [100.0], "std": [10.0]}
+    errors = select(Task.REGRESSION, values, "rmse", 0.5, scaler, "test")
+    assert errors.scores == pytest.approx({"mean": 10, "median": 0})
+
+
+def _tokens(train_y: torch.Tensor, test_y: torch.Tensor, vocab: int, **meta) -> DataBundle:
+    spec = DataSpec("text", Task.LANGUAGE_MODEL, DataKind.TOKENS, (4,), 4, vocab_size=vocab)
+    test = Split(test_y, test_y)
+    return DataBundle(spec, Split(train_y, train_y), test, test, meta)
+
+
+def test_unigram_keeps_the_targets_and_each_tokens_log_probability() -> None:
+    test_y = torch.tensor([[0, 1, 3, 0]])
+    bundle = _tokens(torch.tensor([[0, 0, 0, 1], [0, 2, 0, 0]]), test_y, 4, unigram=[6, 1, 1, 0])
+    base = baseline(Task.LANGUAGE_MODEL, bundle, bundle.test, 1, 0.5, None)
+    assert torch.equal(base.targets, test_y)
+    probs = [6 / 8, 1 / 8, 1 / 8, 1e-12 / 8]  # a zero count is clamped to 1e-12
+    expected = [math.log(probs[t]) for t in test_y[0].tolist()]
+    assert base.token_logprob.dtype == torch.float64
+    assert base.token_logprob[0].tolist() == pytest.approx(expected, rel=1e-12)
+    assert base.loss == pytest.approx(-sum(expected) / 4, rel=1e-12)
+
+
+def test_unigram_without_a_vocabulary_size_counts_every_output() -> None:
+    test_y = torch.tensor([[0, 1, 3, 0]])  # token 3 never occurs in training
+    bundle = _tokens(torch.tensor([[0, 0, 0, 1], [0, 2, 0, 0]]), test_y, 0)
+    base = baseline(Task.LANGUAGE_MODEL, bundle, bundle.test, 1, 0.5, None)
+    assert base.token_logprob[0, 2] == pytest.approx(math.log(1 / 12))  # add-one over 4 outputs

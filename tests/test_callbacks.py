@@ -283,6 +283,9 @@ def test_the_bar_follows_the_batches_and_goes_away(monkeypatch: pytest.MonkeyPat
     drawn.print(progress.make_tasks_table(progress.tasks))
     text = drawn.file.getvalue()
     assert text.startswith("epoch 2/3 ") and "3/4" in text and text.rstrip().endswith("loss 0.1250")
+    assert "━" in text  # the bar itself
+    assert re.search(r" (-|\d+):(--|\d\d):(--|\d\d) ", text)  # and the time left
+    assert progress.live.transient is True  # gone from the terminal once training ends
     reporter.on_fit_end(trainer, _state(2))
     assert reporter._progress is None and not progress.live.is_started
 

@@ -25,6 +25,7 @@ from dlrun.engine.trainer import (
     TrainerSettings,
     TrainingDiverged,
     optimizer_steps_per_epoch,
+    sparsity,
 )
 from dlrun.errors import UserError
 from dlrun.models.mlp import MLP
@@ -362,6 +363,18 @@ def test_schedules_count_optimizer_steps_under_accumulation(name: str, tmp_path:
     )
     lrs = [row["lr"] for row in read_history(tmp_path / "run")]
     assert holds(lrs), lrs
+
+
+def test_sparsity_counts_exact_and_near_zeros_of_weight_matrices_only() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[0.0, 0.0005], [1.0, -0.002]]))
+        model[1].weight.copy_(torch.tensor([[0.0, 5.0]]))
+        model[0].bias.fill_(0.0)  # biases are not weights: never counted
+        model[1].bias.fill_(0.0)
+    assert sparsity(model) == (2 / 6, 3 / 6)  # |w| < 1e-3 by default
+    assert sparsity(model, tolerance=0.01) == (2 / 6, 4 / 6)
+    assert sparsity(torch.nn.BatchNorm1d(3)) == (0.0, 0.0)  # no matrix at all: no division
 
 
 def test_optimizer_steps_per_epoch_counts_shards_limits_and_accumulation() -> None:

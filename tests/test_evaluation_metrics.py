@@ -414,3 +414,116 @@ def test_curves_cover_defined_classes_plus_macro() -> None:
 def test_clean_makes_strict_json() -> None:
     data = {"a": math.nan, "b": [math.inf, 1.5, torch.tensor(2.0)], "c": np.float64(3.0)}
     assert clean(data) == {"a": None, "b": [None, 1.5, 2.0], "c": 3.0}
+
+
+def test_binary_curves_are_the_positive_class_where_defined() -> None:
+    g = torch.Generator().manual_seed(14)
+    y = (torch.rand(60, generator=g) < 0.4).float()
+    s = scored(Task.BINARY, torch.randn(60, 1, generator=g) + y.unsqueeze(1), y)
+    m = task_metrics(Task.BINARY, s, ("benign", "malignant"), 0.5)
+    roc, pr = curves(Task.BINARY, s, ("benign", "malignant"), m)
+    assert [(c.label, c.area) for c in roc] == [("malignant", m["roc_auc"])]
+    assert [(c.label, c.area) for c in pr] == [("malignant", m["pr_auc"])]
+    fpr, tpr, _ = skm.roc_curve(y.numpy(), s.scores.numpy(), drop_intermediate=False)
+    np.testing.assert_allclose(roc[0].x, fpr)  # x = false positive rate, y = true
+    np.testing.assert_allclose(roc[0].y, tpr)
+    precision, recall, _ = skm.precision_recall_curve(y.numpy(), s.scores.numpy())
+    np.testing.assert_allclose(pr[0].x, recall)  # x = recall, y = precision
+    np.testing.assert_allclose(pr[0].y, precision)
+    assert roc[0].x.dtype == np.float64
+    negatives = torch.zeros(20)
+    s0 = scored(Task.BINARY, torch.randn(20, 1, generator=g), negatives)
+    m0 = task_metrics(Task.BINARY, s0, ("no", "yes"), 0.5)
+    assert curves(Task.BINARY, s0, ("no", "yes"), m0) == ([], [])  # nothing to rank
+    positives = torch.ones(20)
+    s1 = scored(Task.BINARY, torch.randn(20, 1, generator=g), positives)
+    roc1, pr1 = curves(
+        Task.BINARY, s1, ("no", "yes"), task_metrics(Task.BINARY, s1, ("no", "yes"), 0.5)
+    )
+    assert roc1 == [] and [c.label for c in pr1] == ["yes"]  # PR needs only positives
+
+
+def test_interpolated_precision_is_the_best_precision_at_or_beyond_each_recall() -> None:
+    from dlrun.evaluation.metrics import _interpolated_precision
+
+    recall = np.array([1.0, 0.75, 0.5, 0.5, 0.25, 0.0])  # torchmetrics' order: falling
+    precision = np.array([0.4, 0.5, 0.9, 0.6, 0.8, 1.0])
+    grid = np.array([0.0, 0.25, 0.3, 0.5, 0.6, 0.75, 1.0])
+    got = _interpolated_precision(recall, precision, grid)
+    assert got.dtype == np.float64
+    assert got.tolist() == [1.0, 0.9, 0.9, 0.9, 0.5, 0.5, 0.4]
+
+
+def test_the_macro_pr_curve_averages_interpolated_precision_on_a_recall_grid() -> None:
+    y, logits = multiclass_case(90, 5, seed=13, absent=2, predicted=True)
+    s = scored(Task.MULTICLASS, logits, y)
+    m = task_metrics(Task.MULTICLASS, s, names(5), 0.5)
+    _, pr = curves(Task.MULTICLASS, s, names(5), m)
+    *classes, macro = pr
+    assert [c.area for c in classes] == [m["pr_auc_per_class"][c.label] for c in classes]
+    assert (macro.label, macro.area) == ("macro", m["pr_auc"])
+    np.testing.assert_array_equal(macro.x, np.linspace(0.0, 1.0, 201))
+    best = [[c.y[c.x >= r].max() for r in macro.x] for c in classes]
+    np.testing.assert_allclose(macro.y, np.mean(best, axis=0))
+
+
+def test_multilabel_curves_are_per_label() -> None:
+    g = torch.Generator().manual_seed(15)
+    y = (torch.rand(50, 3, generator=g) < 0.5).float()
+    s = scored(Task.MULTILABEL, torch.randn(50, 3, generator=g) + y, y)
+    m = task_metrics(Task.MULTILABEL, s, names(3), 0.5)
+    roc, _ = curves(Task.MULTILABEL, s, names(3), m)
+    fpr, tpr, _ = skm.roc_curve(y[:, 1].numpy(), s.scores[:, 1].numpy(), drop_intermediate=False)
+    assert [c.label for c in roc] == ["c0", "c1", "c2", "macro"]
+    np.testing.assert_allclose(roc[1].x, fpr)
+    np.testing.assert_allclose(roc[1].y, tpr)
+
+
+def test_most_confused_shares_and_ties() -> None:
+    y = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2, 2])
+    pred = torch.tensor([1, 2, 0, 0, 0, 2, 0, 1, 2])  # every off-diagonal cell is 1
+    logits = torch.nn.functional.one_hot(pred, 3).double() * 5
+    m = task_metrics(Task.MULTICLASS, scored(Task.MULTICLASS, logits, y), names(3), 0.5)
+    pairs = [
+        (p["true"], p["predicted"], p["count"], p["share_of_true"]) for p in m["most_confused"]
+    ]
+    assert pairs == [  # ties in reading order, at most MOST_CONFUSED (5)
+        ("c0", "c1", 1, 1 / 4), ("c0", "c2", 1, 1 / 4), ("c1", "c0", 1, 1 / 2),
+        ("c1", "c2", 1, 1 / 2), ("c2", "c0", 1, 1 / 3),
+    ]  # fmt: skip
+
+
+def test_operating_point_per_1000_is_rounded_to_one_decimal() -> None:
+    y = torch.tensor([1.0, 0.0, 0.0])
+    s = scored(Task.BINARY, torch.tensor([[3.0], [3.0], [-3.0]]), y)
+    op = task_metrics(Task.BINARY, s, ("no", "yes"), 0.5)["operating_point"]
+    assert op["per_1000"] == {"tp": 333.3, "fp": 333.3, "tn": 333.3, "fn": 0.0}
+
+
+def test_per_class_values_are_defined_from_a_single_case() -> None:
+    """One prediction or one sample of a class is enough; only 0/0 is NaN."""
+    y = torch.tensor([0, 0, 1])
+    pred = torch.tensor([0, 1, 0])  # class 2: never in the split, never predicted
+    logits = torch.nn.functional.one_hot(pred, 3).double() * 5
+    m = task_metrics(Task.MULTICLASS, scored(Task.MULTICLASS, logits, y), names(3), 0.5)
+    c1, c2 = m["per_class"]["c1"], m["per_class"]["c2"]
+    assert (c1["precision"], c1["recall"], c1["f1"]) == (0.0, 0.0, 0.0)  # 0/1, 0/1, 0/2
+    assert c1["specificity"] == 0.5 and c2["specificity"] == 1.0
+    y2 = torch.tensor([0, 1])
+    logits2 = torch.nn.functional.one_hot(torch.tensor([1, 1]), 2).double() * 5
+    m2 = task_metrics(Task.MULTICLASS, scored(Task.MULTICLASS, logits2, y2), names(2), 0.5)
+    assert m2["per_class"]["c1"]["specificity"] == 0.0  # tn 0, fp 1: defined, 0
+    assert math.isnan(m2["per_class"]["c0"]["precision"])  # never predicted
+    assert m2["per_class"]["c0"]["f1"] == 0.0  # one sample, missed: 0 / 1
+
+
+def test_torchmetrics_warnings_on_undefined_values_are_not_shown() -> None:
+    """An absent class makes torchmetrics warn; the report's notes explain it instead."""
+    g = torch.Generator().manual_seed(10)
+    y = torch.zeros(30, dtype=torch.long)
+    s = scored(Task.MULTICLASS, torch.randn(30, 3, generator=g), y)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        m = task_metrics(Task.MULTICLASS, s, names(3), 0.5)
+        curves(Task.MULTICLASS, s, names(3), m)
+    assert shown == [] and m["notes"]

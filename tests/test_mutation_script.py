@@ -44,3 +44,52 @@ def test_report_counts_timeouts_as_kills_and_lists_open_survivors(tmp_path: Path
     assert lines[1].split() == ["splits", "17", "20", "85.0%", "1", "1"]
     assert "  dlrun.data.splits.x_g__mutmut_7" in lines
     assert "  dlrun.data.splits.x_f__mutmut_2" not in lines
+
+
+FAKE_MUTMUT = """#!/bin/sh
+echo "$@" >> calls.txt
+if [ "$1" = results ]; then
+  echo "    dlrun.x.x_f__mutmut_3: survived"
+  echo "    dlrun.x.x_f__mutmut_4: killed"
+  echo "    dlrun.x.x_g__mutmut_1: timeout"
+  echo "    dlrun.x.x_h__mutmut_2: no tests"
+fi
+"""
+
+
+def _fake_mutmut(folder: Path) -> str:
+    fake = folder / "mutmut"
+    fake.write_text(FAKE_MUTMUT)
+    fake.chmod(0o755)
+    return str(fake)
+
+
+def test_survivors_runs_only_the_last_survivors_again(tmp_path: Path, monkeypatch) -> None:
+    """``--survivors`` keeps the folder and its results and names the survivors to mutmut."""
+    monkeypatch.setattr(mutation, "WORK", tmp_path)
+    folder = tmp_path / "splits"
+    folder.mkdir()
+    (folder / "kept.txt").write_text("results of the first pass")
+    last = ["dlrun.x.x_f__mutmut_3", "dlrun.x.x_g__mutmut_1"]
+    (folder / "summary.json").write_text(f'{{"survivors": {last!r}}}'.replace("'", '"'))
+    target = mutation.TARGETS["splits"]
+    summary = mutation.run("splits", target, _fake_mutmut(tmp_path), 2, survivors=True)
+    calls = (folder / "calls.txt").read_text().splitlines()
+    assert calls[0] == "run --max-children 2 " + " ".join(last)
+    assert (folder / "kept.txt").is_file()  # not wiped: the other mutants' results stay
+    assert "splits.py" in (folder / "pyproject.toml").read_text()
+    assert summary == {
+        "module": "src/dlrun/data/splits.py",
+        "counts": {"killed": 1, "timeout": 1, "total": 4},
+        "survivors": ["dlrun.x.x_f__mutmut_3", "dlrun.x.x_h__mutmut_2"],
+    }
+
+
+def test_a_restricted_target_runs_and_counts_only_its_mutants(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(mutation, "WORK", tmp_path)
+    target = mutation.Target("src/dlrun/data/splits.py", ("tests/test_splits.py",), ("*x_f_*",))
+    summary = mutation.run("part", target, _fake_mutmut(tmp_path), 1)
+    calls = (tmp_path / "part" / "calls.txt").read_text().splitlines()
+    assert calls[0] == "run --max-children 1 *x_f_*"
+    assert summary is not None and summary["counts"] == {"killed": 1, "timeout": 0, "total": 2}
+    assert summary["survivors"] == ["dlrun.x.x_f__mutmut_3"]

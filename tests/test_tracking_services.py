@@ -5,6 +5,7 @@ offline. ``make test-services`` installs ``dlrun[tracking,wandb]`` and runs them
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -41,24 +42,21 @@ def mlflow_runs(uri: str) -> dict[str, object]:
     return {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``mlflow server`` (SQLite store, proxied artifacts) on a free local port."""
-    pytest.importorskip("mlflow", reason=NO_MLFLOW)
-    root = tmp_path_factory.mktemp("mlflow_server")
+@contextlib.contextmanager
+def mlflow_serving(args: list[str], cwd: Path) -> Iterator[str]:
+    """``mlflow <args>`` (``server`` or ``ui``) on a free local port until it answers."""
     port = free_port()
-    log = (root / "server.log").open("w")
+    log_path = cwd / f"mlflow-{port}.log"
+    log = log_path.open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [sys.executable, "-m", "mlflow", *args, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):  # it creates its database first; a busy machine takes a while
             if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}")
+                pytest.fail(f"mlflow {args[0]} exited: {log_path.read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
                     if answer.status == 200:
@@ -66,13 +64,40 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             except OSError:
                 time.sleep(0.5)
         else:
-            log_text = (root / "server.log").read_text()[-2000:]
-            pytest.fail(f"mlflow server never answered: {log_text}")
+            pytest.fail(f"mlflow {args[0]} never answered: {log_path.read_text()[-2000:]}")
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+        stop(proc)
         log.close()
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+    """End a server and its workers: SIGTERM, and SIGKILL if it is still shutting down
+    gracefully a while later (on a loaded machine uvicorn's shutdown took over a minute)."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``mlflow server`` (SQLite store, proxied artifacts) on a free local port."""
+    pytest.importorskip("mlflow", reason=NO_MLFLOW)
+    root = tmp_path_factory.mktemp("mlflow_server")
+    args = ["server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination", str(root / "artifacts"), "--workers", "1"]  # fmt: skip
+    with mlflow_serving(args, root) as url:
+        yield url
+
+
+def fetch(url: str, body: dict[str, object] | None = None) -> bytes:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return answer.read()
 
 
 def test_mlflow_default_local_store_out_of_the_box(workdir: Path) -> None:
@@ -92,6 +117,13 @@ def test_mlflow_default_local_store_out_of_the_box(workdir: Path) -> None:
     assert f"is run {record['run_id']}" in result.stderr
     run = mlflow_runs(record["tracking_uri"])["run"]
     assert run.info.status == "FINISHED"  # type: ignore[attr-defined]
+    # The README's way to see it: `mlflow ui --backend-store-uri sqlite:///mlflow.db` there.
+    with mlflow_serving(["ui", "--backend-store-uri", "sqlite:///mlflow.db"], workdir) as url:
+        search = {"experiment_ids": [run.info.experiment_id]}  # type: ignore[attr-defined]
+        found = json.loads(fetch(f"{url}/ajax-api/2.0/mlflow/runs/search", search))["runs"]
+        assert [r["info"]["run_id"] for r in found] == [record["run_id"]]
+        page = fetch(f"{url}/get-artifact?path=report.html&run_uuid={record['run_id']}")
+        assert page == (run_dir / "report.html").read_bytes()
 
 
 def test_mlflow_server_gets_a_sweep_with_nested_jobs(mlflow_server: str, workdir: Path) -> None:
@@ -205,3 +237,26 @@ def test_wandb_logs_offline(workdir: Path) -> None:
     assert (offline / f"run-{record['id']}.wandb").stat().st_size > 0
     saved = {p.name for p in (offline / "files").rglob("*")}
     assert {"report.html", "metrics.json"} <= saved
+
+
+def test_the_worker_imports_mlflows_sql_store_before_the_run_opens(tmp_path: Path) -> None:
+    """Left to the first message (the first epoch), this import is CPU taken from training."""
+    pytest.importorskip("mlflow", reason=NO_MLFLOW)
+    code = (
+        "import sys\nfrom dlrun.tracking.worker import warm_up\nwarm_up(['mlflow'])\n"
+        "print('mlflow.store.tracking.sqlalchemy_store' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.stdout.strip() == "True", done.stderr
+    assert list(tmp_path.iterdir()) == []  # no store created before a run opens
+
+
+def test_a_server_slow_to_shut_down_is_killed() -> None:
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(600)"  # noqa: E501
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            start_new_session=True)  # fmt: skip
+    assert proc.stdout is not None and proc.stdout.readline()  # it ignores SIGTERM now
+    stop(proc, grace=0.5)
+    proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
