@@ -68,6 +68,6 @@ def test_the_tool_takes_the_same_overrides_as_dlrun():
     from dlrun.diagnostics.command import compose_run_config
 
     cfg, names = compose_run_config(["model=mlp", "data=iris", "optimizer.lr=0.5"])
-    expected = compose_cfg("model=mlp", "data=iris", "optimizer.lr=0.5")
+    expected = compose_cfg("model=mlp", "data=iris", "optimizer.lr=0.5", "eval.plots=true")
     assert cfg == expected
     assert (names.model_name, names.data_name) == ("mlp", "iris")

@@ -82,12 +82,7 @@ def evaluate_run(
         out / "predictions.csv", spec.task, scored[main], names, beside, vocab=spec.vocab
     )
     view = _View(out, bundle, main, scored[main], base, names, metrics[main])
-    pictures = _draw(view, history, monitor) if plots else []
-    if record.classification:  # error analysis: the most confident mistakes
-        metrics["mistakes"], gallery = mistakes.analyse(
-            out, bundle, main, scored[main], names, gallery=plots
-        )
-        pictures += gallery
+    pictures = _pictures_and_mistakes(view, metrics, history, monitor, plots)
     metrics["files"] = ["metrics.json", "predictions.csv", "report.md", "report.html", *pictures]
     metrics["eval_seconds"] = round(time.perf_counter() - start, 3)
     data = data_notes.summary(bundle.meta)  # own data: notes, files skipped (while streaming too)
@@ -230,6 +225,24 @@ PICTURES: dict[str, Callable[[_View, Path], None]] = {
     "residuals.png": _residuals,
     "forecast.png": _forecast,
 }
+
+
+def _pictures_and_mistakes(
+    view: _View,
+    metrics: dict[str, Any],
+    history: list[dict] | None,
+    monitor: str | None,
+    plots: bool,
+) -> list[str]:
+    """The pictures (none with ``plots`` off) and, for classification, the most confident
+    mistakes into ``metrics`` (with their gallery for images); the pictures' file names."""
+    pictures = _draw(view, history, monitor) if plots else []
+    if info(view.bundle.spec.task).classification:
+        metrics["mistakes"], gallery = mistakes.analyse(
+            view.out, view.bundle, view.main, view.scored, view.names, gallery=plots
+        )
+        pictures += gallery
+    return pictures
 
 
 def _draw(view: _View, history: list[dict] | None, monitor: str | None) -> list[str]:
