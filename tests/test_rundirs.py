@@ -92,7 +92,8 @@ def test_a_missing_dataset_leaves_no_run_dir(workdir: Path) -> None:
 
 # ------------------------------------------------------------------ sweeps again
 def test_a_sweep_run_again_in_its_dir_skips_resumes_and_retries(workdir: Path) -> None:
-    args = [*IRIS, "trainer.epochs=2", "hydra.sweep.dir=sw"]
+    # the same overrides in both sweeps (run_cli adds NO_PLOTS unless eval.plots is given)
+    args = [*IRIS, "trainer.epochs=2", "hydra.sweep.dir=sw", "eval.plots=false"]
     killed = subprocess.run(
         [sys.executable, "-c", KILL_SEED_1_AFTER_EPOCH_1, "-m", *args, "seed=0,1"],
         cwd=workdir, capture_output=True, text=True, timeout=300,

@@ -9,11 +9,12 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from dlrun.data.spec import DataKind, DataSpec, Task
+from dlrun.data.spec import DataKind, DataSpec
 from dlrun.errors import UserError
 from dlrun.models.family import ModelFamily
 from dlrun.nn.activations import ActFactory, resolve
 from dlrun.nn.blocks import SoftmaxAsLogits, dense, valid_steps
+from dlrun.tasks import Targets, info
 
 
 class MLP(ModelFamily):
@@ -39,7 +40,7 @@ class MLP(ModelFamily):
         softmax_outputs: bool = False,
     ) -> None:
         super().__init__()
-        if softmax_outputs and spec.task is not Task.MULTILABEL:
+        if softmax_outputs and info(spec.task).targets is not Targets.LABELS:
             raise UserError(
                 f"model=mlp model.softmax_outputs=true is for multilabel data; {spec.name} "
                 f"is a {spec.task} task, whose output activation is already its own"
