@@ -36,7 +36,7 @@ def test_a_run_writes_diagnostics_and_mistakes_into_report_md_and_html(tmp_path:
 def test_eval_plots_false_keeps_every_number_and_table_but_draws_nothing(
     tmp_path: Path,
 ) -> None:
-    saved = run_in_process(tmp_path, "model=mlp", "data=digits_flat", "eval.plots=false")
+    saved = run_in_process(tmp_path, "model=lenet", "data=digits", "eval.plots=false")  # images
     assert sorted(tmp_path.rglob("*.png")) == []
     assert not [f for f in saved["files"] if f.endswith(".png")]
     assert "gradient_norms.csv" in saved["files"] and (tmp_path / "gradient_norms.csv").is_file()

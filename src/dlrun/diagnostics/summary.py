@@ -56,16 +56,13 @@ def diagnose(
             history, metric, metric_mode(metric) == "max", metrics.get("baseline"), facts,
             metrics.get("comparison"),
         )  # fmt: skip
+    written: list[str] = []
     for cb in callbacks:
         if isinstance(cb, GradientNorms):
-            out["gradients"] = _gradients(cb.result(), facts, run_dir, cfg.eval.plots)
+            out["gradients"], written = _gradients(cb.result(), facts, run_dir, cfg.eval.plots)
         elif isinstance(cb, ActivationHealth) and cb.after is not None:
             out["activations"] = verdicts.activation_verdict(cb.after, cb.before, facts)
     metrics["diagnostics"] = out
-    gradients = out.get("gradients", {})
-    written = [GRADIENT_PICTURE] if gradients.get("picture") else []
-    if (run_dir / GRADIENT_TABLE).is_file():
-        written.append(GRADIENT_TABLE)
     metrics["files"] = [*metrics.get("files", []), *written]
     _rewrite_report(run_dir, metrics, context.summary, history)
     line = one_line(out)
@@ -89,16 +86,19 @@ def train_metric(history: list[dict[str, float]]) -> str | None:
 
 def _gradients(
     recorded: dict[str, Any], facts: Facts, run_dir: Path, draw: bool = True
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[str]]:
+    """The gradient verdict and the files written beside it (picture, then table)."""
     result = verdicts.gradient_verdict(recorded, facts)
-    if recorded.get("norms"):
-        write_gradient_table(run_dir / GRADIENT_TABLE, recorded)
-        if draw:
-            from dlrun.diagnostics.plots import gradient_norms
+    if not recorded.get("norms"):
+        return result, []
+    write_gradient_table(run_dir / GRADIENT_TABLE, recorded)
+    if not draw:
+        return result, [GRADIENT_TABLE]
+    from dlrun.diagnostics.plots import gradient_norms
 
-            gradient_norms(run_dir / GRADIENT_PICTURE, recorded)
-            result["picture"] = GRADIENT_PICTURE
-    return result
+    gradient_norms(run_dir / GRADIENT_PICTURE, recorded)
+    result["picture"] = GRADIENT_PICTURE
+    return result, [GRADIENT_PICTURE, GRADIENT_TABLE]
 
 
 def write_gradient_table(path: Path, recorded: dict[str, Any]) -> None:
