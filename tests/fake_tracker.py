@@ -3,11 +3,13 @@
 Configured like a real one, through the logger group's escape hatch:
 ``++logger.fake._target_=tests.fake_tracker.FakeTracker ++logger.fake.path=<file>``
 (the tracking worker imports it, so the test puts the repository on PYTHONPATH).
-``fail_on`` makes one method raise, as a tracker whose server went away would.
+``fail_on`` makes one method raise, as a tracker whose server went away would;
+``at_exit`` registers an exit handler as the run finishes, as MLflow and W&B do to flush.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,12 @@ from dlrun.tracking.base import RunInfo, Tracker
 class FakeTracker(Tracker):
     name = "fake"
 
-    def __init__(self, path: str, fail_on: str | None = None, name: str = "fake") -> None:
+    def __init__(
+        self, path: str, fail_on: str | None = None, name: str = "fake", at_exit: bool = False
+    ) -> None:
         self.path = Path(path)
         self.fail_on = fail_on
+        self.at_exit = at_exit
         self.name = name
         self.dir = ""
 
@@ -47,6 +52,8 @@ class FakeTracker(Tracker):
 
     def finish(self, state: str) -> None:
         self._record("finish", state=state)
+        if self.at_exit:
+            atexit.register(self._record, "exit")
 
 
 def calls(path: Path) -> list[dict[str, Any]]:
