@@ -278,6 +278,44 @@ def test_the_worker_ends_without_the_interpreters_teardown_once_all_is_logged(
     assert exits == [0] and handlers == ["ran"]
 
 
+def test_epochs_that_end_within_a_second_go_to_the_trackers_in_one_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fast run's epochs cost a few tracker calls (each a transaction beside training),
+    not one each; a slow run's epochs are logged as each ends; nothing is lost."""
+    from dlrun.tracking import worker
+    from dlrun.tracking.session import Session
+
+    class Calls(Session):
+        def __init__(self) -> None:
+            super().__init__(tmp_path)
+            self.calls: list[tuple[Path, list[int]]] = []
+
+        def log_rows(self, run_dir: Path, msgs: list[dict]) -> None:
+            self.calls.append((run_dir, [m["step"] for m in msgs]))
+
+    now = [100.0]
+    monkeypatch.setattr(worker.time, "monotonic", lambda: now[0])
+    session = Calls()
+    epochs = worker.Epochs(session)
+    assert epochs.wait() is None  # nothing waits: block until the next message
+    a, b = tmp_path / "a", tmp_path / "b"
+    epochs.add({"dir": str(a), "step": 1, "row": {}})  # the first: logged at once
+    now[0] += 0.3
+    epochs.add({"dir": str(a), "step": 2, "row": {}})
+    epochs.add({"dir": str(b), "step": 1, "row": {}})
+    now[0] += 0.3
+    epochs.add({"dir": str(a), "step": 3, "row": {}})
+    assert session.calls == [(a, [1])] and epochs.wait() == pytest.approx(0.4)
+    now[0] += 0.4
+    assert epochs.wait() == 0
+    epochs.flush()  # the second is over: the rows that waited, one call per run
+    assert session.calls == [(a, [1]), (a, [2, 3]), (b, [1])]
+    now[0] += 5.0  # a slow epoch: logged as it ends
+    epochs.add({"dir": str(a), "step": 4, "row": {}})
+    assert session.calls[-1] == (a, [4]) and epochs.wait() is None
+
+
 def test_the_trackers_exit_handlers_run_before_the_worker_ends(workdir: Path) -> None:
     log = workdir / "calls.jsonl"
     result = run_cli(*IRIS, *fake(log, at_exit="true"), f"hydra.run.dir={workdir / 'run'}",

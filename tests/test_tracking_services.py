@@ -255,6 +255,23 @@ def test_the_worker_imports_mlflows_sql_store_before_the_run_opens(tmp_path: Pat
     assert list(tmp_path.iterdir()) == []  # no store created before a run opens
 
 
+def test_mlflow_gets_the_epochs_gathered_by_the_worker_in_one_batch() -> None:
+    pytest.importorskip("mlflow", reason=NO_MLFLOW)
+    from dlrun.tracking.mlflow_tracker import MLflowTracker
+
+    batches: list[list[tuple[str, float, int]]] = []
+
+    class Client:
+        def log_batch(self, run_id: str, metrics: list) -> None:
+            batches.append([(m.key, m.value, m.step) for m in metrics])
+
+    tracker = MLflowTracker()
+    tracker.client, tracker.run_id = Client(), "r"
+    tracker.log_rows([(1, {"loss": 0.9, "val_loss": 1.0}), (2, {"loss": 0.5, "val_loss": 0.7})])
+    assert batches == [[("loss", 0.9, 1), ("val_loss", 1.0, 1), ("loss", 0.5, 2),
+                        ("val_loss", 0.7, 2)]]  # fmt: skip
+
+
 def test_a_server_slow_to_shut_down_is_killed() -> None:
     code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(600)"  # noqa: E501
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,

@@ -53,6 +53,12 @@ class Tracker:
     def log_metrics(self, values: dict[str, float], step: int | None) -> None:
         raise NotImplementedError
 
+    def log_rows(self, rows: list[tuple[int, dict[str, float]]]) -> None:
+        """Several epochs' metrics at once, ``(step, values)`` in order (the worker
+        gathers the epochs that end within a second; a tracker with a batch call uses it)."""
+        for step, values in rows:
+            self.log_metrics(values, step)
+
     def set_tags(self, tags: dict[str, str]) -> None:
         return None
 

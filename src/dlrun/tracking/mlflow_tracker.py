@@ -108,10 +108,14 @@ class MLflowTracker(Tracker):
             self.client.log_batch(self.run_id, params=items[i : i + _BATCH])
 
     def log_metrics(self, values: dict[str, float], step: int | None) -> None:
+        self.log_rows([(step or 0, values)])
+
+    def log_rows(self, rows: list[tuple[int, dict[str, float]]]) -> None:
+        """One ``log_batch`` for all of them: each call is a transaction (a request)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, v, now, step or 0) for k, v in values.items()]
+        items = [Metric(k, v, now, step) for step, values in rows for k, v in values.items()]
         for i in range(0, len(items), 10 * _BATCH):
             self.client.log_batch(self.run_id, metrics=items[i : i + 10 * _BATCH])
 

@@ -130,13 +130,18 @@ class Session:
             )
 
     def log(self, msg: dict[str, Any]) -> None:
-        run = self.runs.get(Path(msg["dir"]))
-        if run is None:
+        self.log_rows(Path(msg["dir"]), [msg])
+
+    def log_rows(self, run_dir: Path, msgs: list[dict[str, Any]]) -> None:
+        """Epochs of one run (``log`` messages, in order), in one call per tracker."""
+        run = self.runs.get(run_dir)
+        if run is None or not msgs:
             return
-        values = content.epoch_metrics(msg.get("row") or {})
-        step = msg.get("step")
+        rows = [(m.get("step"), content.epoch_metrics(m.get("row") or {})) for m in msgs]
+        first, last = rows[0][0], rows[-1][0]
+        what = f"epoch {first}" if len(rows) == 1 else f"epochs {first} to {last}"
         for tracker in run.trackers:
-            tracker.call(f"log the metrics of epoch {step}", "log_metrics", values, step)
+            tracker.call(f"log the metrics of {what}", "log_rows", rows)
 
     def finish(self, msg: dict[str, Any]) -> None:
         run_dir = Path(msg["dir"])

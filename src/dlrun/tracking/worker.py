@@ -4,7 +4,8 @@ Why a process: MLflow's import and its store's start-up cost seconds of Python, 
 a thread would hold the GIL the training loop needs, and a tracker that hangs or
 crashes must not take the run with it. The training process writes one JSON message a
 line to this process's stdin and never waits for it, except at the end of a run (so
-its runs are complete when the command returns). Acknowledgements (``{"ack": id}``)
+its runs are complete when the command returns). Epochs that end within a second of
+each other are logged together (:class:`Epochs`). Acknowledgements (``{"ack": id}``)
 are the only thing written to stdout; warnings go to stderr, which is the terminal's.
 
 It ignores Ctrl-C (the training process decides what an interruption means and says so
@@ -20,10 +21,15 @@ import contextlib
 import gc
 import importlib
 import json
+import math
 import os
+import queue
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from dlrun.tracking.session import Session
@@ -46,6 +52,7 @@ WARM = {
     "tensorboard": ("tensorboard.summary", "dlrun.tracking.tensorboard_tracker"),
     "wandb": ("wandb", "dlrun.tracking.wandb_tracker"),
 }
+GATHER_S = 1.0  # epochs that end within a second of a logged one go in one call per tracker
 
 
 def warm_up(names: list[str]) -> None:
@@ -80,21 +87,85 @@ def main() -> None:
 
 
 def serve(session: Session) -> None:
-    """Handle the messages on stdin until ``close`` or end of input."""
-    for line in sys.stdin:
+    """Handle the messages on stdin until ``close`` or end of input.
+
+    Epoch rows are gathered (:class:`Epochs`); any other message first logs those
+    waiting, so the trackers see everything in the order it happened."""
+    lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+    threading.Thread(target=_read, args=(lines,), daemon=True, name="dlrun-stdin").start()
+    epochs = Epochs(session)
+    while True:
         try:
-            msg = json.loads(line)
-        except ValueError:
+            line = lines.get(timeout=epochs.wait())
+        except queue.Empty:
+            _safely(epochs.flush)
             continue
+        msg = {"op": "close"} if line is None else _parse(line)
+        if msg.get("op") == "log" and msg.get("ack") is None:
+            _safely(epochs.add, msg)
+            continue
+        _safely(epochs.flush)
         if msg.get("op") == "close":
-            break
-        try:
-            handle(session, msg)
-        except Exception as exc:  # a bug here must not leave the training process waiting
-            print(f"dlrun: warning: tracking: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return
+        _safely(handle, session, msg)
         if msg.get("ack") is not None:
             sys.stdout.write(json.dumps({"ack": msg["ack"]}) + "\n")
             sys.stdout.flush()
+
+
+class Epochs:
+    """Epoch rows waiting to be logged, so that a run of fast epochs costs a few calls.
+
+    Each tracker call is a transaction (MLflow's local store: a write to SQLite; a
+    server: a request), ~6 ms of CPU beside training per epoch. A row that comes after
+    a second without logging is logged at once (a run of slow epochs logs each as it
+    ends); rows that follow within the second wait for it to end, and go in one call.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.rows: dict[Path, list[dict[str, Any]]] = {}
+        self.last = -math.inf
+
+    def add(self, msg: dict[str, Any]) -> None:
+        self.rows.setdefault(Path(msg["dir"]), []).append(msg)
+        if self.wait() == 0:
+            self.flush()
+
+    def wait(self) -> float | None:
+        """Seconds until the rows waiting are due (None: none wait)."""
+        if not self.rows:
+            return None
+        return max(0.0, self.last + GATHER_S - time.monotonic())
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        rows, self.rows = self.rows, {}
+        self.last = time.monotonic()
+        for run_dir, msgs in rows.items():
+            self.session.log_rows(run_dir, msgs)
+
+
+def _read(lines: queue.SimpleQueue[str | None]) -> None:
+    for line in sys.stdin:
+        lines.put(line)
+    lines.put(None)
+
+
+def _parse(line: str) -> dict[str, Any]:
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        return {}
+    return msg if isinstance(msg, dict) else {}
+
+
+def _safely(step: Callable[..., None], *args: Any) -> None:
+    try:
+        step(*args)
+    except Exception as exc:  # a bug here must not leave the training process waiting
+        print(f"dlrun: warning: tracking: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 def leave(session: Session) -> None:
