@@ -18,9 +18,10 @@ the tail and the CPU time say where a difference comes from. MLflow logs to its 
 SQLite file made once, before the timed runs, as after a user's first run).
 
 ``--stages RUN_DIR`` replays a finished run's messages (open, one log per history row,
-finish) into the worker's code in this process, twice per logger (the first creates the
-store), and prints the CPU seconds of each stage: warm-up imports (the first pass; while
-the run starts up), open (at the first epoch), the epochs, finish (the wait at the end).
+gathered as the worker gathers a fast run's epochs, finish) into the worker's code in
+this process, twice per logger (the first creates the store), and prints the CPU
+seconds of each stage: warm-up imports (the first pass; while the run starts up), open
+(at the first epoch), the epochs, finish (the wait at the end).
 CPU seconds move far less with the machine's load than wall seconds (a loaded 2-core
 machine still inflated them up to 3x), so this is the number to compare.
 
@@ -92,10 +93,12 @@ def stages(run_dir: Path, logger: str, workdir: Path) -> dict[str, float]:
                   "loggers": {logger: {"_target_": TRACKERS[logger]}}, "tags": {},
                   "parent": None})  # fmt: skip
     mark("open")
+    epochs = worker.Epochs(session)  # as a fast run's: the first alone, the rest gathered
     with (copy / "history.csv").open() as fh:
         for row in csv.DictReader(fh):
             values = {k: float(v) for k, v in row.items() if v}
-            session.log({"dir": str(copy), "step": int(row["epoch"]), "row": values})
+            epochs.add({"dir": str(copy), "step": int(row["epoch"]), "row": values})
+    epochs.flush()
     mark("epochs")
     session.finish({"dir": str(copy)})
     mark("finish")
