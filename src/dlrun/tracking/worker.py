@@ -77,10 +77,12 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):  # training goes first; this catches up when it idles
         os.nice(10)
+    gc.disable()  # collections during the imports were a fifth of their CPU: none is garbage
     warm_up(sys.argv[1:])
     session = Session()
     session.git_commit()  # two git commands, during start-up too
     gc.freeze()  # what was imported lives to the end: no collection need scan it again
+    gc.enable()
     serve(session)
     session.end_of_input()
     leave(session)
