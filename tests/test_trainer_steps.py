@@ -554,7 +554,7 @@ def test_best_row_is_none_without_a_best_epoch_or_its_row() -> None:
 def test_l2_penalises_weight_matrices_only() -> None:
     trainer = _trainer(TrainerSettings(), l2=0.5)
     weights = [p for p in trainer.model.parameters() if p.dim() > 1]
-    expected = 0.5 * sum(float(w.pow(2).sum()) for w in weights)
+    expected = 0.5 * sum(float(w.detach().pow(2).sum()) for w in weights)
     assert float(trainer._penalty()) == pytest.approx(expected, rel=1e-6)
     assert len(weights) < len(list(trainer.model.parameters()))
 
