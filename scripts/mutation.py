@@ -63,6 +63,52 @@ _METRIC_TESTS = (
     "not refused_after and not resumed_run and not picks_best_pt",
 )
 
+# the trainer's fast tests: a few batches of iris each, in-process
+_TRAINER_TESTS = (
+    "tests/test_trainer_steps.py",
+    *(
+        f"tests/test_engine.py::test_{name}"
+        for name in (
+            "l1_is_a_soft_threshold_in_the_optimizers_own_step_size",
+            "sparsity_counts_exact_and_near_zeros_of_weight_matrices_only",
+            "optimizer_steps_per_epoch_counts_shards_limits_and_accumulation",
+            "gradient_accumulation_equals_one_big_batch",
+            "fp16_without_cuda_is_refused",
+            "bf16_autocast_trains_on_cpu",
+            "nan_loss_stops_within_the_step_with_advice",
+            "label_smoothing_trains_binary_models_too",
+            "the_training_loss_column_is_the_true_loss_too",
+            "early_stopping_counts_one_epoch_in_the_singular",
+        )
+    ),
+)
+# mutmut's names of the trainer's functions and methods, but state_dict/load_state_dict
+_TRAINER_LOOP = (
+    *(f"x_{f}" for f in ("batches_per_epoch", "optimizer_steps_per_epoch", "step_scale")),
+    *(f"x_{f}" for f in ("sparsity", "_l1_groups", "_plain_objective")),
+    "xǁFitStateǁbest_row",
+    *(
+        f"xǁTrainerǁ{method}"
+        for method in (
+            "__init__",
+            "fit",
+            "_epoch",
+            "_epoch_end_callbacks",
+            "_train_epoch",
+            "_step_checks",
+            "_interrupted",
+            "_sync_gradients",
+            "_optimizer_step",
+            "_validate",
+            "_autocast",
+            "_forward",
+            "_penalty",
+            "_step_epoch_scheduler",
+            "_track_best",
+        )
+    ),
+)
+
 TARGETS = {
     "checkpoint": Target(
         "src/dlrun/engine/checkpoint.py",
@@ -111,14 +157,21 @@ TARGETS = {
     ),
     "metrics": Target("src/dlrun/evaluation/metrics.py", _METRIC_TESTS),
     "metric_registry": Target("src/dlrun/metric_registry.py", _METRIC_TESTS),
-    # the module-level step arithmetic only: each method's tests train a model, and
-    # mutmut runs every covering test for every mutant (hours for the whole module)
+    # the step arithmetic and the loop's methods, against in-process tests that train a
+    # few batches of iris (tests/test_trainer_steps.py); mutmut runs every covering test
+    # for every mutant, so whole runs stay out
     "trainer": Target(
         "src/dlrun/engine/trainer.py",
-        ("tests/test_engine.py", "-k", "optimizer_steps_per_epoch or soft_threshold or sparsity"),
+        _TRAINER_TESTS,
+        tuple(f"dlrun.engine.trainer.{name}__mutmut_*" for name in _TRAINER_LOOP),
+    ),
+    # what a checkpoint holds and how a resume restores it
+    "trainer_state": Target(
+        "src/dlrun/engine/trainer.py",
+        _TRAINER_TESTS,
         tuple(
-            f"dlrun.engine.trainer.x_{name}__mutmut_*"
-            for name in ("batches_per_epoch", "optimizer_steps_per_epoch", "step_scale", "sparsity")
+            f"dlrun.engine.trainer.xǁTrainerǁ{name}__mutmut_*"
+            for name in ("state_dict", "load_state_dict")
         ),
     ),
 }

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch._dynamo  # the first optimizer step imports it: see below
 
 from dlrun import tasks
 from dlrun.data.batches import Shard, iterate
@@ -35,6 +36,9 @@ from dlrun.engine.trainer import (
     step_scale,
 )
 from dlrun.models.mlp import MLP
+
+# The first optimizer step imports torch._dynamo (~4 s). Imported here, it is loaded when
+# mutmut's fork server collects these tests, not again in each mutant's fork.
 
 _IRIS: DataBundle | None = None
 
