@@ -35,6 +35,7 @@ from dlrun.engine.trainer import (
     sparsity,
     step_scale,
 )
+from dlrun.errors import UserError
 from dlrun.models.mlp import MLP
 
 # The first optimizer step imports torch._dynamo (~4 s). Imported here, it is loaded when
@@ -661,3 +662,59 @@ def test_in_a_group_a_failing_callback_stops_every_rank(failing: str, monkeypatc
         with pytest.raises(OSError):  # alone: raised at once, nobody to tell
             trainer._epoch_end_callbacks(state, {})
         assert len(asked) == 1
+
+
+# -- what the constructor decides ---------------------------------------------------------
+
+
+def test_a_trainer_outside_a_group_is_rank_0_of_1_with_the_optimizers_lr() -> None:
+    trainer = _trainer(TrainerSettings(), lr=0.3)
+    assert (trainer.rank, trainer.world_size) == (0, 1)
+    assert trainer._step_lr == 0.3  # what a row reports before any step
+    assert (trainer.l1, trainer.l2, trainer.seed) == (0.0, 0.0, 0)
+    assert trainer._l1_groups == []  # no soft-threshold without l1
+
+
+def test_a_cpu_trainer_makes_no_grad_scaler_and_no_warning() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when a GradScaler is built without CUDA
+        for precision in ("32", "bf16"):
+            assert _trainer(TrainerSettings(precision=precision)).scaler is None
+
+
+def test_fp16_on_the_cpu_is_refused_with_what_to_use_instead() -> None:
+    with pytest.raises(UserError) as caught:
+        _trainer(TrainerSettings(precision="fp16"))
+    assert str(caught.value) == "trainer.precision=fp16 needs a CUDA device; use bf16 on the CPU"
+
+
+def test_regression_rmse_is_in_the_datas_units() -> None:
+    from dlrun.data.sklearn_sets import load_diabetes
+
+    bundle = load_diabetes(seed=0)
+    torch.manual_seed(0)
+    model = MLP(bundle.spec, hidden=(8,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # the model stays as it is
+    loss = tasks.loss_fn(bundle.spec.task)
+    trainer = Trainer(model, bundle, optimizer, loss, TrainerSettings(epochs=1))
+    row = trainer.fit().history[0]
+    std = torch.tensor(bundle.meta["target_scaler"]["std"])
+    with torch.no_grad():
+        for split, key in ((bundle.train, "rmse"), (bundle.val, "val_rmse")):
+            error = (model(split.x) - split.y) * std
+            assert row[key] == pytest.approx(float(error.pow(2).mean().sqrt()), rel=1e-5), key
+    assert std.item() > 10  # far from 1: standardised units would not pass
+
+
+def test_a_bare_loss_function_is_trained_on_as_it_is() -> None:
+    settings = TrainerSettings(epochs=1, batch_size=40)
+    template = _trainer(settings)  # the same seeded model and optimizer
+    cross_entropy = torch.nn.functional.cross_entropy  # no ``objective`` attribute
+    bare = Trainer(template.model, template.bundle, template.optimizer, cross_entropy, settings)
+    reference = _trainer(settings)
+    _reference_epoch(reference, settings)
+    bare.fit()
+    for p, q in zip(bare.model.parameters(), reference.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
