@@ -718,3 +718,105 @@ def test_a_bare_loss_function_is_trained_on_as_it_is() -> None:
     bare.fit()
     for p, q in zip(bare.model.parameters(), reference.model.parameters(), strict=True):
         torch.testing.assert_close(p, q)
+
+
+# -- a checkpoint holds everything to continue exactly --------------------------------
+
+
+class _Noise:
+    """An augmentation with its own generator, as :class:`BatchAugment` has."""
+
+    def __init__(self) -> None:
+        self.generator = torch.Generator().manual_seed(1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.1 * torch.randn(x.shape, generator=self.generator)
+
+
+class _Counter(Callback):
+    """A callback with state: the epochs it has seen."""
+
+    def __init__(self) -> None:
+        self.epochs = 0
+
+    def on_epoch_end(self, trainer, state, row) -> None:  # type: ignore[no-untyped-def]
+        self.epochs += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epochs = state["epochs"]
+
+
+def _resumable(epochs: int, seed: int = 0) -> Trainer:
+    """Adam, a per-step schedule, dropout (the global RNG), an augmentation, a stateful
+    callback: every piece of state a resume must restore."""
+    bundle = _iris()
+    torch.manual_seed(seed)
+    model = MLP(bundle.spec, hidden=(8,), dropout=0.3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
+    settings = TrainerSettings(epochs=epochs, batch_size=40)
+    loss = tasks.loss_fn(bundle.spec.task)
+    return Trainer(model, bundle, optimizer, loss, settings, Schedule(scheduler, "step"),
+                   (_Counter(),), augment=_Noise(), seed=3)  # fmt: skip
+
+
+def _saved(trainer: Trainer, state: FitState) -> dict[str, Any]:
+    """What the checkpoint callback writes: the trainer's state and the callbacks'."""
+    checkpoint = trainer.state_dict(state)
+    checkpoint["callbacks"] = {type(cb).__name__: cb.state_dict() for cb in trainer.callbacks}
+    return checkpoint
+
+
+def test_a_resumed_fit_equals_an_uninterrupted_one() -> None:
+    whole = _resumable(epochs=3)
+    whole_state = whole.fit()
+    first = _resumable(epochs=2)
+    state = first.fit()
+    state.should_stop, state.stop_reason = False, ""
+    checkpoint = _saved(first, state)
+    assert checkpoint["epoch"] == 2 and checkpoint["step"] == 6 and checkpoint["scaler"] is None
+    assert checkpoint["rng"]["cuda"] == [] or torch.cuda.is_available()
+    torch.rand(5)  # the global RNG moves on after the save
+    resumed = _resumable(epochs=3, seed=9)  # other weights, a fresh optimizer and generators
+    restored = resumed.load_state_dict(checkpoint)
+    assert (restored.epoch, restored.step, restored.history) == (2, 6, state.history)
+    assert (restored.best_epoch, restored.best_value) == (state.best_epoch, state.best_value)
+    assert resumed.callbacks[0].epochs == 2
+    final = resumed.fit(restored)
+    for p, q in zip(resumed.model.parameters(), whole.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+    drop = {"seconds"}
+    rows = [{k: v for k, v in r.items() if k not in drop} for r in final.history]
+    assert rows == [{k: v for k, v in r.items() if k not in drop} for r in whole_state.history]
+    assert (final.step, final.best_epoch, resumed.callbacks[0].epochs) == (
+        9,
+        whole_state.best_epoch,
+        3,
+    )
+    assert resumed.optimizer.param_groups[0]["lr"] == whole.optimizer.param_groups[0]["lr"]
+
+
+def test_a_stop_decision_is_kept_and_an_old_checkpoint_still_loads() -> None:
+    trainer = _resumable(epochs=1)
+    state = trainer.fit()
+    state.should_stop, state.stop_reason = True, "early stopping: val_loss did not improve"
+    checkpoint = _saved(trainer, state)
+    restored = _resumable(epochs=1).load_state_dict(checkpoint)
+    assert (restored.should_stop, restored.stop_reason) == (True, state.stop_reason)
+    for key in ("should_stop", "stop_reason", "callbacks", "scheduler", "scaler"):
+        del checkpoint[key]  # a checkpoint from before these were saved
+    checkpoint["rng"]["augment"] = None
+    older = _resumable(epochs=1)
+    restored = older.load_state_dict(checkpoint)
+    assert (restored.should_stop, restored.stop_reason, older.callbacks[0].epochs) == (False, "", 0)
+    plain = _trainer(TrainerSettings(epochs=1, limit_batches=1))
+    saved = plain.state_dict(plain.fit())
+    assert saved["scheduler"] is None and saved["rng"]["augment"] is None
+    assert sorted(saved) == sorted(
+        ["model", "optimizer", "scheduler", "scaler", "epoch", "step", "history", "best_value",
+         "best_epoch", "should_stop", "stop_reason", "rng"]
+    )  # fmt: skip
+    assert _trainer(TrainerSettings()).load_state_dict(saved).epoch == 1  # no scheduler: fine
