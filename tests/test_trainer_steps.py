@@ -8,6 +8,7 @@ These are the tests ``scripts/mutation.py trainer`` runs against every mutant of
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 from typing import Any
@@ -820,3 +821,33 @@ def test_a_stop_decision_is_kept_and_an_old_checkpoint_still_loads() -> None:
          "best_epoch", "should_stop", "stop_reason", "rng"]
     )  # fmt: skip
     assert _trainer(TrainerSettings()).load_state_dict(saved).epoch == 1  # no scheduler: fine
+
+
+# -- fp16 needs CUDA: its loss scaling, checked where there is a GPU -------------------
+
+
+@pytest.mark.gpu
+def test_fp16_clips_the_unscaled_gradients() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    iris = _iris()
+    bundle = replace(
+        iris, train=iris.train.to("cuda"), val=iris.val.to("cuda"), test=iris.test.to("cuda")
+    )
+    torch.manual_seed(0)
+    model = MLP(bundle.spec, hidden=(8,)).cuda()
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    settings = TrainerSettings(
+        epochs=1, limit_batches=1, precision="fp16", grad_clip=1e-3, grad_clip_mode="value"
+    )
+    loss = tasks.loss_fn(bundle.spec.task)
+    trainer = Trainer(model, bundle, optimizer, loss, settings)
+    assert trainer.scaler is not None and trainer.amp_dtype is torch.float16
+    state = trainer.fit()
+    assert state.step == 1 and math.isfinite(state.history[0]["loss"])
+    # clipped after unscaling: the step is the clip value itself, not 1/65536 of it
+    steps = [p.detach() - b for p, b in zip(model.parameters(), before, strict=True)]
+    change = max(float(s.abs().max()) for s in steps)
+    assert change == pytest.approx(1e-3, rel=1e-3)
+    assert trainer.state_dict(state)["scaler"]["scale"] == trainer.scaler.get_scale()
