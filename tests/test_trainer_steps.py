@@ -73,6 +73,7 @@ class Recorder(Callback):
 
     def on_fit_start(self, trainer, state) -> None:  # type: ignore[no-untyped-def]
         self.log.append((self.name, "fit_start", state.epoch))
+        self.trainers = [trainer]
 
     def on_epoch_start(self, trainer, state, n_batches) -> None:  # type: ignore[no-untyped-def]
         self.log.append((self.name, "epoch_start", state.epoch, n_batches))
@@ -95,6 +96,7 @@ class Recorder(Callback):
 
     def on_fit_end(self, trainer, state) -> None:  # type: ignore[no-untyped-def]
         self.log.append((self.name, "fit_end", state.outcome))
+        self.trainers.append(trainer)
 
 
 # -- step_scale: the denominator each optimizer really divides its step by ------------
@@ -262,7 +264,9 @@ def test_the_hooks_run_in_order_with_their_arguments() -> None:
     log: list = []
     first, second = Recorder("a", log), Recorder("b", log)
     settings = TrainerSettings(epochs=2, batch_size=40, limit_batches=3, accumulate=2)
-    state = _trainer(settings, callbacks=(first, second)).fit()
+    trainer = _trainer(settings, callbacks=(first, second))
+    state = trainer.fit()
+    assert first.trainers == [trainer, trainer]  # on_fit_start and on_fit_end get the trainer
     epoch = [
         *[(n, "epoch_start", e, 3) for e in (0,) for n in "ab"],
         *[(n, "batch_end", 0, 0) for n in "ab"],
@@ -301,9 +305,11 @@ def test_the_row_holds_the_epochs_numbers_in_order() -> None:
                     assert outputs.shape[0] == targets.shape[0]
                     seen.append(len(targets))
 
-            return Collect()
+            self.made = Collect()
+            return self.made
 
         def __call__(self, parts, loss: float) -> dict[str, float]:
+            assert parts == [self.made]  # the collector that saw the batches, from every rank
             self.calls.append((len(parts), loss))
             return {"val_extra": 2 * loss}
 
@@ -561,8 +567,31 @@ def test_l2_penalises_weight_matrices_only() -> None:
     trainer = _trainer(TrainerSettings(), l2=0.5)
     weights = [p for p in trainer.model.parameters() if p.dim() > 1]
     expected = 0.5 * sum(float(w.detach().pow(2).sum()) for w in weights)
-    assert float(trainer._penalty()) == pytest.approx(expected, rel=1e-6)
+    assert trainer._penalty().item() == pytest.approx(expected, rel=1e-6)
     assert len(weights) < len(list(trainer.model.parameters()))
+
+
+def test_l2_of_a_model_with_one_weight_matrix() -> None:
+    bundle = _iris()
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = tasks.loss_fn(bundle.spec.task)
+    trainer = Trainer(model, bundle, optimizer, loss, TrainerSettings(), l2=0.5)
+    expected = 0.5 * float(model.weight.detach().pow(2).sum())
+    assert trainer._penalty().item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_an_epoch_of_one_sample_reports_that_samples_loss() -> None:
+    iris = _iris()
+    one = replace(iris, train=iris.train.subset(torch.tensor([0])))
+    torch.manual_seed(0)
+    model = MLP(one.spec, hidden=(8,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    loss = tasks.loss_fn(one.spec.task)
+    trainer = Trainer(model, one, optimizer, loss, TrainerSettings(epochs=1))
+    row = trainer.fit().history[0]
+    assert row["loss"] == pytest.approx(trainer.evaluate(one.train)[0], rel=1e-6)
+    assert row["accuracy"] == trainer.evaluate(one.train)[1]
 
 
 def test_l1_groups_keep_each_groups_index_and_its_penalised_tensors() -> None:
@@ -583,12 +612,12 @@ def test_a_plain_loss_is_both_the_objective_and_the_reported_loss() -> None:
 def test_forward_passes_lengths_only_to_models_that_get_them() -> None:
     class Echo(torch.nn.Module):
         def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> Any:
-            return ("x", x) if lengths is None else ("x+lengths", lengths)
+            return ("x", x) if lengths is None else ("x+lengths", x, lengths)
 
     trainer = _trainer(TrainerSettings())
     x, lengths = torch.zeros(2, 3), torch.tensor([1, 2])
     assert trainer._forward(Split(x, x), Echo())[0] == "x"
-    assert trainer._forward(Split(x, x, lengths), Echo()) == ("x+lengths", lengths)
+    assert trainer._forward(Split(x, x, lengths), Echo()) == ("x+lengths", x, lengths)
     trainer.model = Echo()
     assert trainer._forward(Split(x, x))[0] == "x"
 
