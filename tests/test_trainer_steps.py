@@ -46,7 +46,7 @@ _IRIS: DataBundle | None = None
 
 
 def _iris() -> DataBundle:
-    """Iris, loaded once (105 training, 22 validation samples)."""
+    """Iris, loaded once (104 training, 23 validation samples)."""
     global _IRIS
     if _IRIS is None:
         _IRIS = load_iris(seed=0)
@@ -92,7 +92,8 @@ class Recorder(Callback):
         self.log.append((self.name, "epoch_end", state.epoch, row["epoch"]))
 
     def on_checkpoint(self, trainer, state, row) -> None:  # type: ignore[no-untyped-def]
-        self.log.append((self.name, "checkpoint", state.epoch, state.best_epoch))
+        self.log.append((self.name, "checkpoint", state.epoch, state.best_epoch, row["epoch"]))
+        self.trainers.append(trainer)
 
     def on_fit_end(self, trainer, state) -> None:  # type: ignore[no-untyped-def]
         self.log.append((self.name, "fit_end", state.outcome))
@@ -234,7 +235,7 @@ def _reference_epoch(
 @pytest.mark.parametrize(
     ("settings", "l2", "steps"),
     [
-        # 105 samples in batches of 40: 40, 40, 25; a step after batch 2 and after the last
+        # 104 samples in batches of 40: 40, 40, 24; a step after batch 2 and after the last
         (TrainerSettings(epochs=1, batch_size=40, accumulate=2), 0.0, 2),
         (TrainerSettings(epochs=1, batch_size=40, accumulate=3), 0.0, 1),
         (TrainerSettings(epochs=1, batch_size=16, limit_batches=3), 0.05, 3),
@@ -266,7 +267,7 @@ def test_the_hooks_run_in_order_with_their_arguments() -> None:
     settings = TrainerSettings(epochs=2, batch_size=40, limit_batches=3, accumulate=2)
     trainer = _trainer(settings, callbacks=(first, second))
     state = trainer.fit()
-    assert first.trainers == [trainer, trainer]  # on_fit_start and on_fit_end get the trainer
+    assert first.trainers == [trainer] * 4  # on_fit_start, on_checkpoint (2), on_fit_end
     epoch = [
         *[(n, "epoch_start", e, 3) for e in (0,) for n in "ab"],
         *[(n, "batch_end", 0, 0) for n in "ab"],
@@ -275,7 +276,7 @@ def test_the_hooks_run_in_order_with_their_arguments() -> None:
         *[(n, "before_step", 1) for n in "ab"],
         *[(n, "batch_end", 2, 2) for n in "ab"],
         *[(n, "epoch_end", 1, 1) for n in "ab"],  # every on_epoch_end, then every on_checkpoint
-        *[(n, "checkpoint", 1, 1) for n in "ab"],
+        *[(n, "checkpoint", 1, 1, 1) for n in "ab"],
     ]
     second_epoch = [
         (n, what, *((a + 1,) if what == "epoch_start" else ()), *rest)
@@ -333,6 +334,24 @@ def test_the_row_holds_the_epochs_numbers_in_order() -> None:
 def test_without_val_metrics_the_row_has_no_extra_columns() -> None:
     trainer = _trainer(TrainerSettings(epochs=1, limit_batches=1))
     assert trainer._validate() == (*trainer.evaluate(trainer.bundle.val), {})
+
+
+def test_the_augmentation_is_what_the_model_trains_on() -> None:
+    calls: list[int] = []
+
+    def blank(x: torch.Tensor) -> torch.Tensor:
+        calls.append(len(x))
+        return torch.zeros_like(x)
+
+    recorder = Recorder()
+    settings = TrainerSettings(epochs=1, batch_size=40)
+    trainer = _trainer(settings, lr=0.0, augment=blank, callbacks=(recorder,))
+    row = trainer.fit().history[0]
+    train = trainer.bundle.train
+    assert calls == [40, 40, len(train) - 80]  # every training batch, once; never validation
+    on_blanks = trainer.evaluate(Split(torch.zeros_like(train.x), train.y))
+    assert row["loss"] == pytest.approx(on_blanks[0], rel=1e-5)
+    assert row["accuracy"] == on_blanks[1]
 
 
 def test_a_state_passed_in_is_continued() -> None:
@@ -634,7 +653,7 @@ def test_autocast_only_when_mixed_precision_is_asked_for() -> None:
 
 
 def test_rank_one_of_two_trains_on_its_shard() -> None:
-    settings = TrainerSettings(epochs=1, batch_size=20, accumulate=2)  # 53 each: 3 batches
+    settings = TrainerSettings(epochs=1, batch_size=20, accumulate=2)  # 52 each: 3 batches
     recorder = Recorder()
     trainer = _trainer(settings, callbacks=(recorder,))
     trainer.world_size, trainer.rank = 2, 1
