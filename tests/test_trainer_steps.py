@@ -713,6 +713,31 @@ def test_in_a_group_a_failing_callback_stops_every_rank(failing: str, monkeypatc
         assert len(asked) == 1
 
 
+def test_under_ddp_gradients_are_all_reduced_only_on_batches_that_step() -> None:
+    # A real group of one process (gloo): DDP's flag is what no_sync() would set.
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    class Flags(Callback):
+        def __init__(self) -> None:
+            self.flags: list[bool] = []
+
+        def on_batch_end(self, trainer, state, batch, loss) -> None:  # type: ignore[no-untyped-def]
+            self.flags.append(trainer._ddp.require_backward_grad_sync)
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        flags = Flags()
+        trainer = _trainer(TrainerSettings(epochs=1, batch_size=20, accumulate=2))
+        ddp = DistributedDataParallel(trainer.model)
+        trainer = Trainer(ddp, trainer.bundle, trainer.optimizer, trainer.loss_fn,
+                          trainer.settings, callbacks=(flags,))  # fmt: skip
+        trainer.fit()
+    finally:
+        dist.destroy_process_group()
+    assert flags.flags == [False, True] * 3  # 6 batches, a step after every second one
+
+
 # -- what the constructor decides ---------------------------------------------------------
 
 
