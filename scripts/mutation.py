@@ -17,8 +17,9 @@ Only in-process tests can kill a mutant: a test that runs ``dlrun`` in a subproc
 imports the original code, not mutmut's copy, so the selections leave those out.
 
 The kill rate is (killed + timed out) / all mutants. Survivors that cannot be killed
-(equivalent mutants: the code means the same) are named in docs/testing.md; the report
-counts them apart and lists every survivor that is neither killed nor named there.
+(equivalent mutants: the code means the same) are named in docs/testing.md, and so are
+those only a CUDA device can tell apart (under its GPU heading); the report counts both
+apart and lists every survivor that is neither killed nor named there.
 """
 
 from __future__ import annotations
@@ -281,18 +282,31 @@ def collect(folder: Path, target: Target, mutmut: str) -> dict[str, object]:
     return summary
 
 
-def named_equivalents() -> set[str]:
-    """Mutant names docs/testing.md lists as equivalent (in backticks)."""
+# Survivors that only CUDA (fp16, tensors placed on the GPU) can tell apart are named
+# under this heading of docs/testing.md: explained, but not equivalent.
+GPU_HEADING = "### Survivors only a GPU can kill"
+
+
+def named_survivors() -> tuple[set[str], set[str]]:
+    """Mutant names docs/testing.md explains (in backticks): (equivalent, needing a GPU).
+
+    The GPU ones are those in the section under :data:`GPU_HEADING`, up to the next
+    heading; every other name in the file is an equivalent mutant.
+    """
     if not EQUIVALENTS.is_file():
-        return set()
-    return set(MUTANT_NAME.findall(EQUIVALENTS.read_text()))
+        return set(), set()
+    before, _, rest = EQUIVALENTS.read_text().partition(GPU_HEADING)
+    section, _, after = rest.partition("\n#")
+    gpu = set(MUTANT_NAME.findall(section))
+    return set(MUTANT_NAME.findall(before + after)) - gpu, gpu
 
 
 def report(summaries: dict[str, dict]) -> list[str]:
-    """One line per module: killed, total, kill rate, equivalents, unexplained survivors."""
-    equivalent = named_equivalents()
+    """One line per module: killed, total, kill rate, equivalents, GPU-only, unexplained."""
+    equivalent, gpu = named_survivors()
     lines = [
-        f"{'module':<12} {'killed':>6} {'total':>6} {'rate':>7} {'equiv':>6} {'open':>5}",
+        f"{'module':<15} {'killed':>6} {'total':>6} {'rate':>7} {'equiv':>6} {'gpu':>4} "
+        f"{'open':>5}",
     ]
     open_survivors: list[str] = []
     for name, summary in summaries.items():
@@ -300,13 +314,15 @@ def report(summaries: dict[str, dict]) -> list[str]:
         killed = c["killed"] + c["timeout"]
         rate = killed / c["total"] if c["total"] else 1.0
         named = [s for s in summary["survivors"] if s in equivalent]
-        left = [s for s in summary["survivors"] if s not in equivalent]
+        on_gpu = [s for s in summary["survivors"] if s in gpu]
+        left = [s for s in summary["survivors"] if s not in equivalent | gpu]
         open_survivors += left
         lines.append(
-            f"{name:<12} {killed:>6} {c['total']:>6} {rate:>7.1%} {len(named):>6} {len(left):>5}"
+            f"{name:<15} {killed:>6} {c['total']:>6} {rate:>7.1%} {len(named):>6} "
+            f"{len(on_gpu):>4} {len(left):>5}"
         )
     if open_survivors:
-        lines += ["", "not killed and not named equivalent in docs/testing.md:"]
+        lines += ["", "not killed and not named in docs/testing.md:"]
         lines += [f"  {s}" for s in open_survivors]
         lines += ["(see one with: cd .mutation/<module> && mutmut show <name>)"]
     return lines
