@@ -830,7 +830,8 @@ def _resumable(epochs: int, seed: int = 0) -> Trainer:
     torch.manual_seed(seed)
     model = MLP(bundle.spec, hidden=(8,), dropout=0.3)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
+    # lr / (1 + step): a schedule restarted from step 0 would give another lr
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 / (1 + step))
     settings = TrainerSettings(epochs=epochs, batch_size=40)
     loss = tasks.loss_fn(bundle.spec.task)
     return Trainer(model, bundle, optimizer, loss, settings, Schedule(scheduler, "step"),
@@ -923,4 +924,12 @@ def test_fp16_clips_the_unscaled_gradients() -> None:
     steps = [p.detach() - b for p, b in zip(model.parameters(), before, strict=True)]
     change = max(float(s.abs().max()) for s in steps)
     assert change == pytest.approx(1e-3, rel=1e-3)
-    assert trainer.state_dict(state)["scaler"]["scale"] == trainer.scaler.get_scale()
+    # a resume restores the loss scale and the CUDA generators
+    trainer.scaler.update(new_scale=1024.0)
+    checkpoint = trainer.state_dict(state)
+    assert checkpoint["scaler"]["scale"] == 1024.0 and checkpoint["rng"]["cuda"]
+    torch.cuda.manual_seed_all(123)
+    resumed = Trainer(model, bundle, torch.optim.SGD(model.parameters(), lr=1.0), loss, settings)
+    resumed.load_state_dict(checkpoint)
+    assert resumed.scaler.get_scale() == 1024.0
+    assert torch.equal(torch.cuda.get_rng_state(), checkpoint["rng"]["cuda"][0])
