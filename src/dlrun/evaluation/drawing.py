@@ -7,7 +7,8 @@ does: it starts in milliseconds with everything already in memory (the arrays,
 matplotlib and its font cache), so nothing is pickled or imported again. PyTorch's
 DataLoader forks its workers from the same kind of process.
 
-The child touches no torch state, resets the signal handlers the run installed (an
+The child runs torch on one thread only (the parent's OpenMP pool is not usable after a
+fork, as in DataLoader workers), resets the signal handlers the run installed (an
 interrupt must not make it write the run's status), leaves with ``os._exit`` (no
 atexit handlers, no second flush of the parent's buffers) and reports a failure
 through a pipe, so a picture that cannot be drawn fails the run as it would have here.
@@ -102,6 +103,9 @@ def _child(jobs: Sequence[Job], writer: int) -> None:
         for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1"):
             if hasattr(signal, name):
                 signal.signal(getattr(signal, name), signal.SIG_DFL)
+        torch = sys.modules.get("torch")
+        if torch is not None:  # the parent's OpenMP pool did not survive the fork
+            torch.set_num_threads(1)
         _run(jobs)
     except BaseException:  # everything goes back to the parent, which raises it
         code = 1
