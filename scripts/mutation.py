@@ -84,6 +84,7 @@ _TRAINER_TESTS = (
     ),
 )
 # mutmut's names of the trainer's functions and methods, but state_dict/load_state_dict
+# (and the properties: mutmut mutates no decorated function)
 _TRAINER_LOOP = (
     *(f"x_{f}" for f in ("batches_per_epoch", "optimizer_steps_per_epoch", "step_scale")),
     *(f"x_{f}" for f in ("sparsity", "_l1_groups", "_plain_objective")),
@@ -101,6 +102,8 @@ _TRAINER_LOOP = (
             "_sync_gradients",
             "_optimizer_step",
             "_validate",
+            "evaluate",
+            "_soft_threshold",
             "_autocast",
             "_forward",
             "_penalty",

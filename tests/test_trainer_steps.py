@@ -331,6 +331,54 @@ def test_the_row_holds_the_epochs_numbers_in_order() -> None:
     assert row["loss"] == pytest.approx(trainer.evaluate(trainer.bundle.train)[0], rel=1e-5)
 
 
+def _by_hand(model: torch.nn.Module, split: Split) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``split``, in eval mode."""
+    model.eval()
+    with torch.no_grad():
+        outputs = model(split.x)
+    loss = torch.nn.functional.cross_entropy(outputs, split.y)
+    return float(loss), float((outputs.argmax(1) == split.y).double().mean())
+
+
+def test_evaluate_scores_the_split_in_eval_mode_and_restores_the_mode() -> None:
+    bundle = _iris()
+    torch.manual_seed(0)
+    model = MLP(bundle.spec, hidden=(8,), dropout=0.5)  # train mode would drop units
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = tasks.loss_fn(bundle.spec.task)
+    settings = TrainerSettings(batch_size=2)  # evaluation batches of 8: 8, 8, 7
+    trainer = Trainer(model, bundle, optimizer, loss_fn, settings)
+    seen: list[torch.Tensor] = []
+
+    class Collect:
+        def add(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+            assert not outputs.requires_grad and not model.training
+            seen.append(targets)
+
+    model.train()
+    loss, accuracy = trainer.evaluate(bundle.val, Collect())
+    assert model.training  # as it was
+    assert [len(t) for t in seen] == [8, 8, 7] and torch.equal(torch.cat(seen), bundle.val.y)
+    expected_loss, expected_accuracy = _by_hand(model, bundle.val)
+    assert loss == pytest.approx(expected_loss, rel=1e-6)  # weighted by batch size
+    assert accuracy == pytest.approx(expected_accuracy)
+    assert trainer.evaluate(bundle.val) == (loss, accuracy)  # no collector: the same
+    assert not model.training  # left in eval mode when it was
+    trainer.settings = replace(settings, limit_batches=2)  # the first 16 samples only
+    first = Split(bundle.val.x[:16], bundle.val.y[:16])
+    assert trainer.evaluate(bundle.val)[0] == pytest.approx(_by_hand(model, first)[0], rel=1e-6)
+    trainer.settings = settings
+    trainer.world_size, trainer.rank = 2, 1  # rank 1 of 2 scores every second sample
+    odd = Split(bundle.val.x[1::2], bundle.val.y[1::2])
+    assert trainer.evaluate(bundle.val)[0] == pytest.approx(_by_hand(model, odd)[0], rel=1e-6)
+
+
+def test_evaluate_of_an_empty_split_divides_by_one() -> None:
+    trainer = _trainer(TrainerSettings())
+    empty = Split(trainer.bundle.val.x[:0], trainer.bundle.val.y[:0])
+    assert trainer.evaluate(empty)[0] == 0.0
+
+
 def test_without_val_metrics_the_row_has_no_extra_columns() -> None:
     trainer = _trainer(TrainerSettings(epochs=1, limit_batches=1))
     assert trainer._validate() == (*trainer.evaluate(trainer.bundle.val), {})
