@@ -638,6 +638,16 @@ def test_l2_penalises_weight_matrices_only() -> None:
     assert len(weights) < len(list(trainer.model.parameters()))
 
 
+def test_l1_shrinks_by_lr_times_l1() -> None:
+    settings = TrainerSettings(epochs=1, limit_batches=1)
+    plain, shrunk = _trainer(settings, lr=0.1), _trainer(settings, lr=0.1, l1=0.25)
+    plain.fit()
+    shrunk.fit()
+    for p, q in zip(plain.model.parameters(), shrunk.model.parameters(), strict=True):
+        expected = torch.nn.functional.softshrink(p, 0.1 * 0.25) if p.dim() > 1 else p
+        torch.testing.assert_close(q, expected)
+
+
 def test_l2_of_a_model_with_one_weight_matrix() -> None:
     bundle = _iris()
     model = torch.nn.Linear(4, 3)
@@ -773,17 +783,25 @@ def test_under_ddp_gradients_are_all_reduced_only_on_batches_that_step() -> None
         def on_batch_end(self, trainer, state, batch, loss) -> None:  # type: ignore[no-untyped-def]
             self.flags.append(trainer._ddp.require_backward_grad_sync)
 
+    class Counted(DistributedDataParallel):
+        calls = 0
+
+        def forward(self, *inputs: Any, **kwargs: Any) -> Any:
+            Counted.calls += 1
+            return super().forward(*inputs, **kwargs)
+
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:
         flags = Flags()
         trainer = _trainer(TrainerSettings(epochs=1, batch_size=20, accumulate=2))
-        ddp = DistributedDataParallel(trainer.model)
+        ddp = Counted(trainer.model)
         trainer = Trainer(ddp, trainer.bundle, trainer.optimizer, trainer.loss_fn,
                           trainer.settings, callbacks=(flags,))  # fmt: skip
         trainer.fit()
     finally:
         dist.destroy_process_group()
     assert flags.flags == [False, True] * 3  # 6 batches, a step after every second one
+    assert Counted.calls == 6  # validation bypasses DDP's forward (no buffer sync)
 
 
 # -- what the constructor decides ---------------------------------------------------------
