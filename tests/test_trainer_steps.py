@@ -961,6 +961,11 @@ def test_a_stop_decision_is_kept_and_an_old_checkpoint_still_loads() -> None:
          "best_epoch", "should_stop", "stop_reason", "rng"]
     )  # fmt: skip
     assert _trainer(TrainerSettings()).load_state_dict(saved).epoch == 1  # no scheduler: fine
+    # a checkpoint of a CUDA fp16 run (a loss scale, CUDA generators) resumed on the CPU
+    saved["scaler"] = {"scale": 1024.0, "growth_factor": 2.0}
+    saved["rng"]["cuda"] = [torch.zeros(16, dtype=torch.uint8)]
+    on_cpu = _trainer(TrainerSettings())
+    assert on_cpu.load_state_dict(saved).epoch == 1 and on_cpu.scaler is None
 
 
 # -- fp16 needs CUDA: its loss scaling, checked where there is a GPU -------------------
