@@ -193,3 +193,14 @@ def test_the_activation_check_reads_fewer_rows_for_a_short_run():
     assert rows(5, 64, 10) == 96
     assert rows(20, 32, None) == 512 < int(0.03 * 20 * n_train)
     assert rows(3, 32, None) == int(0.03 * 3 * n_train)  # partial last batch: n_train, not more
+
+
+def test_the_activation_check_reads_the_rows_it_is_given_not_whole_batches():
+    bundle = digits()
+    model = mlp((16,))
+    seen: list[int] = []
+    model.register_forward_pre_hook(lambda _, args: seen.append(len(args[0])))
+    for rows, batch, expected in ((96, 256, [96]), (200, 128, [100, 100]), (900, 256, [135, 135])):
+        seen.clear()
+        activation_health(model, bundle.val, rows, batch)
+        assert seen == expected

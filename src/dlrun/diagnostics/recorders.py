@@ -219,8 +219,10 @@ def activation_health(
     model.eval()
     device = next(model.parameters()).device
     try:
-        limit = -(-min(max_samples, len(split)) // batch_size)
-        for batch in iterate(split, batch_size, limit=limit):
+        rows = min(max_samples, len(split))
+        limit = -(-rows // batch_size)
+        size = -(-rows // limit)  # equal batches that add up to ``rows`` (not whole batches)
+        for batch in iterate(split, size, limit=limit):
             batch = batch.to(device)
             model(batch.x) if batch.lengths is None else model(batch.x, batch.lengths)
     finally:
