@@ -173,3 +173,34 @@ def test_dead_and_saturated_units_are_counted_on_the_split():
     rows = activation_health(model, digits().val, max_samples=100)
     assert rows[0]["never_active"] == 1.0 and rows[0]["units"] == 8
     assert rows[1]["saturated"] == 1.0 and rows[1]["units"] == 4
+
+
+def test_the_activation_check_reads_fewer_rows_for_a_short_run():
+    """Two passes over 3% of what the run trains on, between 64 rows and ``max_samples``:
+    a one-batch run reads 64, a 5-epoch run of 10 batches of 64 reads 96, the default
+    run (20 epochs of the digits' training split) reads the configured 512."""
+    bundle = digits()
+    model = mlp((16,))
+    n_train = len(bundle.train)
+
+    def rows(epochs: int, batch: int, limit: int | None) -> int:
+        settings = TrainerSettings(epochs=epochs, batch_size=batch, limit_batches=limit)
+        opt = torch.optim.SGD(model.parameters(), 0.1)
+        trainer = Trainer(model, bundle, opt, tasks.loss_fn(bundle.spec.task), settings)
+        return ActivationHealth(512).rows(trainer)
+
+    assert rows(1, 32, 1) == 64
+    assert rows(5, 64, 10) == 96
+    assert rows(20, 32, None) == 512 < int(0.03 * 20 * n_train)
+    assert rows(3, 32, None) == int(0.03 * 3 * n_train)  # partial last batch: n_train, not more
+
+
+def test_the_activation_check_reads_the_rows_it_is_given_not_whole_batches():
+    bundle = digits()
+    model = mlp((16,))
+    seen: list[int] = []
+    model.register_forward_pre_hook(lambda _, args: seen.append(len(args[0])))
+    for rows, batch, expected in ((96, 256, [96]), (200, 128, [100, 100]), (900, 256, [135, 135])):
+        seen.clear()
+        activation_health(model, bundle.val, rows, batch)
+        assert seen == expected

@@ -29,6 +29,8 @@ def test_a_run_writes_diagnostics_and_mistakes_into_report_md_and_html(tmp_path:
     assert '"monitor": "val_loss"' in page
     pictures = [f for f in saved["files"] if f.endswith(".png")]
     assert "gradient_norms.png" in pictures
+    # drawn in two processes, each picture is whole by the time the run returns
+    assert all((tmp_path / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in pictures)
     assert page.count("data:image/png;base64,") == len(pictures)
     assert md.count("](gradient_norms.png)") == 1
 

@@ -371,6 +371,13 @@ main()
 """
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """Ctrl-C's default disposition in the child, as in a terminal: a shell starts
+    background jobs (``make test &``) with SIGINT ignored, every child inherits that, and
+    Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(
     ("moment", "stop_at", "says"),
     [
@@ -391,6 +398,7 @@ def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(
     proc = subprocess.Popen(
         [sys.executable, *(program or ["-m", "dlrun.cli"]), *args, f"hydra.run.dir={run_dir}"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=_sigint_as_in_a_terminal,
     )  # fmt: skip
     try:
         _wait_for(mark if stop_at else run_dir / "checkpoints" / "last.pt", proc)

@@ -210,3 +210,95 @@ def test_a_resumed_run_may_watch_a_new_metric(tmp_path: Path) -> None:
     assert rows[0].split(",")[5] == "val_f1_macro" and len(rows) == 4
     assert rows[1].split(",")[5] == "" and rows[3].split(",")[5] != ""
     assert metrics["train"]["best_epoch"] == 3 and metrics["train"]["monitor"] == "val_f1_macro"
+
+
+# -- the registry's own functions, pinned (found by mutation testing) -----------------
+
+
+def test_direction_reads_a_metric_with_or_without_its_split_prefix() -> None:
+    for metric in metric_registry.METRICS:
+        for name in (metric.name, f"val_{metric.name}", f"train_{metric.name}"):
+            assert metric_registry.direction(name) == metric.direction, name
+    assert metric_registry.direction("val_dice") is None
+    assert metric_registry.direction("dice") is None
+
+
+def _inputs(task: Task, outputs: torch.Tensor, targets: torch.Tensor, k: int):
+    from tests.test_evaluation_metrics import scored
+
+    names = ("neg", "pos") if task is Task.BINARY else tuple(f"c{i}" for i in range(k))
+    return metric_registry.Inputs(scored(task, outputs, targets), names, info(task).targets)
+
+
+def test_the_metric_factories_compute_what_their_names_say() -> None:
+    # The table is built at import, so a test must call the factories to check them.
+    from sklearn import metrics as skm
+
+    g = torch.Generator().manual_seed(4)
+    y = torch.randint(0, 4, (40,), generator=g)
+    x = _inputs(Task.MULTICLASS, torch.randn(40, 4, generator=g), y, 4)
+    truth, guess = y.numpy(), x.preds.numpy()
+    for metric, how, reference in (
+        ("f1_score", "macro", skm.f1_score),
+        ("precision", "weighted", skm.precision_score),
+        ("recall", "micro", skm.recall_score),
+    ):
+        expected = reference(truth, guess, average=how, zero_division=0)
+        assert metric_registry._averaged(metric, how)(x) == pytest.approx(expected, abs=1e-6)
+    yb = torch.randint(0, 2, (40,), generator=g).float()
+    xb = _inputs(Task.BINARY, torch.randn(40, 1, generator=g), yb, 2)
+    for metric, reference in (("f1_score", skm.f1_score), ("recall", skm.recall_score)):
+        expected = reference(yb.numpy(), xb.preds.numpy())
+        assert metric_registry._positive_class(metric)(xb) == pytest.approx(expected, abs=1e-6)
+    yl = torch.randint(0, 2, (40, 3), generator=g).float()
+    xl = _inputs(Task.MULTILABEL, torch.randn(40, 3, generator=g), yl, 3)
+    hamming = metric_registry._multilabel("hamming_distance", average="micro")(xl)
+    assert hamming == pytest.approx(skm.hamming_loss(yl.numpy(), xl.preds.numpy()), abs=1e-6)
+    exact = metric_registry._multilabel("exact_match")(xl)
+    assert exact == pytest.approx(skm.accuracy_score(yl.numpy(), xl.preds.numpy()), abs=1e-6)
+
+
+def test_defined_areas_leave_no_note() -> None:
+    g = torch.Generator().manual_seed(5)
+    y = torch.arange(40) % 4  # every class present, none everywhere
+    s = _inputs(Task.MULTICLASS, torch.randn(40, 4, generator=g), y, 4).scored
+    m = task_metrics(Task.MULTICLASS, s, ("c0", "c1", "c2", "c3"), 0.5)
+    assert m["notes"] == [] and not math.isnan(m["roc_auc"]) and not math.isnan(m["pr_auc"])
+
+
+def test_the_notes_name_the_classes_an_area_is_undefined_for() -> None:
+    g = torch.Generator().manual_seed(6)
+    y = torch.arange(30) % 2  # classes c2 and c3 never occur
+    s = _inputs(Task.MULTICLASS, torch.randn(30, 4, generator=g), y, 4).scored
+    notes = task_metrics(Task.MULTICLASS, s, ("c0", "c1", "c2", "c3"), 0.5)["notes"]
+    assert notes == [
+        "roc_auc is undefined for 'c2', 'c3' (no positive or no negative sample in this "
+        "split); the macro value averages the other 2 classes.",
+        "pr_auc is undefined for 'c2', 'c3' (no positive sample in this split); the macro "
+        "value averages the other 2 classes.",
+    ]
+
+
+@pytest.mark.parametrize("positive", [0, 1])
+def test_a_one_class_binary_split_says_why_its_areas_are_undefined(positive: int) -> None:
+    g = torch.Generator().manual_seed(7)
+    y = torch.full((12,), float(positive))
+    s = _inputs(Task.BINARY, torch.randn(12, 1, generator=g), y, 2).scored
+    m = task_metrics(Task.BINARY, s, ("neg", "pos"), 0.5)
+    one_class = f"the split holds only one class (positives={12 * positive})."
+    expected = [f"roc_auc is undefined: {one_class}"]
+    if not positive:
+        expected.append("pr_auc is undefined: the split has no positive sample.")
+    assert m["notes"] == expected
+    assert math.isnan(m["roc_auc"]) and math.isnan(m["pr_auc"]) == (positive == 0)
+
+
+def test_r2_needs_two_samples_and_says_so() -> None:
+    from sklearn import metrics as skm
+
+    one = _inputs(Task.REGRESSION, torch.tensor([[1.0]]), torch.tensor([[2.0]]), 0)
+    assert math.isnan(metric_registry._r2(one))
+    assert one.notes == ["r2 is undefined for fewer than two samples."]
+    two = _inputs(Task.REGRESSION, torch.tensor([[1.0], [2.5]]), torch.tensor([[1.0], [3.0]]), 0)
+    expected = skm.r2_score([1.0, 3.0], [1.0, 2.5])
+    assert metric_registry._r2(two) == pytest.approx(expected) and two.notes == []

@@ -30,20 +30,25 @@ def test_each_module_gets_its_own_mutmut_config() -> None:
 def test_every_target_names_an_existing_module_and_test_file() -> None:
     for target in mutation.TARGETS.values():
         assert (ROOT / target.source).is_file(), target.source
-        files = [t for t in target.tests if t.startswith("tests/")]
+        files = [t.partition("::")[0] for t in target.tests if t.startswith("tests/")]
         assert files and all((ROOT / f).is_file() for f in files), target.tests
 
 
 def test_report_counts_timeouts_as_kills_and_lists_open_survivors(tmp_path: Path, monkeypatch):
     docs = tmp_path / "testing.md"
-    docs.write_text("- `dlrun.data.splits.x_f__mutmut_2`: the same value either way\n")
+    docs.write_text(
+        "- `dlrun.data.splits.x_f__mutmut_2`: the same value either way\n"
+        f"{mutation.GPU_HEADING}\n\n- `dlrun.data.splits.x_f__mutmut_5`: a tensor's device\n"
+        "\n### Another section\n\n- `dlrun.data.splits.x_f__mutmut_6`: equivalent again\n"
+    )
     monkeypatch.setattr(mutation, "EQUIVALENTS", docs)
     counts = {"killed": 15, "timeout": 2, "total": 20}
-    survivors = ["dlrun.data.splits.x_f__mutmut_2", "dlrun.data.splits.x_g__mutmut_7"]
+    survivors = [f"dlrun.data.splits.x_f__mutmut_{n}" for n in (2, 5, 6)]
+    survivors.append("dlrun.data.splits.x_g__mutmut_7")
     lines = mutation.report({"splits": {"counts": counts, "survivors": survivors}})
-    assert lines[1].split() == ["splits", "17", "20", "85.0%", "1", "1"]
+    assert lines[1].split() == ["splits", "17", "20", "85.0%", "2", "1", "1"]
     assert "  dlrun.data.splits.x_g__mutmut_7" in lines
-    assert "  dlrun.data.splits.x_f__mutmut_2" not in lines
+    assert not any("x_f__mutmut" in line for line in lines)
 
 
 FAKE_MUTMUT = """#!/bin/sh

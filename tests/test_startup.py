@@ -155,13 +155,47 @@ def test_eager_install_is_idempotent_and_keeps_state_dicts() -> None:
 def test_help_text_is_the_same_with_one_repository(workdir: Path) -> None:
     """The help built with one config repository reads exactly as Hydra's own."""
     probe = (
-        "import sys, contextlib; from dlrun import cli; sys.argv = ['dlrun', '--help']\n"
-        "ctx = cli._one_repository_for_help(['--help']) if {patched} else "
+        "import sys, contextlib; from dlrun import cli, hydra_shortcuts as h\n"
+        "sys.argv = ['dlrun', '--help']\n"
+        "ctx = h.one_repository_for_help(['--help']) if {patched} else "
         "contextlib.nullcontext()\n"
         "with ctx, contextlib.suppress(SystemExit): cli._hydra_app()()\n"
     )
     texts = [_python(probe.format(patched=p), workdir) for p in (True, False)]
     assert texts[0] == texts[1] and "model: " in texts[0]
+
+
+def test_a_run_composes_its_config_once_and_hydra_composes_it_twice(workdir: Path) -> None:
+    """Hydra composes a run's config once to read ``hydra.mode`` and once to run; the
+    shortcut answers the first without composing (a config error ends each after the
+    composition, before any training)."""
+    probe = (
+        "import sys, contextlib\n"
+        "from hydra._internal.hydra import Hydra\n"
+        "from dlrun import cli, hydra_shortcuts as h\n"
+        "calls = []; original = Hydra.compose_config\n"
+        "Hydra.compose_config = lambda self, *a, **k: calls.append(1) or original(self, *a, **k)\n"
+        "sys.argv = ['dlrun', 'trainer.epochs=-1', 'paths.outputs=out']\n"
+        "ctx = h.mode_without_composing(sys.argv[1:]) if {patched} else "
+        "contextlib.nullcontext()\n"
+        "with ctx, contextlib.suppress(BaseException): cli._hydra_app()()\n"
+        "print(len(calls))\n"
+    )
+    counts = [_python(probe.format(patched=p), workdir).split()[-1] for p in (True, False)]
+    assert counts == ["1", "2"]
+
+
+def test_a_mode_that_could_be_set_is_still_asked_for(tmp_path: Path, monkeypatch) -> None:
+    from dlrun import hydra_shortcuts
+
+    assert not hydra_shortcuts._may_set_mode(["model=mlp", "optimizer.lr=0.1"])
+    assert hydra_shortcuts._may_set_mode(["hydra.mode=MULTIRUN"])
+    assert hydra_shortcuts._may_set_mode(["--config-dir", "mine"])
+    assert hydra_shortcuts._may_set_mode(["hydra.searchpath=[file://mine]"])
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "grid.yaml").write_text("hydra:\n  mode: MULTIRUN\n")
+    monkeypatch.setattr(hydra_shortcuts, "config_dir", lambda: str(tmp_path))
+    assert hydra_shortcuts._may_set_mode(["model=mlp"])
 
 
 def test_prefetch_imports_in_the_background_and_ignores_failures(monkeypatch) -> None:

@@ -19,12 +19,12 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from dlrun import rundir, sweepdir
+from dlrun import hydra_shortcuts, rundir, sweepdir
 from dlrun.errors import UserError, os_error_line, write_error
 
 if TYPE_CHECKING:
@@ -294,42 +294,6 @@ def _hydra_app() -> Callable[[], Any]:
     return hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")(run)
 
 
-HELP_FLAGS = ("--help", "-h", "--hydra-help")
-
-
-@contextlib.contextmanager
-def _one_repository_for_help(argv: list[str]) -> Iterator[None]:
-    """For ``--help``: build Hydra's config repository once, not once per question.
-
-    To list the config groups, Hydra asks for each group's options about 100 times and
-    builds (deep-copies) a fresh caching repository of every config for each question:
-    over half of ``dlrun --help``'s time. Within one help the answers can't change, so
-    the repository made for the first question answers the others (same text, tested).
-    """
-    if not any(flag in argv for flag in HELP_FLAGS):
-        yield
-        return
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-
-    original = getattr(ConfigLoaderImpl, "_parse_overrides_and_create_caching_repo", None)
-    if not callable(original):  # another Hydra: its help is only slower
-        yield
-        return
-    made: dict[tuple[int, str | None, tuple[str, ...]], Any] = {}
-
-    def reused(self: Any, config_name: str | None, overrides: list[str]) -> Any:
-        key = (id(self), config_name, tuple(overrides))
-        if key not in made:
-            made[key] = original(self, config_name, overrides)
-        return made[key]
-
-    ConfigLoaderImpl._parse_overrides_and_create_caching_repo = reused  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        ConfigLoaderImpl._parse_overrides_and_create_caching_repo = original  # type: ignore[method-assign]
-
-
 def _data_paths_from(run_dir: Path, overrides: list[str]) -> list[str]:
     """Relative ``data.root=``/``data.path=``/... overrides made absolute against the
     folder the run was started from, so ``resume=`` works from any folder."""
@@ -429,7 +393,7 @@ def main() -> None:
         with one_line_errors(task=run):
             sys.argv = [sys.argv[0], *resume_arguments(sys.argv[1:]), *worker_overrides()]
             check_command_line(sys.argv[1:])
-            with _one_repository_for_help(sys.argv[1:]):
+            with hydra_shortcuts.applied(sys.argv[1:]):
                 _hydra_app()()
     except SystemExit as exc:
         code = exc.code

@@ -25,7 +25,7 @@ from dlrun.config import EarlyStoppingSettings, RunConfig, RunContext
 from dlrun.data.contract import save_contract
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split, Task
 from dlrun.diagnostics.recorders import diagnostics_callbacks
-from dlrun.diagnostics.summary import diagnose
+from dlrun.diagnostics.summary import diagnose, start_pictures
 from dlrun.engine import distributed, eager
 from dlrun.engine.augment import BatchAugment
 from dlrun.engine.callbacks import EarlyStopping, TrainLog, epochs
@@ -88,13 +88,14 @@ def train_and_evaluate(
     if not main:  # rank 0 evaluates the unwrapped model and shares the results
         return distributed.broadcast_object(None)
     if imports is not None:
-        imports.join()
+        imports.join()  # before any fork: a child must not inherit a half-done import
+    pictures = start_pictures(cfg, trainer.callbacks, run_dir)  # drawn beside the evaluation
     scored = setup.bundle if eval_bundle is None else eval_bundle.to(setup.device)
     monitor = trainer.monitor.name
     metrics = evaluate_best(cfg, setup, scored, run_dir, state, monitor, console, context.summary)
     announce_data(scored, run_dir, console, since=known)
     metrics["train"] = train_summary(setup.model, state, monitor, seconds)
-    diagnose(cfg, context, state.history, metrics, trainer.callbacks, run_dir, console)
+    diagnose(cfg, context, state.history, metrics, trainer.callbacks, run_dir, console, pictures)
     report_training(cfg, console, metrics["train"], state)
     return distributed.broadcast_object(metrics)
 

@@ -8,7 +8,8 @@ most confident mistakes are those: a gallery of them for images
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,27 +84,28 @@ def analyse(
     scored: Scored,
     names: Sequence[str],
     gallery: bool = True,
-) -> tuple[list[dict[str, Any]], list[str]]:
+) -> tuple[list[dict[str, Any]], dict[str, Callable[[], None]]]:
     """The mistakes of ``split`` with what a reader needs to see them, and the pictures
-    written (the gallery, for image data, unless ``gallery`` is off)."""
+    to draw, by file name (the gallery, for image data, unless ``gallery`` is off): the
+    caller draws them beside its own (:mod:`dlrun.evaluation.drawing`)."""
     spec = bundle.spec
     rows = confident_mistakes(spec.task, scored, names)
     if not rows:
-        return rows, []
+        return rows, {}
     x = _samples(getattr(bundle, split), [r["index"] for r in rows])
     if spec.kind is DataKind.IMAGE:
         if not gallery:
-            return rows, []
+            return rows, {}
         from dlrun.diagnostics.plots import image_grid
 
-        images = x.detach().float().cpu()
+        images = x.detach().float().cpu().numpy()
         titles = [f"#{r['index']}: {r['true']} → {r['predicted']} ({r['confidence']:.0%})"
                   for r in rows]  # fmt: skip
-        image_grid(out / GALLERY, images, titles, "Most confident mistakes (true → predicted)")
-        return rows, [GALLERY]
+        title = "Most confident mistakes (true → predicted)"
+        return rows, {GALLERY: partial(image_grid, out / GALLERY, images, titles, title)}
     for row, sample in zip(rows, x, strict=True):
         row["input"] = _describe(sample, spec.kind, spec.vocab, bundle.meta)
-    return rows, []
+    return rows, {}
 
 
 def _samples(split: Any, indices: list[int]) -> torch.Tensor:

@@ -10,7 +10,8 @@ section and returns the ``diagnostics`` dict that metrics.json carries.
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,14 +41,17 @@ def diagnose(
     callbacks: Sequence[Callback],
     run_dir: Path,
     console: Console | None = None,
+    pictures: Callable[[], list[str]] | None = None,
 ) -> dict[str, Any] | None:
     """The ``diagnostics`` section for a finished run (None when diagnostics are off).
 
     ``metrics`` is what the evaluation returned (its baseline and comparison are the
     yardstick of "poor"); report.md in ``run_dir`` is written again with the section.
+    ``pictures`` is what :func:`start_pictures` returned, if the caller started them.
     """
     if not cfg.diagnostics.enabled:
         return None
+    drawn = (pictures or start_pictures(cfg, callbacks, run_dir))()
     facts = run_facts(config_dict(cfg, context), run_dir)
     metric = train_metric(history)
     out: dict[str, Any] = {}
@@ -59,7 +63,7 @@ def diagnose(
     written: list[str] = []
     for cb in callbacks:
         if isinstance(cb, GradientNorms):
-            out["gradients"], written = _gradients(cb.result(), facts, run_dir, cfg.eval.plots)
+            out["gradients"], written = _gradients(cb.result(), facts, run_dir, drawn)
         elif isinstance(cb, ActivationHealth) and cb.after is not None:
             out["activations"] = verdicts.activation_verdict(cb.after, cb.before, facts)
     metrics["diagnostics"] = out
@@ -84,19 +88,40 @@ def train_metric(history: list[dict[str, float]]) -> str | None:
     return next((k for k in keys if k != "loss"), None)
 
 
+def start_pictures(
+    cfg: RunConfig, callbacks: Sequence[Callback], run_dir: Path
+) -> Callable[[], list[str]]:
+    """Start drawing the diagnostics' picture (gradient_norms.png) in a forked child, so
+    it is drawn while the evaluation runs; the result waits for it and names the files.
+
+    Nothing is drawn with diagnostics or ``eval.plots`` off, or when nothing was recorded.
+    """
+    recorded = next((cb.result() for cb in callbacks if isinstance(cb, GradientNorms)), None)
+    if not (cfg.diagnostics.enabled and cfg.eval.plots and recorded and recorded["norms"]):
+        return list
+    from dlrun.diagnostics.plots import gradient_norms
+    from dlrun.evaluation import drawing
+
+    pending = drawing.start([partial(gradient_norms, run_dir / GRADIENT_PICTURE, recorded)])
+
+    def finished() -> list[str]:
+        if pending is not None:
+            pending.wait()
+        return [GRADIENT_PICTURE]
+
+    return finished
+
+
 def _gradients(
-    recorded: dict[str, Any], facts: Facts, run_dir: Path, draw: bool = True
+    recorded: dict[str, Any], facts: Facts, run_dir: Path, drawn: Sequence[str] = ()
 ) -> tuple[dict[str, Any], list[str]]:
     """The gradient verdict and the files written beside it (picture, then table)."""
     result = verdicts.gradient_verdict(recorded, facts)
     if not recorded.get("norms"):
         return result, []
     write_gradient_table(run_dir / GRADIENT_TABLE, recorded)
-    if not draw:
+    if GRADIENT_PICTURE not in drawn:
         return result, [GRADIENT_TABLE]
-    from dlrun.diagnostics.plots import gradient_norms
-
-    gradient_norms(run_dir / GRADIENT_PICTURE, recorded)
     result["picture"] = GRADIENT_PICTURE
     return result, [GRADIENT_PICTURE, GRADIENT_TABLE]
 

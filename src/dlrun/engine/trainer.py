@@ -387,11 +387,11 @@ class Trainer:
         loss, metric = self.evaluate(self.bundle.val, collector)
         return loss, metric, self.val_metrics(distributed.gather_objects(collector), loss)
 
-    @torch.no_grad()
     def evaluate(self, split: Split, collector: Any = None) -> tuple[float, float]:
         """Mean loss and training metric of the model on ``split`` (no penalty terms).
 
         ``collector`` (see :class:`ValMetrics`) also receives every batch's outputs.
+        ``no_grad`` is a block, not a decorator: mutmut mutates no decorated function.
         """
         was_training = self.model.training
         self.model.eval()
@@ -400,17 +400,20 @@ class Trainer:
         model = self.model if self._ddp is None else self._ddp.module
         shard = Shard(self.rank, self.world_size, pad=False) if self.world_size > 1 else None
         loss_sum, metric_sum, seen = 0.0, 0.0, 0
-        for batch in iterate(
-            split, self.settings.batch_size * 4, limit=self.settings.limit_batches, shard=shard
-        ):
-            with self._autocast():
-                outputs = self._forward(batch, model)
-            n = len(batch)
-            loss_sum += float(self.loss_fn(outputs, batch.y)) * n
-            metric_sum += float(tasks.batch_metric(self.task, outputs, batch.y, self.target_std))
-            seen += n
-            if collector is not None:
-                collector.add(outputs, batch.y)
+        with torch.no_grad():
+            for batch in iterate(
+                split, self.settings.batch_size * 4, limit=self.settings.limit_batches, shard=shard
+            ):
+                with self._autocast():
+                    outputs = self._forward(batch, model)
+                n = len(batch)
+                loss_sum += float(self.loss_fn(outputs, batch.y)) * n
+                metric_sum += float(
+                    tasks.batch_metric(self.task, outputs, batch.y, self.target_std)
+                )
+                seen += n
+                if collector is not None:
+                    collector.add(outputs, batch.y)
         self.model.train(was_training)
         loss_sum, metric_sum, total = distributed.sum_across_ranks([loss_sum, metric_sum, seen])
         return loss_sum / max(total, 1), tasks.finish_metric(self.task, metric_sum, int(total))
@@ -435,7 +438,6 @@ class Trainer:
             total = total + self.l2 * p.pow(2).sum()
         return total
 
-    @torch.no_grad()
     def _soft_threshold(self) -> None:
         """L1 as a proximal step after each optimizer step: ``w <- sign(w) * max(|w| - t, 0)``.
 
@@ -445,15 +447,16 @@ class Trainer:
         per-weight step scale (:func:`step_scale`: Adam's ``sqrt(v) + eps``, 1 for SGD), so
         ``l1`` means the same objective, loss + l1 * sum|w|, whichever optimizer runs.
         """
-        for index, params in self._l1_groups:
-            group = self.optimizer.param_groups[index]  # fresh: load_state_dict replaces them
-            lr_l1 = float(group["lr"]) * self.l1
-            for p in params:
-                scale = step_scale(self.optimizer.state.get(p, {}), group)
-                if scale is None:
-                    p.copy_(functional.softshrink(p, lr_l1))
-                else:
-                    p.copy_(p.sign() * (p.abs() - lr_l1 / scale).clamp_min_(0))
+        with torch.no_grad():  # a block, not a decorator: mutmut mutates no decorated function
+            for index, params in self._l1_groups:
+                group = self.optimizer.param_groups[index]  # fresh: load_state_dict makes new ones
+                lr_l1 = float(group["lr"]) * self.l1
+                for p in params:
+                    scale = step_scale(self.optimizer.state.get(p, {}), group)
+                    if scale is None:
+                        p.copy_(functional.softshrink(p, lr_l1))
+                    else:
+                        p.copy_(p.sign() * (p.abs() - lr_l1 / scale).clamp_min_(0))
 
     # ------------------------------------------------------- schedule and best
     def _step_epoch_scheduler(self, row: dict[str, float]) -> None:

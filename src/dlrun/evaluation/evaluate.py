@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from dlrun.data import notes as data_notes
 from dlrun.data.spec import DataBundle
 from dlrun.diagnostics import mistakes
 from dlrun.errors import UserError
-from dlrun.evaluation import plots
+from dlrun.evaluation import drawing, plots
 from dlrun.evaluation.baseline import baseline, select
 from dlrun.evaluation.files import clean, write_json, write_predictions
 from dlrun.evaluation.metrics import Curve, curves, task_metrics
@@ -227,6 +227,11 @@ PICTURES: dict[str, Callable[[_View, Path], None]] = {
 }
 
 
+# What each picture costs to draw, relative to a plain line plot (measured on the default
+# run), so that :func:`drawing.draw` splits them evenly between two cores.
+COST = {"confusion_matrix.png": 2.0, mistakes.GALLERY: 2.5}
+
+
 def _pictures_and_mistakes(
     view: _View,
     metrics: dict[str, Any],
@@ -236,26 +241,32 @@ def _pictures_and_mistakes(
 ) -> list[str]:
     """The pictures (none with ``plots`` off) and, for classification, the most confident
     mistakes into ``metrics`` (with their gallery for images); the pictures' file names."""
-    pictures = _draw(view, history, monitor) if plots else []
+    jobs = _picture_jobs(view, history, monitor) if plots else {}
     if info(view.bundle.spec.task).classification:
         metrics["mistakes"], gallery = mistakes.analyse(
             view.out, view.bundle, view.main, view.scored, view.names, gallery=plots
         )
-        pictures += gallery
-    return pictures
+        jobs.update(gallery)
+    drawing.draw([(COST.get(name, 1.0), job) for name, job in jobs.items()])
+    return list(jobs)
 
 
-def _draw(view: _View, history: list[dict] | None, monitor: str | None) -> list[str]:
-    """Write the task's pictures; return their file names in report order."""
+def _picture_jobs(
+    view: _View, history: list[dict] | None, monitor: str | None
+) -> dict[str, drawing.Job]:
+    """The task's pictures to draw, by file name in report order."""
     record = info(view.bundle.spec.task)
-    for name in record.plots:
-        PICTURES[name](view, view.out / name)
-    written = list(record.plots)
+    if {"roc_curve.png", "pr_curve.png"} & set(record.plots):
+        _ = view.curves  # computed once, before the pictures are shared between processes
+    jobs: dict[str, drawing.Job] = {
+        name: partial(PICTURES[name], view, view.out / name) for name in record.plots
+    }
     if history:
-        curves_path = view.out / "learning_curves.png"
-        plots.learning_curves(curves_path, history, record.train_metric, monitor)
-        written.append(curves_path.name)
-    return written
+        path = view.out / "learning_curves.png"
+        jobs[path.name] = partial(
+            plots.learning_curves, path, history, record.train_metric, monitor
+        )
+    return jobs
 
 
 def _target_history(bundle: DataBundle, main: str, n: int) -> torch.Tensor:

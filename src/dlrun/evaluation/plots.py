@@ -28,7 +28,12 @@ WINDOWS = 4  # windows drawn in a multi-step forecast plot
 
 
 def confusion_matrix(path: Path, matrix: Sequence[Sequence[int]], names: Sequence[str]) -> None:
-    """Two annotated heat maps: counts, and rows normalised to 1 (recall on the diagonal)."""
+    """Two annotated heat maps: counts, and rows normalised to 1 (recall on the diagonal).
+
+    Cells off the diagonal that are exactly zero stay blank (the confusions stand out,
+    and a hundred "0"s were most of the picture's drawing time); the diagonal always
+    shows its number, zero included.
+    """
     counts = np.asarray(matrix, dtype=float)
     support = counts.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -62,7 +67,7 @@ def confusion_matrix(path: Path, matrix: Sequence[Sequence[int]], names: Sequenc
         if k <= ANNOTATE_UP_TO:
             top = np.nanmax(values) if np.isfinite(values).any() else 1.0
             for (i, j), value in np.ndenumerate(values):
-                if np.isfinite(value):
+                if np.isfinite(value) and (value != 0 or i == j):  # blank: off-diagonal 0
                     color = "white" if value > 0.6 * top else "black"
                     ax.text(
                         j,
