@@ -289,10 +289,10 @@ def test_ckpt_last_predicts_with_the_last_weights(tmp_path: Path) -> None:
 
 
 NO_TORCH_PROBE = """
-import runpy, sys
+import importlib, sys
 module, sys.argv = sys.argv[1], sys.argv[1:]
-try:
-    runpy.run_module(module, run_name="__main__")
+try:  # main() itself: run as a script, the process would end without this finally
+    importlib.import_module(module).main()
 finally:
     print("TORCH_IMPORTED" if "torch" in sys.modules else "TORCH_NOT_IMPORTED")
 """

@@ -255,4 +255,6 @@ def _number(value: Any) -> bool:
 
 
 if __name__ == "__main__":
-    main()
+    from dlrun import process_exit
+
+    process_exit.run(main)

@@ -121,4 +121,6 @@ def _print_members(table: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dlrun import process_exit
+
+    process_exit.run(main)

@@ -293,4 +293,6 @@ def _print_report(out: Path, report: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dlrun import process_exit
+
+    process_exit.run(main)

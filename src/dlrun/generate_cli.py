@@ -69,4 +69,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dlrun import process_exit
+
+    process_exit.run(main)

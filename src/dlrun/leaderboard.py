@@ -471,4 +471,6 @@ def _spread(values: list[Any]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from dlrun import process_exit
+
+    process_exit.run(main)

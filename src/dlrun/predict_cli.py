@@ -213,4 +213,6 @@ def _print_summary(out: Path, summary: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dlrun import process_exit
+
+    process_exit.run(main)
