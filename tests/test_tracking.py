@@ -262,14 +262,15 @@ def test_the_worker_ends_without_the_interpreters_teardown_once_all_is_logged(
     handlers (MLflow's, W&B's flushes) still run; a run left open gets the normal exit."""
     import threading
 
+    from dlrun import process_exit
     from dlrun.tracking import worker
     from dlrun.tracking.session import OpenRun, Session
 
     exits: list[int] = []
     handlers: list[str] = []
-    monkeypatch.setattr(worker.os, "_exit", exits.append)
-    monkeypatch.setattr(worker.atexit, "_run_exitfuncs", lambda: handlers.append("ran"))
-    monkeypatch.setattr(worker.threading, "enumerate", lambda: [threading.main_thread()])
+    monkeypatch.setattr(process_exit.os, "_exit", exits.append)
+    monkeypatch.setattr(process_exit.atexit, "_run_exitfuncs", lambda: handlers.append("ran"))
+    monkeypatch.setattr(process_exit.threading, "enumerate", lambda: [threading.main_thread()])
     session = Session(tmp_path)
     worker.leave(session)
     assert exits == [0] and handlers == ["ran"]

@@ -16,7 +16,6 @@ in a message) and ends at end of input, finishing what the messages before it as
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import gc
 import importlib
@@ -32,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dlrun import process_exit
 from dlrun.tracking.session import Session
 
 # Imported ahead of the first message, while the training process loads its data and a
@@ -176,18 +176,11 @@ def leave(session: Session) -> None:
     Tearing down MLflow's thousands of modules takes ~0.6 s of CPU, which the end of
     every run waited for. Every run here is finished (its trackers closed, flushed and
     told the end state), so only exit handlers (MLflow's, W&B's) remain: they run, then
-    the process ends. A run left open (its training process was killed), or a thread
-    a tracker left running, gets the normal exit, which waits for them.
+    the process ends (:func:`dlrun.process_exit.exit_now`). A run left open (its training
+    process was killed) gets the normal exit, as does a thread a tracker left running.
     """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
-    if session.runs or any(not t.daemon for t in others):
-        return
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    if not session.runs:
+        process_exit.exit_now(0)
 
 
 if __name__ == "__main__":
