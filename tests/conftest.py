@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 
 from dlrun.cli import _register, config_dir
 from dlrun.config import RunConfig, to_run_config
+from tests.zygote import zygote
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,16 +112,15 @@ def _quick(args: tuple[str, ...]) -> list[str]:
 def run_cli(
     *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``dlrun`` as a user would, in ``cwd`` (so outputs/ lands there)."""
+    """Run ``dlrun`` as a user would, in ``cwd`` (so outputs/ lands there): a fresh
+    process, forked from one that has done dlrun's imports (tests/zygote.py)."""
     full_env = {**os.environ, "COLUMNS": "120", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "dlrun.cli", *_quick(args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-    )
+    if any(key.startswith("PYTHON") for key in env or {}):  # read when an interpreter starts
+        return subprocess.run(
+            [sys.executable, "-m", "dlrun.cli", *_quick(args)],
+            cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env,
+        )  # fmt: skip
+    return zygote().run(_quick(args), Path(cwd), full_env, timeout)
 
 
 def sigterm_after_first_epoch(

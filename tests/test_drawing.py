@@ -3,6 +3,7 @@ in two processes where fork is possible, and a failure anywhere fails the caller
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -53,8 +54,10 @@ def test_a_failure_here_is_raised_as_itself_and_the_child_is_reaped(tmp_path: Pa
     with pytest.raises(ValueError, match="here"):
         drawing.draw([(2.0, _failing("here")), (1.0, _writer(tmp_path / "b.txt"))])
     assert (tmp_path / "b.txt").is_file()  # the child finished its share
-    with pytest.raises(ChildProcessError):  # and was waited for: no zombie left
-        os.waitpid(-1, os.WNOHANG)
+    # and was waited for: no child of ours has ended unreaped (a zombie); no child at all
+    # raises ChildProcessError
+    with contextlib.suppress(ChildProcessError):
+        assert os.waitpid(-1, os.WNOHANG) == (0, 0)
 
 
 @needs_fork
