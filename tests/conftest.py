@@ -67,12 +67,13 @@ def train_run(run_dir: Path, *overrides: str) -> dict[str, Any]:
     return run_in_process(run_dir, *overrides)
 
 
-def run_tool(module: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run a companion command (``dlrun.predict_cli``, ...) as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300,
-        cwd=cwd, env={**os.environ, "COLUMNS": "120"},
-    )  # fmt: skip
+def run_tool(
+    module: str, *args: str, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run a companion command (``dlrun.predict_cli``, ...) as a user would, forked like
+    :func:`run_cli`."""
+    env = {**os.environ, "COLUMNS": "120"}
+    return zygote().run(list(args), Path(cwd or os.getcwd()), env, timeout, module=module)
 
 
 def read_history(run_dir: Path) -> list[dict[str, float]]:

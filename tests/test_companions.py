@@ -6,12 +6,11 @@ import csv
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHRINK, run_cli
+from tests.conftest import SHRINK, run_cli, run_tool
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +22,7 @@ def mlp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _tool(module: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300
-    )
+    return run_tool(module, *args, timeout=300)
 
 
 def _eval(**args: object) -> Path:

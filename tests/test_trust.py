@@ -17,13 +17,11 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import compose_cfg, group_options, run_cli
+from tests.conftest import compose_cfg, group_options, run_cli, run_tool
 
 
 def _tool(module: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=120
-    )
+    return run_tool(module, *args, timeout=120)
 
 
 def _copied_run(tmp_path: Path, config: dict | None = None, overrides: list | None = None) -> Path:

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 SERVER = r"""
-import json, os, sys
+import importlib, json, os, sys
 import dlrun.cli, dlrun.runner, dlrun.evaluation.evaluate
 from dlrun.evaluation import prefetch
 for name in prefetch.MODULES:
@@ -47,8 +47,9 @@ for line in requests:
             err = os.open(req["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.dup2(null, 0); os.dup2(out, 1); os.dup2(err, 2)
             sys.stdin = open(0, closefd=False)
-            sys.argv = ["dlrun", *req["argv"]]
-            process_exit.run(dlrun.cli.main)  # ends the process (os._exit or SystemExit)
+            command = importlib.import_module(req["module"])
+            sys.argv = [command.__file__, *req["argv"]]  # as `python -m <module>` has it
+            process_exit.run(command.main)  # ends the process (os._exit or SystemExit)
         except SystemExit:
             raise  # the normal exit, as in a process of its own: it waits for threads
         except BaseException:
@@ -94,14 +95,20 @@ class Zygote:
         return self.proc.poll() is None
 
     def run(
-        self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float
+        self,
+        argv: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        timeout: float,
+        module: str = "dlrun.cli",
     ) -> subprocess.CompletedProcess[str]:
-        """``dlrun argv`` in ``cwd`` with ``env``, as ``subprocess.run`` reports it;
-        ``subprocess.TimeoutExpired`` (the command killed) after ``timeout`` seconds."""
+        """``python -m <module> argv`` in ``cwd`` with ``env``, as ``subprocess.run``
+        reports it; ``subprocess.TimeoutExpired`` (the command killed) after ``timeout``
+        seconds. ``module`` is ``dlrun.cli`` or a companion command's (``dlrun.eval_cli``)."""
         assert self.proc.stdin is not None
         with tempfile.TemporaryDirectory() as tmp:
             out, err = Path(tmp) / "out", Path(tmp) / "err"
-            request = {"argv": argv, "cwd": str(cwd), "env": env,
+            request = {"module": module, "argv": argv, "cwd": str(cwd), "env": env,
                        "stdout": str(out), "stderr": str(err)}  # fmt: skip
             self.proc.stdin.write((json.dumps(request) + "\n").encode())
             pid = self._answer()["pid"]  # type: ignore[index]
@@ -109,10 +116,10 @@ class Zygote:
             if answer is None:
                 os.kill(pid, signal.SIGKILL)
                 self._answer()
-                raise subprocess.TimeoutExpired(["dlrun", *argv], timeout)
+                raise subprocess.TimeoutExpired([module, *argv], timeout)
             code = answer["code"]
             return subprocess.CompletedProcess(
-                ["dlrun", *argv], code, out.read_text(errors="replace"),
+                [module, *argv], code, out.read_text(errors="replace"),
                 err.read_text(errors="replace"),
             )  # fmt: skip
 
