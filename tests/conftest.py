@@ -110,13 +110,18 @@ def _quick(args: tuple[str, ...]) -> list[str]:
     return [*args, NO_PLOTS]
 
 
+# Environment read when an interpreter or a library starts (import paths, thread pools):
+# a command whose env sets one runs in a fresh interpreter, not forked from the zygote.
+READ_AT_START = ("PYTHON", "OMP_", "MKL_", "OPENBLAS_", "LD_", "CUDA_")
+
+
 def run_cli(
     *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``dlrun`` as a user would, in ``cwd`` (so outputs/ lands there): a fresh
     process, forked from one that has done dlrun's imports (tests/zygote.py)."""
     full_env = {**os.environ, "COLUMNS": "120", **(env or {})}
-    if any(key.startswith("PYTHON") for key in env or {}):  # read when an interpreter starts
+    if any(key.startswith(READ_AT_START) for key in env or {}):  # a fork would not see it
         return subprocess.run(
             [sys.executable, "-m", "dlrun.cli", *_quick(args)],
             cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env,

@@ -27,7 +27,7 @@ from pathlib import Path
 
 SERVER = r"""
 import importlib, json, os, sys
-import dlrun.cli, dlrun.runner, dlrun.evaluation.evaluate
+import dlrun.cli, dlrun.runner
 from dlrun.evaluation import prefetch
 for name in prefetch.MODULES:
     __import__(name)

@@ -44,16 +44,18 @@ def run(main: Callable[[], Any]) -> None:
 def exit_now(code: int) -> None:
     """Run the exit handlers, flush and end the process with ``code``; return instead if
     a thread that is not a daemon is still running (the normal exit waits for it)."""
-    _flush()
+    flush_streams()
     main = threading.main_thread()
     if any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate()):
         return
     atexit._run_exitfuncs()
-    _flush()
+    flush_streams()
     os._exit(code)
 
 
-def _flush() -> None:
+def flush_streams() -> None:
+    """Flush stdout and stderr, ignoring a closed or broken one: what a process must do
+    before it forks or ends with ``os._exit`` (neither flushes Python's buffers)."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # closed or broken (a pipe that went away)
             stream.flush()

@@ -24,6 +24,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from dlrun.process_exit import flush_streams
+
 Job = Callable[[], None]
 
 
@@ -59,8 +61,7 @@ def start(jobs: Sequence[Job]) -> Pending | None:
     if not can_fork():
         _run(jobs)
         return None
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
+    flush_streams()  # else the child would write the parent's buffered output again
     reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child
