@@ -23,10 +23,13 @@ from dlrun.evaluation.metrics import task_metrics
 from dlrun.evaluation.predict import Scored
 from dlrun.evaluation.significance import (
     VERDICTS,
+    _counts,
+    _percentile_intervals,
     decide,
     mcnemar,
     paired_bootstrap,
     point,
+    sign_test_p_value,
     t_interval,
 )
 from dlrun.tasks import TASKS, info
@@ -162,6 +165,61 @@ def test_mcnemar_is_the_exact_binomial_test() -> None:
     test = mcnemar(Task.BINARY, model, base)
     assert (test["model_only_correct"], test["baseline_only_correct"]) == (10, 2)
     assert test["p_value"] == pytest.approx(2 * (1 + 12 + 66) / 4096)  # 2 P(X <= 2), n = 12
+
+
+@pytest.mark.parametrize(
+    ("successes", "trials"),
+    [
+        (0, 1),
+        (1, 1),
+        (0, 5),
+        (2, 12),
+        (10, 12),
+        (6, 12),
+        (7, 12),
+        (37, 80),
+        (3, 200),
+        (480, 1000),
+        (4_950, 10_000),
+        (99_500, 200_000),
+        (0, 3_000),
+        (1, 100_000),
+    ],
+)
+def test_sign_test_is_scipys_exact_binomial_test(successes: int, trials: int) -> None:
+    expected = stats.binomtest(successes, trials, 0.5).pvalue
+    assert sign_test_p_value(successes, trials) == pytest.approx(expected, rel=1e-9, abs=1e-300)
+
+
+@pytest.mark.parametrize(("n", "resamples", "level"), [(540, 2000, 0.95), (37, 300, 0.9)])
+def test_percentile_intervals_are_scipys_bootstrap_to_the_bit(
+    n: int, resamples: int, level: float, monkeypatch
+) -> None:
+    """Same draws, batches and quantiles as ``scipy.stats.bootstrap``, several batches."""
+    from dlrun.evaluation import significance
+
+    monkeypatch.setattr(significance, "BATCH_CELLS", n * 128)  # 128 resamples a batch
+    weights = np.random.default_rng(1).random((2, n))
+
+    def statistic(counts: np.ndarray) -> np.ndarray:
+        return (counts @ weights.T).T / counts.sum(axis=1)
+
+    def on_draws(draws: np.ndarray, axis: int = -1) -> np.ndarray:
+        values = statistic(_counts(draws.reshape(-1, n), n))
+        return values.reshape(len(values), *draws.shape[:-1])
+
+    expected = stats.bootstrap(
+        (np.arange(n),),
+        on_draws,
+        n_resamples=resamples,
+        batch=128,
+        vectorized=True,
+        method="percentile",
+        confidence_level=level,
+        rng=np.random.default_rng(7),
+    ).confidence_interval
+    got = _percentile_intervals(statistic, n, resamples, level, seed=7)
+    assert got == [[float(a), float(b)] for a, b in zip(*expected, strict=True)]
 
 
 def test_t_interval_matches_scipy_and_widens_for_shared_training_data() -> None:

@@ -29,8 +29,7 @@ SERVER = r"""
 import importlib, json, os, sys
 import dlrun.cli, dlrun.runner
 from dlrun.evaluation import prefetch
-for name in prefetch.MODULES:
-    __import__(name)
+prefetch.load()
 from dlrun import process_exit
 requests, answers = sys.stdin, sys.stdout
 for line in requests:

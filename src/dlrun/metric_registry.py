@@ -12,7 +12,8 @@
 Adding a metric is one :class:`Metric` entry below (docs/extending.md shows one).
 
 Torch-free at import: ``dlrun --help`` and config validation read the names and
-directions; torchmetrics (~4 s to import) is imported inside the compute functions.
+directions; torchmetrics (~0.4 s to import, with scipy.signal deferred: see
+:mod:`dlrun.deferred_imports`) is imported inside the compute functions.
 Conventions (each proved equal to scikit-learn in ``tests/test_evaluation_metrics.py``):
 
 - ``*_macro`` / ``*_micro`` / ``*_weighted`` mean what sklearn's ``average=`` of that name
@@ -41,6 +42,7 @@ from functools import cached_property
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from dlrun import deferred_imports
 from dlrun.data.spec import Task
 
 if TYPE_CHECKING:
@@ -166,16 +168,12 @@ class Metric:
 
 def tmc() -> ModuleType:
     """torchmetrics' functional classification metrics, imported on first use."""
-    from torchmetrics.functional import classification
-
-    return classification
+    return deferred_imports.import_module("torchmetrics.functional.classification")
 
 
 def tmr() -> ModuleType:
     """torchmetrics' functional regression metrics, imported on first use."""
-    from torchmetrics.functional import regression
-
-    return regression
+    return deferred_imports.import_module("torchmetrics.functional.regression")
 
 
 def _nan(n: int) -> torch.Tensor:

@@ -15,12 +15,13 @@ Speed: a resample is a row of counts (how often each example was drawn), and eve
 headline metric here is a ratio of count-weighted sums over examples, so all resamples
 are one ``(B, n) @ (n, k)`` matrix product: 2,000 resamples of 540 digits take ~50 ms
 on two busy CPU cores, most of it drawing the indices; above 5,000 examples fewer
-resamples (at least 200) keep it near a second. ``scipy.stats.bootstrap`` draws the
-resamples and takes the percentile interval (BCa's jackknife would cost n more
+resamples (at least 200) keep it near a second. The interval is the percentile one,
+drawn exactly as ``scipy.stats.bootstrap`` draws it (BCa's jackknife would cost n more
 evaluations, and is undefined when model and baseline agree on every example, where the
 percentile interval is simply [0, 0]).
-Single-label accuracy also gets McNemar's exact test: scipy's binomial test on the
-examples exactly one of the two predictors gets right.
+Single-label accuracy also gets McNemar's exact test: the exact binomial test (scipy's
+``binomtest``, to rounding) on the examples exactly one of the two predictors gets right.
+Neither imports scipy.stats (half a second on 2 cores); tests check both against it.
 
 The same module gives t-intervals for means over seeds or folds (the leaderboard,
 k-fold), with Nadeau and Bengio's correction where folds share training data.
@@ -162,25 +163,39 @@ def paired_bootstrap(
 def _percentile_intervals(
     statistic: Callable[[np.ndarray], np.ndarray], n: int, resamples: int, level: float, seed: int
 ) -> list[list[float]]:
-    """``scipy.stats.bootstrap`` of ``statistic`` ((B, n) counts -> (k, B)): k intervals."""
-    from scipy import stats
+    """Percentile bootstrap intervals of ``statistic`` ((B, n) counts -> (k, B)).
 
-    def on_draws(draws: np.ndarray, axis: int = -1) -> np.ndarray:
-        values = statistic(_counts(draws.reshape(-1, n), n))
-        return values.reshape(len(values), *draws.shape[:-1])
-
-    result = stats.bootstrap(
-        (np.arange(n),),
-        on_draws,
-        n_resamples=resamples,
-        batch=max(1, BATCH_CELLS // n),
-        vectorized=True,
-        method="percentile",
-        confidence_level=level,
-        rng=np.random.default_rng(seed),
-    )
-    low, high = (np.asarray(bound, dtype=np.float64) for bound in result.confidence_interval)
+    The draws, batching and quantiles of ``scipy.stats.bootstrap(..., method="percentile",
+    vectorized=True, batch=...)`` with ``rng=np.random.default_rng(seed)``, to the last
+    bit (tests compare the two): written out because importing scipy.stats costs half a
+    second on 2 CPU cores, and this is the whole of what a run needs from it.
+    """
+    rng = np.random.default_rng(seed)
+    batch = max(1, BATCH_CELLS // n)
+    values = []
+    for start in range(0, resamples, batch):
+        draws = rng.integers(0, n, (min(batch, resamples - start), n), dtype=np.int64)
+        values.append(statistic(_counts(draws, n)))
+    alpha = (1 - level) / 2
+    draws = np.concatenate(values, axis=-1)
+    low, high = (_quantile(draws, p) for p in (alpha, 1 - alpha))
     return [[float(a), float(b)] for a, b in zip(low, high, strict=True)]
+
+
+def _quantile(values: np.ndarray, p: float) -> np.ndarray:
+    """Each row's ``p`` quantile as ``scipy.stats.quantile`` computes it (Hyndman-Fan 7).
+
+    numpy's ``np.quantile`` is the same estimator but interpolates in another order,
+    which can differ in the last bit; a row with a NaN gives NaN.
+    """
+    ordered = np.sort(values, axis=-1)
+    count = ordered.shape[-1]
+    position = p * count + (1 - p)  # 1-based
+    upper = math.floor(position)
+    weight = 0.0 if upper < 1 else position % 1
+    below, above = min(max(upper - 1, 0), count - 1), min(upper, count - 1)
+    value = (1 - weight) * ordered[:, below] + weight * ordered[:, above]
+    return np.where(np.isnan(values).any(axis=-1), np.nan, value)
 
 
 def decide(ci: Sequence[float] | None, higher_is_better: bool) -> str:
@@ -202,20 +217,44 @@ def mcnemar(task: Task, model: Scored, baseline: Scored) -> dict[str, Any] | Non
     """
     if not info(task).single_label:
         return None
-    from scipy.stats import binomtest
-
     model_right = np.asarray(model.preds) == np.asarray(model.targets)
     base_right = np.asarray(baseline.preds) == np.asarray(baseline.targets)
     only_model = int((model_right & ~base_right).sum())
     only_base = int((~model_right & base_right).sum())
     discordant = only_model + only_base
-    p_value = binomtest(only_model, discordant, 0.5).pvalue if discordant else 1.0
+    p_value = sign_test_p_value(only_model, discordant)
     return {
         "metric": "accuracy",
         "model_only_correct": only_model,
         "baseline_only_correct": only_base,
         "p_value": float(p_value),
     }
+
+
+def sign_test_p_value(successes: int, trials: int) -> float:
+    """Two-sided exact binomial test of ``successes`` in ``trials`` at p = 1/2.
+
+    ``scipy.stats.binomtest(successes, trials, 0.5).pvalue`` (tests compare the two), without
+    importing scipy.stats on a run's path. At p = 1/2 the distribution is symmetric, so
+    the outcomes at most as likely as the observed one are the two tails beyond it:
+    p = 2 P(X <= min(k, n - k)), capped at 1. The tail is summed from its largest term
+    down, each term the previous times i / (n - i + 1), until the rest cannot change it.
+    """
+    low = min(successes, trials - successes)
+    if 2 * low >= trials:
+        return 1.0
+    largest = (  # log of C(n, low) / 2^n
+        math.lgamma(trials + 1)
+        - math.lgamma(low + 1)
+        - math.lgamma(trials - low + 1)
+        - trials * math.log(2)
+    )
+    total, term, i = 0.0, 1.0, low
+    while i >= 0 and term > total * 1e-17:
+        total += term
+        term *= i / (trials - i + 1)
+        i -= 1
+    return min(1.0, 2 * math.exp(largest) * total)
 
 
 def t_interval(
