@@ -84,3 +84,29 @@ def test_without_fork_everything_runs_here(tmp_path: Path, monkeypatch) -> None:
     assert drawing.start([_writer(paths[0])]) is None
     drawing.draw([(1.0, _writer(p)) for p in paths[1:]])
     assert {int(p.read_text()) for p in paths} == {os.getpid()}
+
+
+@needs_fork
+def test_torch_runs_on_the_cores_the_drawing_children_leave(monkeypatch) -> None:
+    """One core per child; the user's thread count where cores remain, and back after."""
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    try:
+        torch.set_num_threads(3)
+        first = drawing.start([lambda: None])
+        assert torch.get_num_threads() == 3  # 3 free cores: the 3 threads asked for
+        second = drawing.start([lambda: None])
+        assert torch.get_num_threads() == 2
+        first.wait()
+        assert torch.get_num_threads() == 3
+        second.wait()
+        assert torch.get_num_threads() == 3
+        torch.set_num_threads(4)
+        pending = drawing.start([lambda: None])
+        assert torch.get_num_threads() == 3
+        pending.wait()
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)

@@ -216,3 +216,45 @@ def test_the_prefetched_modules_are_the_evaluations() -> None:
 
     for name in prefetch.MODULES:
         importlib.import_module(name)
+
+
+GC_OF_A_RUN = """
+import gc, sys
+full_before_freeze = []
+gc.callbacks.append(
+    lambda phase, info: full_before_freeze.append(1)
+    if phase == 'stop' and info['generation'] == 2 and gc.get_freeze_count() == 0 else None
+)
+from dlrun import cli
+def run(*overrides):
+    sys.argv = ['dlrun', *overrides, 'paths.outputs={out}']
+    try:
+        cli.main()
+    except SystemExit as exc:
+        return exc.code
+bad = run('trainer.epochs=-1')
+print(bad, gc.isenabled(), gc.get_freeze_count())
+good = run('trainer.epochs=1', 'trainer.limit_batches=1', 'trainer.progress=none')
+print(good, gc.isenabled(), gc.get_freeze_count() > 100_000, len(full_before_freeze))
+"""
+
+
+def test_a_run_starts_without_full_collections_and_freezes_its_imports(tmp_path: Path) -> None:
+    """The collector is off until the model is built, on again after; a config error
+    leaves it on too (``dlrun.startup_gc``)."""
+    lines = _python(GC_OF_A_RUN.format(out=tmp_path / "out"), tmp_path).splitlines()
+    assert lines[0] == "2 True 0"
+    assert lines[-1] == "0 True True 0"
+
+
+def test_a_program_using_the_runner_as_a_library_keeps_its_heap_unfrozen(monkeypatch) -> None:
+    import gc
+
+    from dlrun import startup_gc
+
+    monkeypatch.setattr(startup_gc, "_command", False)  # as in a process that never ran dlrun
+    monkeypatch.setattr(startup_gc, "_frozen", set())
+    before = gc.get_freeze_count()
+    startup_gc.settle()
+    startup_gc.freeze_once("evaluation imports")
+    assert gc.get_freeze_count() == before and gc.isenabled()

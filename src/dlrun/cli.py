@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from dlrun import hydra_shortcuts, rundir, sweepdir
+from dlrun import hydra_shortcuts, rundir, startup_gc, sweepdir
 from dlrun.errors import UserError, os_error_line, write_error
 
 if TYPE_CHECKING:
@@ -385,6 +385,7 @@ def main() -> None:
     """
     code: int | str | None = 0
     finish: Callable[[int | str | None], None] = _no_group
+    startup_gc.pause()  # until the run's model is built: see dlrun.startup_gc
     try:
         from dlrun.engine.launch import finish_cli_process, worker_overrides
         from dlrun.overrides import check_command_line, one_line_errors
@@ -402,6 +403,8 @@ def main() -> None:
         rundir.mark_unfinished_runs("interrupted (Ctrl-C) while starting")
         print("dlrun: interrupted (Ctrl-C) while starting; nothing was trained", file=sys.stderr)
         code = EXIT_INTERRUPTED
+    finally:
+        startup_gc.resume()  # a run that never built a model (a config error, --cfg)
     finish(code)
     sys.exit(code)
 

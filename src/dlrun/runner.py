@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 
 from dlrun import monitor as monitors
-from dlrun import tasks
+from dlrun import startup_gc, tasks
 from dlrun.config import EarlyStoppingSettings, RunConfig, RunContext
 from dlrun.data.contract import save_contract
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split, Task
@@ -80,6 +80,7 @@ def train_and_evaluate(
     console = (console or Console(stderr=False)) if main else Console(quiet=True)
     setup = build(cfg, bundle, context.model_name)
     trainer = make_trainer(cfg, setup, run_dir, console, main, context)
+    startup_gc.settle()  # imports done, model built: collect from here on (see the module)
     # the evaluation's imports load while the model trains (not beside torch.compile, whose
     # imports of torch._dynamo and torch.export torchmetrics' could race with)
     imports = prefetch.start() if main and not cfg.trainer.compile else None
@@ -89,6 +90,7 @@ def train_and_evaluate(
         return distributed.broadcast_object(None)
     if imports is not None:
         imports.join()  # before any fork: a child must not inherit a half-done import
+        startup_gc.freeze_once("evaluation imports")
     pictures = start_pictures(cfg, trainer.callbacks, run_dir)  # drawn beside the evaluation
     scored = setup.bundle if eval_bundle is None else eval_bundle.to(setup.device)
     monitor = trainer.monitor.name

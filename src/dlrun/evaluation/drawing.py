@@ -13,6 +13,12 @@ interrupt must not make it write the run's status), leaves with ``os._exit`` (no
 atexit handlers, no second flush of the parent's buffers) and reports a failure
 through a pipe, so a picture that cannot be drawn fails the run as it would have here.
 Where fork is not available or only one core is free, everything is drawn here in turn.
+
+While a child draws, this process runs torch on the cores left over (:func:`_share_cores`):
+OpenMP's threads wait for each other at the end of every parallel region, so a thread
+that shares its core with a drawing child makes each op as slow as itself. Measured on 2
+cores: a LeNet-5 forward pass over 256 digits takes 10 ms alone, 75-90 ms on two threads
+beside a busy core, 11-17 ms on one thread.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ from dlrun.process_exit import flush_streams
 
 Job = Callable[[], None]
 
+_drawing = 0  # forked children drawing now
+_threads = 0  # torch's threads in this process before the first of them started
+
 
 @dataclass
 class Pending:
@@ -42,6 +51,7 @@ class Pending:
         with os.fdopen(self.reader, "rb") as pipe:
             failure = pipe.read().decode(errors="replace").strip()
         _, status = os.waitpid(self.pid, 0)
+        _share_cores(-1)
         code = os.waitstatus_to_exitcode(status)
         if raise_failure and (failure or code != 0):
             raise RuntimeError(f"drawing the pictures failed: {failure or f'exit code {code}'}")
@@ -68,7 +78,25 @@ def start(jobs: Sequence[Job]) -> Pending | None:
         os.close(reader)
         _child(jobs, writer)
     os.close(writer)
+    _share_cores(+1)
     return Pending(pid, reader)
+
+
+def _share_cores(change: int) -> None:
+    """Count a drawing child in (+1) or out (-1); run torch here on the cores it leaves.
+
+    torch keeps the thread count it had (the user's ``trainer.num_threads``) where that
+    many cores are free, and gets it back when the last child is done.
+    """
+    global _drawing, _threads
+    torch = sys.modules.get("torch")
+    if torch is not None and _drawing == 0:
+        _threads = torch.get_num_threads()
+    _drawing += change
+    if torch is None:
+        return
+    free = len(os.sched_getaffinity(0)) - _drawing
+    torch.set_num_threads(max(1, min(_threads, free)) if _drawing else _threads)
 
 
 def draw(jobs: Sequence[tuple[float, Job]]) -> None:
