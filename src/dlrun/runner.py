@@ -91,13 +91,17 @@ def train_and_evaluate(
     if imports is not None:
         imports.join()  # before any fork: a child must not inherit a half-done import
         startup_gc.freeze_once("evaluation imports")
-    pictures = start_pictures(cfg, trainer.callbacks, run_dir)  # drawn beside the evaluation
     scored = setup.bundle if eval_bundle is None else eval_bundle.to(setup.device)
     monitor = trainer.monitor.name
-    metrics = evaluate_best(cfg, setup, scored, run_dir, state, monitor, console, context.summary)
-    announce_data(scored, run_dir, console, since=known)
-    metrics["train"] = train_summary(setup.model, state, monitor, seconds)
-    diagnose(cfg, context, state.history, metrics, trainer.callbacks, run_dir, console, pictures)
+    with start_pictures(cfg, trainer.callbacks, run_dir) as pictures:  # beside the evaluation
+        metrics = evaluate_best(
+            cfg, setup, scored, run_dir, state, monitor, console, context.summary
+        )
+        announce_data(scored, run_dir, console, since=known)
+        metrics["train"] = train_summary(setup.model, state, monitor, seconds)
+        diagnose(
+            cfg, context, state.history, metrics, trainer.callbacks, run_dir, console, pictures
+        )
     report_training(cfg, console, metrics["train"], state)
     return distributed.broadcast_object(metrics)
 

@@ -10,7 +10,8 @@ section and returns the ``diagnostics`` dict that metrics.json carries.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
     from dlrun.config import RunConfig, RunContext
     from dlrun.engine.trainer import Callback
+    from dlrun.evaluation.drawing import Pending
 
 GRADIENT_PICTURE = "gradient_norms.png"
 GRADIENT_TABLE = "gradient_norms.csv"
@@ -41,7 +43,7 @@ def diagnose(
     callbacks: Sequence[Callback],
     run_dir: Path,
     console: Console | None = None,
-    pictures: Callable[[], list[str]] | None = None,
+    pictures: Pictures | None = None,
 ) -> dict[str, Any] | None:
     """The ``diagnostics`` section for a finished run (None when diagnostics are off).
 
@@ -88,28 +90,49 @@ def train_metric(history: list[dict[str, float]]) -> str | None:
     return next((k for k in keys if k != "loss"), None)
 
 
-def start_pictures(
-    cfg: RunConfig, callbacks: Sequence[Callback], run_dir: Path
-) -> Callable[[], list[str]]:
+@dataclass
+class Pictures:
+    """The diagnostics' pictures, maybe still being drawn in a forked child.
+
+    Call it to wait for them and get the file names. As a context manager it also reaps
+    a child the caller never waited for because something failed first (the failure is
+    the caller's to raise; the child's own is then dropped), so no child outlives its
+    run and torch in this process gets its cores back (:mod:`dlrun.evaluation.drawing`).
+    """
+
+    pending: Pending | None = None
+    names: tuple[str, ...] = ()
+
+    def __call__(self) -> list[str]:
+        self._wait(raise_failure=True)
+        return list(self.names)
+
+    def _wait(self, *, raise_failure: bool) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.wait(raise_failure=raise_failure)
+
+    def __enter__(self) -> Pictures:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self._wait(raise_failure=kind is None)
+
+
+def start_pictures(cfg: RunConfig, callbacks: Sequence[Callback], run_dir: Path) -> Pictures:
     """Start drawing the diagnostics' picture (gradient_norms.png) in a forked child, so
-    it is drawn while the evaluation runs; the result waits for it and names the files.
+    it is drawn while the evaluation runs.
 
     Nothing is drawn with diagnostics or ``eval.plots`` off, or when nothing was recorded.
     """
     recorded = next((cb.result() for cb in callbacks if isinstance(cb, GradientNorms)), None)
     if not (cfg.diagnostics.enabled and cfg.eval.plots and recorded and recorded["norms"]):
-        return list
+        return Pictures()
     from dlrun.diagnostics.plots import gradient_norms
     from dlrun.evaluation import drawing
 
     pending = drawing.start([partial(gradient_norms, run_dir / GRADIENT_PICTURE, recorded)])
-
-    def finished() -> list[str]:
-        if pending is not None:
-            pending.wait()
-        return [GRADIENT_PICTURE]
-
-    return finished
+    return Pictures(pending, (GRADIENT_PICTURE,))
 
 
 def _gradients(
