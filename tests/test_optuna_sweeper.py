@@ -509,3 +509,20 @@ def test_real_sweep_prunes_a_hopeless_learning_rate(workdir: Path) -> None:
     assert status["status"] == "pruned"
     history = (workdir / "sw" / "1_mlp_iris" / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 1  # stopped after its first epoch, not run to the end
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ("hydra.sweeper.n_trials=0", "n_trials and hydra.sweeper.n_jobs must be >= 1"),
+        ("hydra.sweeper.sampler=bogus", "hydra.sweeper.sampler=bogus is unknown"),
+        ("hydra.sweeper.direction=sideways", "hydra.sweeper.direction=sideways"),
+    ],
+)
+def test_a_bad_sweeper_setting_is_a_config_error(workdir: Path, setting: str, says: str) -> None:
+    """Exit 2 and one line, as for any config error; no sweep dir is left behind."""
+    result = run_cli("-m", "hparams_search=mlp_iris", setting, "hydra.sweep.dir=sw", cwd=workdir)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dlrun: error: ") and says in lines[0]
+    assert not (workdir / "sw").exists()

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
-from hydra.errors import CompactHydraException
+from hydra.errors import CompactHydraException, ConfigCompositionException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -42,7 +42,12 @@ MAX_DRAWS = 50
 
 
 class SweepError(CompactHydraException):
-    """A problem with the sweep itself; Hydra prints just the message, no traceback."""
+    """A sweep that failed while running; Hydra prints just the message, no traceback."""
+
+
+class SweepSettingsError(ConfigCompositionException):
+    """A sweeper setting that cannot work, found before any trial ran: ``dlrun`` says so in
+    one line and exits 2, like every config error (a config composition error to Hydra)."""
 
 
 class DlrunOptunaSweeper(Sweeper):
@@ -90,16 +95,16 @@ class DlrunOptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         assert self.config is not None and self.hydra_context is not None
         if importlib.util.find_spec("optuna") is None:
-            raise SweepError(
+            raise SweepSettingsError(
                 "dlrun: error: hydra/sweeper=dlrun_optuna needs optuna: "
                 "pip install 'dlrun[optuna]' (or pip install optuna)"
             )
         if self.n_trials < 1 or self.n_jobs < 1:
-            raise SweepError("hydra.sweeper.n_trials and hydra.sweeper.n_jobs must be >= 1")
+            raise SweepSettingsError("hydra.sweeper.n_trials and hydra.sweeper.n_jobs must be >= 1")
         try:
             study, space, direction, storage = self._open(arguments)
         except UserError as exc:
-            raise SweepError(f"dlrun: error: {exc}") from None
+            raise SweepSettingsError(f"dlrun: error: {exc}") from None
         return self._run(study, space, direction, storage)
 
     def _open(self, arguments: list[str]) -> tuple[optuna.Study, SearchSpace, str, str]:
