@@ -378,17 +378,25 @@ def _sigint_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+# Imported on the main thread once training is over (the evaluation's own imports are
+# done in a thread while it trains: dlrun.evaluation.prefetch).
+AFTER_TRAINING = "dlrun.diagnostics.plots"
+INT, TERM = signal.SIGINT, signal.SIGTERM
+
+
 @pytest.mark.parametrize(
-    ("moment", "stop_at", "says"),
+    ("moment", "stop_at", "sent", "says"),
     [
-        ("importing Hydra", "hydra", "interrupted (Ctrl-C) while starting; nothing was trained"),
-        ("importing torch", "torch", "interrupted (Ctrl-C) while starting; nothing was trained"),
-        ("training", None, "stopped by SIGINT during epoch"),
-        ("evaluating", "dlrun.evaluation.evaluate", "interrupted (Ctrl-C) after epoch 1; resume"),
+        ("importing Hydra", "hydra", INT, "interrupted (Ctrl-C) while starting; nothing"),
+        ("importing torch", "torch", INT, "interrupted (Ctrl-C) while starting; nothing"),
+        ("training", None, INT, "stopped by SIGINT during epoch"),
+        ("evaluating", AFTER_TRAINING, INT, "interrupted (Ctrl-C) after epoch 1; resume"),
+        ("importing torch", "torch", TERM, "interrupted (SIGTERM) while starting; nothing"),
+        ("evaluating", AFTER_TRAINING, TERM, "interrupted (SIGTERM) after epoch 1; resume"),
     ],
 )
-def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(
-    moment: str, stop_at: str | None, says: str, tmp_path: Path
+def test_ctrl_c_or_sigterm_at_any_moment_is_one_line_and_exit_130(
+    moment: str, stop_at: str | None, sent: signal.Signals, says: str, tmp_path: Path
 ) -> None:
     run_dir, mark = tmp_path / "run", tmp_path / "mark"
     epochs = "trainer.epochs=1" if stop_at else "trainer.epochs=100000"
@@ -402,7 +410,7 @@ def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(
     )  # fmt: skip
     try:
         _wait_for(mark if stop_at else run_dir / "checkpoints" / "last.pt", proc)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sent)
         out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()

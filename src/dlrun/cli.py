@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from dlrun import hydra_shortcuts, rundir, startup_gc, sweepdir
+from dlrun.engine import interrupts
 from dlrun.errors import UserError, os_error_line, write_error
 
 if TYPE_CHECKING:
@@ -113,10 +114,10 @@ def run(cfg: DictConfig) -> float:
         print(f"{job.run_dir.name}: {plan.earlier} earlier, runs again ({kept}/ keeps that try)")
     try:
         return _run(job)
-    except KeyboardInterrupt:  # Ctrl-C outside the training loop (start-up, evaluation)
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM outside the training loop
         status = rundir.read_status(job.run_dir) or {}
         when = f"after epoch {status.get('epoch')}" if _training_started(job) else "while starting"
-        _interrupted(job, f"interrupted (Ctrl-C) {when}")
+        _interrupted(job, f"interrupted ({interrupts.cause(stop)}) {when}")
 
 
 def _job(cfg: DictConfig, run_dir: Path, multirun: bool, hydra_cfg: Any) -> _Job:
@@ -238,8 +239,9 @@ def _failed(job: _Job, exc: Exception, archive: Path | None) -> float:
 
 
 def _interrupted(job: _Job, message: str) -> NoReturn:
-    """status.json ``interrupted``, one line, exit 130; a second Ctrl-C is ignored meanwhile."""
+    """status.json ``interrupted``, one line, exit 130; a second signal is ignored meanwhile."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _status(job, "interrupted", message)
     if (job.run_dir / "checkpoints" / "last.pt").is_file():
         if job.multirun:
@@ -379,13 +381,14 @@ def _no_group(code: int | str | None) -> None:
 def main() -> None:
     """The ``dlrun`` console script (also each process of ``torchrun ... -m dlrun.cli``).
 
-    Ctrl-C at any moment ends with one line and exit 130: inside a run, :func:`run`
-    records the run as interrupted; before it (imports, config composition) nothing
-    was trained, and a run dir already made says ``interrupted``.
+    Ctrl-C or SIGTERM at any moment ends with one line and exit 130: inside a run,
+    :func:`run` records the run as interrupted; before it (imports, config composition)
+    nothing was trained, and a run dir already made says ``interrupted``.
     """
     code: int | str | None = 0
     finish: Callable[[int | str | None], None] = _no_group
     startup_gc.pause()  # until the run's model is built: see dlrun.startup_gc
+    interrupts.sigterm_as_interrupt()
     try:
         from dlrun.engine.launch import finish_cli_process, worker_overrides
         from dlrun.overrides import check_command_line, one_line_errors
@@ -398,10 +401,12 @@ def main() -> None:
                 _hydra_app()()
     except SystemExit as exc:
         code = exc.code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        rundir.mark_unfinished_runs("interrupted (Ctrl-C) while starting")
-        print("dlrun: interrupted (Ctrl-C) while starting; nothing was trained", file=sys.stderr)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        what = f"interrupted ({interrupts.cause(stop)}) while starting"
+        rundir.mark_unfinished_runs(what)
+        print(f"dlrun: {what}; nothing was trained", file=sys.stderr)
         code = EXIT_INTERRUPTED
     finally:
         startup_gc.resume()  # a run that never built a model (a config error, --cfg)

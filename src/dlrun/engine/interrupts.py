@@ -21,6 +21,30 @@ class RunInterrupted(UserError):
     """The user (or the system) asked the run to stop."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop, raised where Ctrl-C raises KeyboardInterrupt."""
+
+
+def sigterm_as_interrupt() -> None:
+    """From now on SIGTERM stops the process as Ctrl-C does: :class:`Terminated` is raised
+    in the main thread, so start-up and evaluation end with one line, exit 130 and a run
+    dir marked ``interrupted``, not a silent kill (exit 143, no status.json). The
+    training loop's own handlers (:func:`graceful_interrupts`) take over while it runs.
+    Only the main thread may install a handler; elsewhere this changes nothing.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+def cause(interrupt: KeyboardInterrupt) -> str:
+    """``SIGTERM`` or ``Ctrl-C``: what stopped the process, for its one line."""
+    return "SIGTERM" if isinstance(interrupt, Terminated) else "Ctrl-C"
+
+
 class StopFlag:
     """Set by the signal handler, read by the training loop."""
 
