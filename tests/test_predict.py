@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import SHRINK, run_tool, train_run
 
@@ -235,29 +236,72 @@ def test_a_language_model_points_to_generate() -> None:
         from_values(["abc"], Contract(spec, {"type": "text", "vocab": ["a", "b", "c"]}))
 
 
-@pytest.mark.parametrize(
-    ("kind", "steps"),
-    [
-        (  # data=image_folder's state (crop, a Normaliser), not pixels.image_state
-            "IMAGE",
-            {"type": "image", "size": [8, 8], "crop": False, "channels": 1, "mean": [0.5],
-             "std": [0.2], "scale": 0.00392, "axis": 1},
-        ),
-        ("TABULAR", {"type": "array", "kind": "tabular", "layout": "NF"}),  # data=array
-    ],
-)  # fmt: skip
-def test_own_data_runs_are_refused_in_one_line(kind: str, steps: dict, tmp_path: Path) -> None:
+def test_an_array_run_is_refused_in_one_line(tmp_path: Path) -> None:
     from dlrun.data.contract import Contract
     from dlrun.data.inputs import from_values, read_inputs
     from dlrun.data.spec import DataKind, DataSpec, Task
     from dlrun.errors import UserError
 
-    spec = DataSpec("mine", Task.MULTICLASS, DataKind[kind], (1, 8, 8), 2)
-    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), dtype=np.float32))
-    with pytest.raises(UserError, match="image_folder, text_folder or array"):
+    spec = DataSpec("mine", Task.MULTICLASS, DataKind.TABULAR, (8,), 2)
+    steps = {"type": "array", "kind": "tabular", "layout": "NF"}  # data=array's state
+    np.save(tmp_path / "x.npy", np.zeros((1, 8), dtype=np.float32))
+    with pytest.raises(UserError, match="data=array, whose preprocessing"):
         read_inputs(tmp_path / "x.npy", Contract(spec, steps))
     with pytest.raises(UserError, match="cannot repeat yet"):
         from_values([[0.0]], Contract(spec, steps))
+
+
+@pytest.mark.parametrize("crop", [False, True])
+def test_an_image_folder_run_reads_new_files_exactly_as_its_training_images(
+    tmp_path: Path, crop: bool
+) -> None:
+    """Each test image, given to predict as a file, becomes the very tensor the run was
+    tested on: decoded, cropped, resized and standardised the same way."""
+    from dlrun.data.contract import contract_of
+    from dlrun.data.folders import scan
+    from dlrun.data.image_folder import load_image_folder
+    from dlrun.data.imagefile import IMAGE_EXTENSIONS
+    from dlrun.data.inputs import read_inputs
+    from tests.owndata import write_images
+
+    root = write_images(
+        tmp_path / "pics", {"cat": 12, "dog": 12}, formats=("png", "jpg"),
+        sizes=((20, 14), (9, 16), (12, 12)), mode="RGB",
+    )  # fmt: skip
+    bundle = load_image_folder(seed=3, root=str(root), size=10, crop=crop)
+    folder = scan(str(root), IMAGE_EXTENSIONS, "image")
+    test_files = [folder.paths[row] for row in folder.split(3, 0.15, 0.15).test]
+    contract = contract_of(bundle)
+    for row, path in enumerate(test_files):
+        got = read_inputs(Path(path), contract)
+        assert torch.equal(got.x[0], bundle.test.x[row]), path
+    labelled = read_inputs(root, contract)  # class folders give the targets
+    assert len(labelled) == 24 and labelled.y is not None and labelled.notes == []
+
+
+def test_a_text_folder_run_reads_new_documents_exactly_as_its_training_ones(
+    tmp_path: Path,
+) -> None:
+    from dlrun.data.contract import contract_of
+    from dlrun.data.folders import scan
+    from dlrun.data.inputs import from_values, read_inputs
+    from dlrun.data.text_folder import load_text_folder
+    from tests.owndata import write_texts
+
+    root = write_texts(tmp_path / "docs", per_class=15)
+    (root / "sport" / "000.txt").write_text("  Goal GOAL!  unseenword\n", encoding="utf-8")
+    bundle = load_text_folder(seed=1, root=str(root), max_length=12)
+    folder = scan(str(root), frozenset({".txt"}), "text")
+    test_files = [folder.paths[row] for row in folder.split(1, 0.15, 0.15).test]
+    contract = contract_of(bundle)
+    for row, path in enumerate(test_files):
+        got = read_inputs(Path(path), contract)
+        assert torch.equal(got.x[0], bundle.test.x[row]), path
+        assert got.lengths is not None and int(got.lengths[0]) == int(bundle.test.lengths[row])
+    served = from_values(["goal goal unseenword " * 5], contract)
+    assert served.x.shape == (1, 12) and int(served.lengths[0]) == 12
+    assert any("not in the run's vocabulary" in n for n in served.notes)
+    assert any("the first 12 are used" in n for n in served.notes)
 
 
 def test_a_run_from_before_contract_json_is_rebuilt_from_its_data(tmp_path: Path) -> None:
@@ -322,3 +366,22 @@ def test_a_mistyped_argument_is_refused_before_torch_is_imported(
     assert result.returncode == 2 and len(lines) == 1
     assert lines[0].startswith(f"{prog}: error: {message}")
     assert "TORCH_NOT_IMPORTED" in result.stdout
+
+
+def test_dlrun_predict_scores_a_labelled_folder_for_an_image_folder_run(tmp_path: Path) -> None:
+    """The whole command on a run of the user's own images: class folders give targets,
+    and the scores of the run's training folder match what it trained to."""
+    from tests.owndata import write_images
+
+    root = write_images(tmp_path / "pics", {"cat": 10, "dog": 10}, sizes=((12, 16),))
+    run_dir = tmp_path / "run"
+    train_run(run_dir, "model=mlp", "data=image_folder", f"data.root={root}", "data.size=8",
+              "trainer.epochs=3")  # fmt: skip
+    result = run_tool(
+        "dlrun.predict_cli", f"run={run_dir}", f"input={root}", f"out={tmp_path / 'p'}"
+    )
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((tmp_path / "p" / "predictions.csv").open()))
+    assert len(rows) == 20 and rows[0]["input"] == "cat/000.png" and rows[0]["target"] == "cat"
+    scored = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    assert scored["n_test"] == 20 and scored["test"]["accuracy"] > 0.5  # striped classes

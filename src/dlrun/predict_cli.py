@@ -9,12 +9,17 @@ input= by the run's data:
   images (digits, mnist, cifar10)    a folder of PNG/JPEG files (subfolders named after
                                      classes give targets), one image, or a .npy of
                                      images (N, C, H, W) in [0, 1] or uint8
+  image folders (image_folder)       the same, each file decoded, cropped and resized
+                                     exactly as the training images were
   text classes (text_classes)        a .txt file with one text per line, a folder of
                                      .txt files, or a CSV with a 'text' column (+'target')
+  text folders (text_folder)         the same; a file in a folder is one document, as in
+                                     training (words never seen become <unk>)
   series (sine, sunspots, csv_series)  a CSV with the series' columns or a .npy (T[, F]):
                                      one forecast after every full window, the last one
                                      past the end of the series
   sequences (waveforms)              a .npy/.npz (x, lengths) or a CSV, a sequence a row
+  arrays (array)                     not yet: predict with the model in Python
 
 Everything preprocessing needs is read from the run dir (contract.json), so a copied
 run predicts the same numbers without the training data. Columns the model doesn't use

@@ -12,6 +12,10 @@ never seen) is one line in ``notes``; input that can't be used is one :class:`Us
 | image          | a folder of PNG/JPEG (class subfolders give targets), one image, |
 |                | ``.npy`` of pixels in [0, 1] or uint8                             |
 | text           | ``.txt`` (a text per line), a folder of ``.txt``, CSV ``text``    |
+
+``data=image_folder`` and ``text_folder`` runs read files with their loader's own code
+(Pillow decode, crop and resize; whole documents, word or character tokens), so a
+file seen in training becomes the very tensor it was. ``data=array`` runs are refused.
 | series         | CSV with the series' columns, ``.npy`` (T,) or (T, F)             |
 | sequence       | ``.npy``/``.npz`` (N, T[, F]) + ``lengths``, CSV (a row each)      |
 """
@@ -72,18 +76,13 @@ def read_inputs(path: Path, contract: Contract) -> Inputs:
     if suffix in (".npy", ".npz") and path.is_file():
         return _read_array(path, contract)
     if kind == "image" and suffix in IMAGE_SUFFIXES:
-        return _images([_read_image(path)], [path.name], contract, None)
+        return _images([_image_file(path, contract)], [path.name], contract, None)
     if kind == "text" and suffix == ".txt":
         lines = _text_lines(path)
         return _texts([t for _, t in lines], [f"line {n}" for n, _ in lines], contract, None)
     if suffix in (".csv", ".tsv", ".txt") and kind != "raw" and path.is_file():
         return _read_csv(path, contract)
     raise UserError(f"cannot read {path} for this run: it takes {ACCEPTS[kind]}")
-
-
-# The preprocessing state each kind of input is encoded with has these keys; the own-data
-# loaders (data=image_folder, text_folder, array) save another state, not read here yet.
-_STATE_KEYS = {"image": "input_size", "text": "block_size"}
 
 
 def _check_predictable(contract: Contract) -> None:
@@ -93,12 +92,24 @@ def _check_predictable(contract: Contract) -> None:
             "answer per input; generate text with dlrun-generate run=<run> prompt=..."
         )
     kind = contract.kind
-    if kind not in ACCEPTS or _STATE_KEYS.get(kind, "type") not in contract.steps:
+    if kind not in ACCEPTS:
         raise UserError(
             f"this run's data ({contract.spec.name}, preprocessed as {kind!r}) came from "
-            "data=image_folder, text_folder or array, whose preprocessing new inputs "
-            "cannot repeat yet; predict with a run of the built-in or csv data"
+            "data=array, whose preprocessing new inputs cannot repeat yet; predict with "
+            "a run of the built-in, csv, image_folder or text_folder data"
         )
+
+
+def _image_folder(steps: dict[str, Any]) -> bool:
+    """An image state saved by ``data=image_folder`` (decoded, cropped and resized by
+    Pillow as the files were), not by a built-in image set."""
+    return steps.get("type") == "image" and "input_size" not in steps
+
+
+def _text_folder(steps: dict[str, Any]) -> bool:
+    """A text state saved by ``data=text_folder`` (word or character tokens of whole
+    documents), not by the built-in character data."""
+    return steps.get("type") == "text" and "max_length" in steps
 
 
 def from_values(values: Sequence[Any], contract: Contract) -> Inputs:
@@ -149,9 +160,35 @@ def _read_folder(folder: Path, contract: Contract) -> Inputs:
         raise UserError(f"{folder} holds no {what} (or class subfolders of them)")
     names = [str(p.relative_to(folder)) for p in files]
     if contract.kind == "image":
-        return _images([_read_image(p) for p in files], names, contract, targets)
-    texts = [p.read_text(encoding="utf-8", errors="replace").strip() for p in files]
-    return _texts(texts, names, contract, targets)
+        return _images([_image_file(p, contract) for p in files], names, contract, targets)
+    return _texts([_text_file(p, contract) for p in files], names, contract, targets)
+
+
+def _image_file(path: Path, contract: Contract) -> np.ndarray:
+    """An image file as the run's loader read its own: ``data=image_folder`` decodes,
+    crops and resizes with Pillow exactly as in training; a built-in set's run takes
+    the pixels as they are (resized later, if need be, as its images were)."""
+    steps = contract.steps
+    if not _image_folder(steps):
+        return _read_image(path)
+    from dlrun.data.imagefile import ImageError, decode
+
+    try:
+        return decode(str(path), int(steps["size"][0]), bool(steps["crop"]), steps["channels"])
+    except ImageError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
+def _text_file(path: Path, contract: Contract) -> str:
+    """A .txt file's text: a whole document as ``data=text_folder`` read its own."""
+    if not _text_folder(contract.steps):
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    from dlrun.data.text_folder import TextError, read_document
+
+    try:
+        return read_document(str(path))[0]
+    except TextError as exc:
+        raise UserError(f"{path}: {exc}") from None
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -283,15 +320,24 @@ def _encoded(encoded: Encoded, names: list[str]) -> Inputs:
 
 
 def _images(images: Any, names: list[str], contract: Contract, targets: list | None) -> Inputs:
+    """Standardised as in training. An image_folder state is the same arithmetic as a
+    built-in set's (per channel, [0, 1] units) whose model input is the image size."""
     from dlrun.data.pixels import encode_images
 
-    return _with_targets(_encoded(encode_images(contract.steps, images), names), targets, contract)
+    state = {"input_size": contract.steps.get("size"), **contract.steps}
+    return _with_targets(_encoded(encode_images(state, images), names), targets, contract)
 
 
 def _texts(texts: list[str], names: list[str], contract: Contract, targets: list | None) -> Inputs:
-    from dlrun.data.text import encode_lines
+    if _text_folder(contract.steps):
+        from dlrun.data.text_folder import encode_documents
 
-    return _with_targets(_encoded(encode_lines(contract.steps, texts), names), targets, contract)
+        encoded = encode_documents(contract.steps, texts)
+    else:
+        from dlrun.data.text import encode_lines
+
+        encoded = encode_lines(contract.steps, texts)
+    return _with_targets(_encoded(encoded, names), targets, contract)
 
 
 def _series(values: np.ndarray, contract: Contract) -> Inputs:

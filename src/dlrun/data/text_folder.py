@@ -36,6 +36,7 @@ from dlrun.data.folders import (
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split
 from dlrun.data.splits import SplitIndices
 from dlrun.data.stream import decide_stream, loader_settings, streamed_splits
+from dlrun.data.table import Encoded
 from dlrun.errors import UserError
 
 TEXT_EXTENSIONS = (".txt",)
@@ -125,6 +126,30 @@ def encode_text(text: str, preprocess: dict[str, Any]) -> tuple[np.ndarray, int]
     """New text as the run saw its documents: ``(ids padded to max_length, length)``."""
     lookup = {token: i for i, token in enumerate(preprocess["vocab"])}
     return _encode(tokenize(text, preprocess), lookup, int(preprocess["max_length"]))
+
+
+def encode_documents(preprocess: dict[str, Any], texts: list[str]) -> Encoded:
+    """New documents for a run of ``data=text_folder``: ids (N, max_length) and lengths,
+    each text tokenised and cut as training did; the fallbacks are named in the notes."""
+    lookup = {token: i for i, token in enumerate(preprocess["vocab"])}
+    length = int(preprocess["max_length"])
+    x = np.zeros((len(texts), length), dtype=np.int64)
+    lengths = np.ones(len(texts), dtype=np.int64)
+    cut = unknown = total = 0
+    for row, text in enumerate(texts):
+        tokens = tokenize(text, preprocess)
+        if not tokens:
+            raise UserError(f"text {row + 1} has no {preprocess['tokens']} tokens: {text[:40]!r}")
+        x[row], lengths[row] = _encode(tokens, lookup, length)
+        cut += len(tokens) > length
+        unknown += sum(t not in lookup for t in tokens[:length])
+        total += min(len(tokens), length)
+    notes = []
+    if unknown:
+        notes.append(f"{unknown} of {total} tokens are not in the run's vocabulary (<unk>)")
+    if cut:
+        notes.append(f"{cut} text(s) longer than {length} tokens: the first {length} are used")
+    return Encoded(x, notes, lengths=lengths)
 
 
 def read_document(path: str) -> tuple[str, bool]:
