@@ -236,19 +236,54 @@ def test_a_language_model_points_to_generate() -> None:
         from_values(["abc"], Contract(spec, {"type": "text", "vocab": ["a", "b", "c"]}))
 
 
-def test_an_array_run_is_refused_in_one_line(tmp_path: Path) -> None:
-    from dlrun.data.contract import Contract
+ARRAY_LAYOUTS = {  # raw rows of data=array as a user saves them
+    "tabular": lambda rng: rng.normal(size=(60, 5)),
+    "flat": lambda rng: rng.normal(size=(60, 2, 3)).astype(np.float32),  # kind=tabular
+    "channels-last uint8": lambda rng: rng.integers(0, 256, (60, 8, 8, 3), dtype=np.uint8),
+    "one channel": lambda rng: rng.integers(0, 256, (60, 9, 9), dtype=np.uint8),
+    "tokens": lambda rng: rng.integers(0, 30, (60, 7)),
+}
+
+
+@pytest.mark.parametrize("layout", list(ARRAY_LAYOUTS))
+def test_an_array_run_reads_new_rows_exactly_as_its_training_rows(
+    layout: str, tmp_path: Path
+) -> None:
+    """The raw test rows, given to predict as a .npz, become the very tensors the run was
+    tested on (reshaped and standardised by data=array's own code), with their targets."""
+    from dlrun.data.arrays import load_array
+    from dlrun.data.contract import contract_of
+    from dlrun.data.folders import class_split
     from dlrun.data.inputs import from_values, read_inputs
-    from dlrun.data.spec import DataKind, DataSpec, Task
+
+    rng = np.random.default_rng(0)
+    x, y = ARRAY_LAYOUTS[layout](rng), np.arange(60) % 3
+    kind = {"flat": "tabular", "tokens": "tokens"}.get(layout, "auto")
+    np.savez(tmp_path / "train.npz", x=x, y=y)
+    bundle = load_array(seed=2, path=str(tmp_path / "train.npz"), kind=kind)
+    test = class_split(y, 2, 0.15, 0.15).test
+    contract = contract_of(bundle)
+    np.savez(tmp_path / "new.npz", features=x[test], labels=y[test])  # data=array's key names
+    got = read_inputs(tmp_path / "new.npz", contract)
+    assert torch.equal(got.x, bundle.test.x) and torch.equal(got.y, bundle.test.y)
+    served = from_values([x[test[0]].tolist()], contract)
+    assert torch.equal(served.x[0], bundle.test.x[0])
+
+
+def test_array_rows_of_another_shape_or_kind_are_refused_in_one_line(tmp_path: Path) -> None:
+    from dlrun.data.arrays import load_array
+    from dlrun.data.contract import contract_of
+    from dlrun.data.inputs import from_values, read_inputs
     from dlrun.errors import UserError
 
-    spec = DataSpec("mine", Task.MULTICLASS, DataKind.TABULAR, (8,), 2)
-    steps = {"type": "array", "kind": "tabular", "layout": "NF"}  # data=array's state
-    np.save(tmp_path / "x.npy", np.zeros((1, 8), dtype=np.float32))
-    with pytest.raises(UserError, match="data=array, whose preprocessing"):
-        read_inputs(tmp_path / "x.npy", Contract(spec, steps))
-    with pytest.raises(UserError, match="cannot repeat yet"):
-        from_values([[0.0]], Contract(spec, steps))
+    pixels = np.random.default_rng(0).integers(0, 256, (30, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "train.npz", x=pixels, y=np.arange(30) % 2)
+    contract = contract_of(load_array(seed=0, path=str(tmp_path / "train.npz")))
+    np.save(tmp_path / "chw.npy", pixels.transpose(0, 3, 1, 2))
+    with pytest.raises(UserError, match=r"the run's rows were \(N, 8, 8, 3\)"):
+        read_inputs(tmp_path / "chw.npy", contract)
+    with pytest.raises(UserError, match="uint8 pixels"):
+        from_values([(pixels[0] / 255).tolist()], contract)
 
 
 @pytest.mark.parametrize("crop", [False, True])

@@ -19,7 +19,8 @@ input= by the run's data:
                                      one forecast after every full window, the last one
                                      past the end of the series
   sequences (waveforms)              a .npy/.npz (x, lengths) or a CSV, a sequence a row
-  arrays (array)                     not yet: predict with the model in Python
+  arrays (array)                     a .npy, or a .npz with x (+y), of rows shaped like
+                                     the training array's (channels-last stays so)
 
 Everything preprocessing needs is read from the run dir (contract.json), so a copied
 run predicts the same numbers without the training data. Columns the model doesn't use

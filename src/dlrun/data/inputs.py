@@ -13,9 +13,10 @@ never seen) is one line in ``notes``; input that can't be used is one :class:`Us
 |                | ``.npy`` of pixels in [0, 1] or uint8                             |
 | text           | ``.txt`` (a text per line), a folder of ``.txt``, CSV ``text``    |
 
-``data=image_folder`` and ``text_folder`` runs read files with their loader's own code
-(Pillow decode, crop and resize; whole documents, word or character tokens), so a
-file seen in training becomes the very tensor it was. ``data=array`` runs are refused.
+``data=image_folder``, ``text_folder`` and ``array`` runs read new inputs with their
+loader's own code (Pillow decode, crop and resize; whole documents, word or character
+tokens; the array layout and its saved statistics), so an input seen in training
+becomes the very tensor it was.
 | series         | CSV with the series' columns, ``.npy`` (T,) or (T, F)             |
 | sequence       | ``.npy``/``.npz`` (N, T[, F]) + ``lengths``, CSV (a row each)      |
 """
@@ -46,6 +47,8 @@ ACCEPTS = {
     "series": "a CSV with the series' columns or a .npy of raw values (T,) or (T, F)",
     "sequence": "a .npy/.npz of sequences (N, T[, F]) or a CSV with one sequence per row",
     "raw": "a .npy/.npz of model-ready inputs",
+    "array": "a .npy, or a .npz with x (and y for targets), of rows shaped like the "
+    "training array's",
 }
 TEXT_COLUMN = "text"
 
@@ -94,9 +97,8 @@ def _check_predictable(contract: Contract) -> None:
     kind = contract.kind
     if kind not in ACCEPTS:
         raise UserError(
-            f"this run's data ({contract.spec.name}, preprocessed as {kind!r}) came from "
-            "data=array, whose preprocessing new inputs cannot repeat yet; predict with "
-            "a run of the built-in, csv, image_folder or text_folder data"
+            f"this run's data ({contract.spec.name}) was preprocessed as {kind!r}, which "
+            "this version of dlrun cannot repeat on new inputs"
         )
 
 
@@ -138,7 +140,66 @@ def from_values(values: Sequence[Any], contract: Contract) -> Inputs:
 
         arrays = [_array(v, i) for i, v in enumerate(values)]
         return _encoded(encode_waves(contract.steps, arrays), names)
+    if kind == "array":
+        return _array_rows(np.stack([_array(v, i) for i, v in enumerate(values)]), contract, names)
     return _raw(np.stack([_array(v, i) for i, v in enumerate(values)]), None, contract, names)
+
+
+def _array_rows(x: np.ndarray, contract: Contract, names: list[str]) -> Inputs:
+    """Rows shaped like a ``data=array`` run's training rows, reshaped and standardised by
+    that loader's own code (:func:`dlrun.data.arrays.reshape`, the saved Normaliser)."""
+    from dlrun.data.arrays import reshape
+    from dlrun.data.normalise import Normaliser
+
+    steps = contract.steps
+    row, size = _trained_row(steps), int(np.prod(steps["input_shape"]))
+    if x.ndim < 2 or (tuple(x.shape[1:]) != row if row else int(np.prod(x.shape[1:])) != size):
+        wanted = f"(N, {', '.join(map(str, row))})" if row else f"(N, ...) of {size} values a row"
+        raise UserError(f"inputs have shape {tuple(x.shape)}; the run's rows were {wanted}")
+    trained_uint8 = float(steps.get("scale", 1.0)) == 255.0
+    if trained_uint8:
+        if x.dtype.kind not in "iu" or x.min(initial=0) < 0 or x.max(initial=0) > 255:
+            raise UserError("the run trained on uint8 pixels: give whole numbers from 0 to 255")
+        x = x.astype(np.uint8)
+    elif x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise UserError("inputs hold NaN or infinite values")
+    if steps["layout"] == "tokens" and (
+        x.min(initial=0) < 0 or x.max(initial=0) >= contract.spec.vocab_size
+    ):
+        raise UserError(f"token ids must lie in [0, {contract.spec.vocab_size})")
+    tensor = reshape(torch.from_numpy(np.ascontiguousarray(x)), steps["layout"])
+    if "mean" in steps:
+        tensor = Normaliser.from_json(steps)(tensor)
+    return Inputs(tensor, names)
+
+
+def _array_with_targets(inputs: Inputs, y: np.ndarray | None, contract: Contract) -> Inputs:
+    """Targets given as an array (``y`` of a ``.npz``), as ``data=array`` reads them."""
+    if y is None:
+        return inputs
+    y, record = np.asarray(y), info(contract.spec.task)
+    if len(y) != len(inputs):
+        raise UserError(f"y has {len(y)} rows but x has {len(inputs)}")
+    if record.scaled:  # every output column, in the data's units
+        inputs.y = _scaled(y.reshape(len(y), -1).astype(np.float64), contract)
+        inputs.scored = np.arange(len(y))
+        return inputs
+    if record.targets is Targets.LABELS:  # 0/1 columns -> label sets
+        names = contract.spec.class_names
+        values = ["|".join(names[j] for j in np.flatnonzero(row)) for row in y]
+    else:
+        values = list(y.reshape(len(y)))
+    return _with_targets(inputs, values, contract)
+
+
+def _trained_row(steps: dict[str, Any]) -> tuple[int, ...] | None:
+    """The shape of one row of the training array (None: any shape of that many values)."""
+    shape, layout = tuple(steps["input_shape"]), steps["layout"]
+    if layout == "channel":
+        return shape[1:]
+    if layout == "nhwc":
+        return (shape[1], shape[2], shape[0])
+    return None if layout == "flat" else shape
 
 
 # --- files --------------------------------------------------------------------------
@@ -269,9 +330,19 @@ def _read_array(path: Path, contract: Contract) -> Inputs:
         arrays = dict(loaded) if path.suffix.lower() == ".npz" else {"x": loaded}
     except (OSError, ValueError) as exc:  # object arrays would need pickle: refused
         raise UserError(f"{path} is not a numeric .npy/.npz ({exc})") from None
+    if "x" not in arrays and contract.kind == "array":  # the names data=array reads
+        from dlrun.data.arrays import INPUT_KEYS, TARGET_KEYS
+
+        found = [k for k in INPUT_KEYS if k in arrays][:1] + [
+            k for k in TARGET_KEYS if k in arrays
+        ][:1]
+        arrays = {**arrays, **dict(zip(("x", "y"), (arrays[k] for k in found), strict=False))}
     if "x" not in arrays:
         raise UserError(f"{path} has no array named 'x' (it has: {', '.join(arrays)})")
     x, lengths = arrays["x"], arrays.get("lengths")
+    if contract.kind == "array":
+        inputs = _array_rows(x, contract, [f"row {i}" for i in range(1, len(x) + 1)])
+        return _array_with_targets(inputs, arrays.get("y"), contract)
     if contract.kind == "sequence":
         rows = list(x) if lengths is None else [r[:n] for r, n in zip(x, lengths, strict=True)]
         return _read_array_values(rows, contract, arrays.get("y"))
@@ -428,10 +499,7 @@ def encode_targets(contract: Contract, values: Sequence[Any]) -> torch.Tensor:
     spec, record = contract.spec, info(contract.spec.task)
     if record.scaled:
         column = np.array([floats([v], "target")[0] for v in values]).reshape(len(values), -1)
-        scaler = contract.meta.get("target_scaler")
-        if scaler:
-            column = (column - np.array(scaler["mean"])) / np.array(scaler["std"])
-        return torch.from_numpy(column.astype(np.float32))
+        return _scaled(column, contract)
     lookup = _class_lookup(spec.class_names)
     if record.targets is Targets.LABELS:
         hot = np.zeros((len(values), spec.n_outputs), dtype=np.float32)
@@ -443,6 +511,14 @@ def encode_targets(contract: Contract, values: Sequence[Any]) -> torch.Tensor:
     codes = [_class_index(lookup, v, spec.class_names) for v in values]
     dtype = torch.float32 if record.targets is Targets.BINARY else torch.int64
     return torch.tensor(codes, dtype=dtype)
+
+
+def _scaled(column: np.ndarray, contract: Contract) -> torch.Tensor:
+    """Regression targets (N, outputs) in the units the model trained on."""
+    scaler = contract.meta.get("target_scaler")
+    if scaler:
+        column = (column - np.array(scaler["mean"])) / np.array(scaler["std"])
+    return torch.from_numpy(column.astype(np.float32))
 
 
 def _class_lookup(names: Sequence[str]) -> dict[str, int]:

@@ -50,6 +50,12 @@ class Normaliser:
         out = x.to(torch.float32, copy=True)
         return out.mul_(mul).add_(add.reshape(shape).to(x.device))
 
+    @classmethod
+    def from_json(cls, state: dict[str, Any]) -> Normaliser:
+        """The normaliser whose :meth:`to_json` is ``state`` (a run's saved preprocessing)."""
+        mean, std = tuple(map(float, state["mean"])), tuple(map(float, state["std"]))
+        return cls(mean, std, float(state.get("scale", 1.0)), int(state.get("axis", -1)))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "mean": list(self.mean),
