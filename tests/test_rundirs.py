@@ -322,3 +322,19 @@ def test_more_epochs_lengthen_a_one_cycle_schedule_on_resume() -> None:
     longer.optimizer.step()
     longer.step()  # the 9th step: past the old length, inside the new one
     assert longer.get_last_lr()[0] > finished.get_last_lr()[0]
+
+
+def test_run_files_are_read_leniently_in_one_place(tmp_path: Path) -> None:
+    """A half-written, foreign or missing metrics.json reads as nothing, never a traceback:
+    the leaderboard, compare's neighbours, the trackers and the server share this reader."""
+    from dlrun.rundir import read_json_dict, read_json_object
+
+    cases = {"half": '{"train": {"epochs', "list": "[1, 2]", "ok": '{"train": {"epochs": 3}}'}
+    for name, text in cases.items():
+        (tmp_path / f"{name}.json").write_text(text)
+    assert read_json_dict(tmp_path / "half.json") == {} == read_json_dict(tmp_path / "list.json")
+    assert read_json_dict(tmp_path / "missing.json") == {}
+    assert read_json_object(tmp_path / "list.json") is None
+    assert read_json_dict(tmp_path / "ok.json") == {"train": {"epochs": 3}}
+    (tmp_path / "folder.json").mkdir()
+    assert read_json_dict(tmp_path / "folder.json") == {}

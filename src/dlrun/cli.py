@@ -264,11 +264,7 @@ def _status(job: _Job, status: str, reason: str = "", **extra: Any) -> None:
 def _skipped(plan: sweepdir.JobPlan) -> float:
     """A job an earlier run of this sweep finished: report it from its saved metrics."""
     sweepdir.drop_scratch(plan)
-    try:
-        metrics = json.loads((plan.job_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        metrics = {}
-    train = metrics.get("train", {})
+    train = rundir.read_json_dict(plan.job_dir / "metrics.json").get("train", {})
     best, monitor = train.get("best_value"), train.get("monitor", "best")
     shown = "" if best is None else f" (best {monitor} {best:.4g})"
     print(f"{plan.job_dir.name}: {plan.earlier} earlier, skipped{shown}", flush=True)

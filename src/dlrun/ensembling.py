@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlrun.errors import UserError
+from dlrun.rundir import read_json_dict
 
 if TYPE_CHECKING:
     from dlrun.config import RunConfig, RunContext
@@ -256,7 +257,7 @@ def members_table(
     rows = {}
     for member in members:
         path = out / member / "metrics.json"
-        test = json.loads(path.read_text()).get("test", {}) if path.is_file() else {}
+        test = read_json_dict(path).get("test", {})
         rows[member] = {k: test.get(k) for k in HEADLINE if k in test}
     keys = [k for k in HEADLINE if k in metrics["test"]]
     mean = {

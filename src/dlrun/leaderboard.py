@@ -14,7 +14,6 @@ also for a sweep that was interrupted: ``dlrun-leaderboard <sweep_dir>``.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import statistics
 import sys
@@ -27,7 +26,7 @@ from dlrun.document import Cell, Document, Heading, Paragraph, Scatter, Table, t
 from dlrun.evaluation.significance import VERDICTS, t_interval
 from dlrun.html_page import write_page
 from dlrun.monitor import metric_mode
-from dlrun.rundir import run_status
+from dlrun.rundir import read_json_dict, run_status
 
 # Test metrics shown when present, in this order (the headline of each task kind).
 TEST_COLUMNS = (
@@ -65,8 +64,8 @@ def read_job(job_dir: Path) -> Job | None:
         return None
     overrides = dict(_split_override(line) for line in _yaml_list(overrides_path))
     status = run_status(job_dir) or {}  # "running" with its process gone: interrupted
-    metrics = _read_json(job_dir / "metrics.json")
-    trial = _read_json(job_dir / "trial.json")
+    metrics = read_json_dict(job_dir / "metrics.json")
+    trial = read_json_dict(job_dir / "trial.json")
     train = metrics.get("train", {})
     state = status.get("status", "not started")
     if trial.get("state") == "PRUNED":
@@ -420,13 +419,6 @@ def _yaml_list(path: Path) -> list[str]:
     from omegaconf import OmegaConf
 
     return [str(item) for item in OmegaConf.load(path)]
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError:
-        return {}
 
 
 def _is_number(value: Any) -> bool:

@@ -266,6 +266,12 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def read_json_dict(path: Path) -> dict[str, Any]:
+    """:func:`read_json_object`, with ``{}`` for none: what every reader of a run's
+    metrics.json, trial.json or status.json that can do without it wants."""
+    return read_json_object(path) or {}
+
+
 def read_status(run_dir: Path) -> dict[str, Any] | None:
     """``status.json`` as written, or None when there is none (or it is unreadable)."""
     return read_json_object(run_dir / "status.json")

@@ -20,7 +20,6 @@ and no request waits for a timer when the server is idle.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from dlrun.errors import UserError
+from dlrun.rundir import read_json_dict
 
 Backend = Callable[[tuple[torch.Tensor, ...]], torch.Tensor]
 
@@ -192,7 +192,7 @@ def describe(predictor: Any, runtime: str, limits: Limits) -> dict[str, Any]:
 
     contract = predictor.contract
     metrics_path = predictor.run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics = read_json_dict(metrics_path)
     return {
         "run": str(predictor.run_dir),
         "members": predictor.members,

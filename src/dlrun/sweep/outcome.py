@@ -8,7 +8,6 @@ sign of pruning because it does not depend on any of those.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 
-from dlrun.rundir import read_status, write_json
+from dlrun.rundir import read_json_dict, read_status, write_json
 from dlrun.sweep.protocol import PRUNED_AT_ATTR, TrialPrunedByOptuna
 
 
@@ -57,13 +56,9 @@ def judge(ret: JobReturn, trial_attrs: dict[str, Any]) -> Outcome:
 
 def monitored_metric(run_dir: Path | None) -> str | None:
     """The metric the job optimised, as it recorded in ``metrics.json`` (if it got there)."""
-    path = run_dir / "metrics.json" if run_dir else None
-    if path is None or not path.is_file():
+    if run_dir is None:
         return None
-    try:
-        return json.loads(path.read_text()).get("train", {}).get("monitor")
-    except (OSError, ValueError):
-        return None
+    return read_json_dict(run_dir / "metrics.json").get("train", {}).get("monitor")
 
 
 def write_trial_record(

@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dlrun.rundir import read_json_dict
+
 # Config keys that are dlrun's bookkeeping, not hyperparameters.
 _PRIVATE = ("summary", "model_name", "trial", "resume")
 # Files at the top of a run dir that are kept as artifacts (in this order).
@@ -146,14 +148,6 @@ def run_files(run_dir: Path, kind: str, checkpoints: bool = False) -> list[tuple
     return files
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def run_status(run_dir: Path, kind: str) -> str:
     """completed, failed, interrupted, pruned or running, from the run's files.
 
@@ -163,9 +157,9 @@ def run_status(run_dir: Path, kind: str) -> str:
     if kind == "sweep":
         if not run_dir.is_dir():  # every job was refused: the sweep removed its dir
             return "failed"
-        jobs = [read_json(p) for p in run_dir.glob("*/status.json")]
+        jobs = [read_json_dict(p) for p in run_dir.glob("*/status.json")]
         return "failed" if any(j.get("status") == "failed" for j in jobs) else "completed"
-    if kind == "fold" and "train" in read_json(run_dir / "metrics.json"):
+    if kind == "fold" and "train" in read_json_dict(run_dir / "metrics.json"):
         return "completed"
     from dlrun.rundir import run_status as read_run_status  # "running", process gone: interrupted
 

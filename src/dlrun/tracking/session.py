@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlrun.rundir import read_json_dict
 from dlrun.tracking import content
 from dlrun.tracking.base import Guarded, RunInfo, Tracker
 
@@ -46,7 +47,7 @@ def build_tracker(spec: dict[str, Any]) -> Tracker:
 
 
 def read_records(run_dir: Path) -> dict[str, Any]:
-    return content.read_json(run_dir / RECORD)
+    return read_json_dict(run_dir / RECORD)
 
 
 class Session:
@@ -158,7 +159,7 @@ class Session:
         """Final metrics, tags and files from the run dir (a sweep's numbers from
         ``summary``), then the end state."""
         state = content.run_status(run.dir, run.kind)
-        metrics = content.read_json(run.dir / "metrics.json") if run.kind != "sweep" else {}
+        metrics = read_json_dict(run.dir / "metrics.json") if run.kind != "sweep" else {}
         values = content.final_metrics(metrics)
         tags = content.final_tags(metrics, state)
         if run.kind == "sweep":
