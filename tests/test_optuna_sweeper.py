@@ -501,6 +501,8 @@ def test_real_sweep_prunes_a_hopeless_learning_rate(workdir: Path) -> None:
         cwd=workdir,
     )
     assert result.returncode == 0, result.stderr
+    assert "dlrun: trial 1 pruned at epoch 1" in result.stderr  # a search at work, not a
+    assert "job failed" not in result.stderr  # failure
     records = trial_records(workdir / "sw")
     assert [records[n]["state"] for n in (0, 1)] == ["COMPLETE", "PRUNED"]
     assert records[1]["params"]["optimizer.lr"] == 1e-5
@@ -517,6 +519,13 @@ def test_real_sweep_prunes_a_hopeless_learning_rate(workdir: Path) -> None:
         ("hydra.sweeper.n_trials=0", "n_trials and hydra.sweeper.n_jobs must be >= 1"),
         ("hydra.sweeper.sampler=bogus", "hydra.sweeper.sampler=bogus is unknown"),
         ("hydra.sweeper.direction=sideways", "hydra.sweeper.direction=sideways"),
+        ("hydra.sweeper.pruner=bogus", "hydra.sweeper.pruner=bogus is unknown"),  # after the
+        ("hydra.sweeper.pruner_args={n_startup_trials: -5}", "cannot be negative"),  # db is made
+        (
+            "hydra.sweeper.pruner_args={n_startup_trail: 1}",
+            "unknown key hydra.sweeper.pruner_args.n_startup_trail: did you mean "
+            "hydra.sweeper.pruner_args.n_startup_trials?",
+        ),
     ],
 )
 def test_a_bad_sweeper_setting_is_a_config_error(workdir: Path, setting: str, says: str) -> None:

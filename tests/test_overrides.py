@@ -46,6 +46,17 @@ def _refused(result: subprocess.CompletedProcess[str], workdir: Path) -> str:
         (["trainer.epochs=1,2"], "add -m to sweep"),
         (["optimizer.lr=[1,"], "cannot parse 'optimizer.lr=[1,'"),
         (["++foo=1", *TINY], "unknown key foo; the config has: activation, callbacks, data"),
+        # a key inside a dict value is the one named, never the dict itself
+        (
+            ["trainer={epochs: 2, batch_sise: 8}"],
+            "trainer.batch_sise: did you mean trainer.batch_size?",
+        ),
+        (["trainer={dropout: 0.1}"], "trainer.dropout: did you mean regularization.dropout?"),
+        (
+            ["optimizer={lr: 0.1, momentun: 0.9}"],
+            "optimizer.momentun for optimizer=adamw; optimizer has: betas, lr",
+        ),
+        (["hydra.run.dri=x"], "unknown key hydra.run.dri: did you mean hydra.run.dir=x?"),
     ],
 )
 def test_bad_override_is_one_line_with_the_closest_valid_one(

@@ -228,8 +228,13 @@ def _failed(job: _Job, exc: Exception, archive: Path | None) -> float:
         rundir.restore_results(archive, job.run_dir)
     if job.multirun:
         extra = {} if started else {"refused": True}
-        _status(job, getattr(exc, "status", "failed"), reason, **extra)
-        print(f"dlrun: job {'failed' if started else 'refused'}: {reason}", file=sys.stderr)
+        status = getattr(exc, "status", "failed")
+        _status(job, status, reason, **extra)
+        # a pruned trial is a search doing its job, not a failure ("trial 3 pruned at ...")
+        said = (
+            reason if status == "pruned" else f"job {'failed' if started else 'refused'}: {reason}"
+        )
+        print(f"dlrun: {said}", file=sys.stderr)
         return math.nan
     if started:
         _status(job, getattr(exc, "status", "failed"), reason)

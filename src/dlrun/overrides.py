@@ -140,9 +140,13 @@ def _addition_message(override: Override, args: list[str]) -> str:
     return unknown_key(key, known, choices, fix=lambda k: f"{k}={value}") + hint
 
 
-def known_keys(args: list[str], compose: Compose | None = None) -> tuple[set[str], dict]:
+def known_keys(
+    args: list[str], compose: Compose | None = None, hydra: bool = False
+) -> tuple[set[str], dict]:
     """The dotted keys of the config that the group choices in ``args`` compose, and
-    those choices. Only called on the way to an error message: it composes once more."""
+    those choices; Hydra's own ``hydra.*`` keys only with ``hydra`` (a typo elsewhere
+    must not be matched with them). Only called on the way to an error message: it
+    composes once more."""
     from omegaconf import OmegaConf
 
     try:
@@ -152,7 +156,8 @@ def known_keys(args: list[str], compose: Compose | None = None) -> tuple[set[str
     choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if v is not None}
     container = OmegaConf.to_container(cfg, resolve=False)
     assert isinstance(container, dict)
-    container.pop("hydra", None)
+    if not hydra:
+        container.pop("hydra", None)
     return set(_dotted(container, "")), choices
 
 
@@ -238,6 +243,9 @@ def explain(exc: BaseException, args: list[str], compose: Compose | None = None)
     if isinstance(exc, OverrideParseException):
         return f"cannot parse {exc.override!r}: {_first_line(exc.message)}"
     text = str(exc).strip().removeprefix("dlrun: error: ")
+    inner = re.search(r"Key '([^']+)' (?:is )?not in (?:struct|'\w+')", _causes(exc))
+    if inner and text.startswith("Could not override '"):
+        return _unknown(text.split("'")[1], args, compose, inner[1])
     for pattern, message in _HYDRA_MESSAGES:
         found = re.match(pattern, text)
         if found:
@@ -249,6 +257,15 @@ def explain(exc: BaseException, args: list[str], compose: Compose | None = None)
     return _first_line(text) + (f": {_first_line(str(cause))}" if cause is not None else "")
 
 
+def _causes(exc: BaseException) -> str:
+    """The messages of what ``exc`` was raised from, one a line."""
+    lines, cause = [], exc.__cause__ or exc.__context__
+    while cause is not None and len(lines) < 8:
+        lines.append(str(cause))
+        cause = cause.__cause__ or cause.__context__
+    return "\n".join(lines)
+
+
 def _override_for(key: str, args: list[str]) -> str:
     """The text of the argument that set ``key`` (for the corrected suggestion)."""
     for arg in reversed(args):
@@ -257,10 +274,19 @@ def _override_for(key: str, args: list[str]) -> str:
     return key
 
 
-def _unknown(key: str, args: list[str], compose: Compose | None) -> str:
+def _unknown(key: str, args: list[str], compose: Compose | None, inner: str = "") -> str:
+    """``key=value`` named a key no config has; or, with ``inner``, ``key={...}`` named a
+    key ``inner`` that the dict at ``key`` does not have (then that key is the unknown
+    one: ``hydra.sweeper.pruner_args.bogus``, not ``pruner_args``)."""
     arg = _override_for(key, args)
     value = arg.split("=", 1)[1] if "=" in arg else ""
-    known, choices = known_keys([a for a in args if a != arg], compose)
+    known, choices = known_keys(
+        [a for a in args if a != arg], compose, hydra=key.startswith("hydra.")
+    )
+    if inner and key in known:  # never suggest the dict itself, or what holds it
+        parts = key.split(".")
+        holders = {".".join(parts[:n]) for n in range(1, len(parts) + 1)}
+        return unknown_key(f"{key}.{inner}", known - holders, choices)
     return unknown_key(key, known, choices, fix=lambda k: f"{k}={value}")
 
 

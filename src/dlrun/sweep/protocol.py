@@ -100,7 +100,7 @@ def build_pruner(name: str, args: dict[str, Any] | None = None) -> optuna.pruner
     cls = getattr(optuna.pruners, PRUNERS[name])
     try:
         return cls(**(args or {}))
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # an unknown name; a value out of range
         raise UserError(
             f"hydra.sweeper.pruner_args do not fit pruner={name} ({exc}); "
             "set hydra.sweeper.pruner_args={} for its defaults"

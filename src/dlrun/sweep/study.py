@@ -59,18 +59,25 @@ def resolve_direction(direction: str, monitor: str) -> str:
     return optuna_direction(monitor)
 
 
+def sqlite_folder(url: str) -> Path | None:
+    """The folder of a sqlite storage file (absolute), None for any other storage."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == f"{prefix}:memory:":
+        return None
+    return Path(url[len(prefix) :]).expanduser().resolve().parent
+
+
 def absolute_storage(url: str) -> str:
     """A sqlite URL with an absolute path whose folder exists; other URLs unchanged.
 
     Jobs may run with another working directory (``hydra.job.chdir``, other launchers),
     so they get a path that does not depend on it.
     """
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or url == f"{prefix}:memory:":
+    folder = sqlite_folder(url)
+    if folder is None:
         return url
-    path = Path(url[len(prefix) :]).expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return prefix + str(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / Path(url).name}"
 
 
 def build_sampler(name: str, seed: int | None, space: SearchSpace) -> optuna.samplers.BaseSampler:

@@ -109,6 +109,7 @@ class DlrunOptunaSweeper(Sweeper):
 
     def _open(self, arguments: list[str]) -> tuple[optuna.Study, SearchSpace, str, str]:
         """Parse the search space, then create or resume the study."""
+        from dlrun import rundir
         from dlrun.sweep.space import parse_search_space
         from dlrun.sweep.study import (
             absolute_storage,
@@ -116,6 +117,7 @@ class DlrunOptunaSweeper(Sweeper):
             open_study,
             recover_interrupted,
             resolve_direction,
+            sqlite_folder,
         )
 
         assert self.config is not None and self.hydra_context is not None
@@ -130,16 +132,24 @@ class DlrunOptunaSweeper(Sweeper):
         monitor = str(OmegaConf.select(self.config, "trainer.monitor", default="auto"))
         direction = resolve_direction(self.direction, monitor)
         sampler = build_sampler(self.sampler, self.seed, space)
-        storage = absolute_storage(self.storage)  # creates the sweep dir: check first
-        study = open_study(
-            storage=storage,
-            study_name=self.study_name,
-            direction=direction,
-            sampler=sampler,
-            pruner=self.pruner,
-            pruner_args=self.pruner_args,
-            space=space,
-        )
+        folder = sqlite_folder(self.storage)  # the sweep dir, usually: made just below
+        if folder is not None:
+            rundir.note_missing(folder)
+        try:
+            storage = absolute_storage(self.storage)
+            study = open_study(
+                storage=storage,
+                study_name=self.study_name,
+                direction=direction,
+                sampler=sampler,
+                pruner=self.pruner,
+                pruner_args=self.pruner_args,
+                space=space,
+            )
+        except UserError:  # refused before any trial: leave no folder behind
+            if folder is not None:
+                rundir.discard(folder)
+            raise
         recover_interrupted(study)
         return study, space, direction, storage
 
