@@ -216,7 +216,7 @@ def test_a_completed_run_trains_further_and_keeps_its_first_results(workdir: Pat
     same = run_cli(f"resume={run_dir}", cwd=workdir)
     assert same.returncode == 2
     assert _dlrun_lines(same.stderr) == [
-        f"dlrun: error: resume={run_dir}: that run already completed (all 2 epochs were "
+        f"dlrun: error: resume={run_dir}: that run already completed (2 of 2 epochs "
         "trained); to train it further, give more epochs, e.g. trainer.epochs=4"
     ]
     refused = run_cli(f"resume={run_dir}", "trainer.epochs=4", "model=lenet", cwd=workdir)

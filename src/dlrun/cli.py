@@ -13,7 +13,6 @@ failed (its status.json says why), 130 interrupted (Ctrl-C or SIGTERM).
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import signal
@@ -364,11 +363,9 @@ def _check_resumable(run_dir: Path, rest: list[str]) -> None:
     asked = [a.split("=", 1)[1] for a in rest if a.startswith("trainer.epochs=")]
     if asked and asked[-1].isdigit() and int(asked[-1]) > done:
         return  # train a completed run further, like Keras' initial_epoch
-    try:
-        stop = json.loads((run_dir / "metrics.json").read_text())["train"]["stop_reason"]
-    except (OSError, ValueError, KeyError, TypeError):
-        stop = ""
-    how = f"{stop}, after epoch {done}" if stop else f"all {done} epochs were trained"
+    train = rundir.read_json_dict(run_dir / "metrics.json").get("train")
+    stop = train.get("stop_reason") if isinstance(train, dict) else None
+    how = f"{stop}, after epoch {done}" if stop else f"{done} of {done} epochs trained"
     _fail(
         f"resume={run_dir}: that run already completed ({how}); to train it further, "
         f"give more epochs, e.g. trainer.epochs={2 * done or 1}"

@@ -256,7 +256,7 @@ def validate(cfg: RunConfig, choices: Mapping[str, Any] | None = None) -> None:
     need(cfg.diagnostics.grad_every >= 0, "diagnostics.grad_every", "must be >= 0")
     need(cfg.diagnostics.val_samples >= 1, "diagnostics.val_samples", "must be >= 1")
     if problems:
-        raise UserError("invalid config: " + "; ".join(problems))
+        raise UserError("; ".join(problems))
 
 
 def _check_monitor(need: Check, key: str, watched: str | None) -> None:

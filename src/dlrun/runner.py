@@ -26,6 +26,7 @@ from dlrun.data.contract import save_contract
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split, Task
 from dlrun.diagnostics.recorders import diagnostics_callbacks
 from dlrun.diagnostics.summary import diagnose, start_pictures
+from dlrun.display import number
 from dlrun.engine import distributed, eager
 from dlrun.engine.augment import BatchAugment
 from dlrun.engine.callbacks import EarlyStopping, TrainLog, epochs
@@ -489,7 +490,7 @@ def report_training(
     best = "n/a" if state.best_value is None else f"{state.best_value:.4g}"
     console.print(
         f"best {train['monitor']} {best} at epoch {state.best_epoch}; "
-        f"trained {epochs(state.epoch)} in {train['seconds']:.1f}s",
+        f"trained {epochs(state.epoch)} in {number(train['seconds'], 2)}s",
         highlight=False,
     )
     if cfg.regularization.l1 or cfg.regularization.l2:
