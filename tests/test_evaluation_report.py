@@ -43,6 +43,28 @@ def test_undefined_primary_metric_cannot_decide() -> None:
     assert verdict(metrics).startswith("Cannot tell")
 
 
+def test_only_the_tested_metric_says_better_the_others_say_which_way() -> None:
+    """The primary metric's row carries the bootstrap verdict; a point comparison of the
+    other metrics is "higher"/"lower" (coloured by which side is better), never
+    "better", which would read as a verdict that ignores chance."""
+    from dlrun.evaluation.significance import VERDICTS
+
+    model = {"f1_macro": 0.6, "accuracy": 0.7, "loss": 0.9, "roc_auc": 0.5}
+    baseline = {"f1_macro": 0.3, "accuracy": 0.4, "loss": 1.1, "roc_auc": 0.55}
+    task = Task.MULTICLASS
+    test = {"verdict": "indistinguishable", "ci": [-0.01, 0.6], "ci_level": 0.95}
+    metrics = {
+        **metrics_for(model, baseline, task),
+        "comparison": compare(task, model, baseline, test),
+    }
+    rows = {row.key: row for row in headline_rows(metrics)}
+    assert rows["f1_macro"].versus == "indistinguishable"  # not "better": the CI holds 0
+    assert (rows["accuracy"].versus, rows["accuracy"].ahead) == ("higher", True)
+    assert (rows["loss"].versus, rows["loss"].ahead) == ("lower", True)
+    assert (rows["roc_auc"].versus, rows["roc_auc"].ahead) == ("lower", False)
+    assert not {row.versus for key, row in rows.items() if key != "f1_macro"} & set(VERDICTS)
+
+
 def test_fmt() -> None:
     assert fmt(None) == "n/a"
     assert fmt(float("nan")) == "n/a"

@@ -45,7 +45,8 @@ class Row:
     model: float | None
     baseline: float | None
     val: float | None
-    versus: str  # better, worse, equal, n/a; the primary metric: the interval verdict
+    versus: str  # the primary metric: the interval verdict; others: higher, lower, equal, n/a
+    ahead: bool | None = None  # the model's point value is on the better side (colour only)
 
 
 def versus(key: str, model: float | None, baseline: float | None) -> str:
@@ -98,8 +99,11 @@ def compare(
 def headline_rows(metrics: dict[str, Any]) -> list[Row]:
     """Rows of the headline table, shared by the terminal and report.md.
 
-    The primary metric's row carries the interval verdict; the others compare point
-    values (no interval), as ``better``/``worse``/``equal``.
+    The primary metric's row carries the interval verdict (``better``, ``worse``,
+    ``indistinguishable``). The others say only which way the point values go,
+    ``higher``/``lower``/``equal``: no interval backs them, and "better" there would
+    read as a verdict that ignores chance. ``ahead`` says whether that way is the
+    metric's better side (the terminal colours it).
     """
     record = info(metrics["task"])
     main = metrics["splits"][0]
@@ -111,9 +115,14 @@ def headline_rows(metrics: dict[str, Any]) -> list[Row]:
         if key not in model:
             continue
         outcome = versus(key, model[key], base.get(key))
-        if key == comparison.get("metric") and outcome not in ("n/a", "equal"):
-            outcome = comparison.get("verdict", outcome)
-        rows.append(Row(key, model[key], base.get(key), _get(val, key), outcome))
+        ahead = None if outcome in ("n/a", "equal") else outcome == "better"
+        if key == comparison.get("metric") and ahead is not None:
+            shown = comparison.get("verdict", outcome)
+        elif ahead is None:
+            shown = outcome
+        else:
+            shown = "higher" if model[key] > base[key] else "lower"
+        rows.append(Row(key, model[key], base.get(key), _get(val, key), shown, ahead))
     return rows
 
 
@@ -170,7 +179,8 @@ def headline_table(metrics: dict[str, Any]) -> RichTable:
         cells = [row.key, fmt(row.model), fmt(row.baseline)]
         if with_val:
             cells.append(fmt(row.val))
-        table.add_row(*cells, f"[{colours[row.versus]}]{row.versus}[/]")
+        colour = colours.get(row.versus) or ("green" if row.ahead else "red")
+        table.add_row(*cells, f"[{colour}]{row.versus}[/]")
     return table
 
 
@@ -310,6 +320,11 @@ def _comparison_blocks(metrics: dict[str, Any]) -> list[Block]:
         )
     elif boot:
         lines.append(f"No interval: {boot.get('n')} {boot.get('unit')} are too few to tell.")
+    if c.get("metric"):
+        lines.append(
+            f"Only {c['metric']} is tested against chance; on the other rows of the table, "
+            "higher or lower says which way the values go, not that the gap is real."
+        )
     test = c.get("mcnemar")
     if test:
         lines.append(
