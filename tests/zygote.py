@@ -11,7 +11,11 @@ no thread or torch state is forked with it.
 
 What a fork cannot show stays a real process in the tests: imports of a fresh
 interpreter (tests/test_startup.py, the no-torch probes), signals sent to a run
-(``sigterm_after_first_epoch``, ``kill_after_epoch``), ``python -m`` itself.
+(``sigterm_after_first_epoch``, ``kill_after_epoch``), ``python -m`` itself. One thing
+a fork shares that real processes do not: the string hash seed, fixed when the zygote
+started, so every command of one test worker iterates a set of strings in the same
+order (a different order per worker and per session still), so a dependence of
+dlrun's outputs on that order would show up only between sessions.
 """
 
 from __future__ import annotations
