@@ -26,6 +26,29 @@ def test_same_seed_gives_identical_metrics(tmp_path: Path) -> None:
     assert other["test"] != first["test"]
 
 
+def test_two_processes_with_other_hash_seeds_give_the_same_numbers(tmp_path: Path) -> None:
+    """Same seed, same numbers, whatever order a process iterates its sets of strings in
+    (the forked test commands all share one hash seed: tests/zygote.py)."""
+    from tests.conftest import run_cli
+
+    outputs = []
+    for hash_seed in ("1", "2"):
+        run_dir = tmp_path / hash_seed
+        done = run_cli(
+            "model=mlp", "data=iris", "trainer.epochs=3", "trainer.progress=none",
+            f"hydra.run.dir={run_dir}", cwd=tmp_path, env={"PYTHONHASHSEED": hash_seed},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        outputs.append(
+            (metrics["test"], metrics["comparison"], (run_dir / "history.csv").read_text())
+        )
+    assert outputs[0][0] == outputs[1][0] and outputs[0][1] == outputs[1][1]
+    assert [row.split(",")[:-1] for row in outputs[0][2].splitlines()] == [
+        row.split(",")[:-1] for row in outputs[1][2].splitlines()
+    ]  # every column but the epoch's seconds
+
+
 def test_best_checkpoint_follows_the_monitored_metric(tmp_path: Path) -> None:
     metrics = _run(tmp_path / "run", "trainer.epochs=3", "model=mlp", "data=iris")
     with (tmp_path / "run" / "history.csv").open() as fh:

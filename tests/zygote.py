@@ -14,8 +14,8 @@ interpreter (tests/test_startup.py, the no-torch probes), signals sent to a run
 (``sigterm_after_first_epoch``, ``kill_after_epoch``), ``python -m`` itself. One thing
 a fork shares that real processes do not: the string hash seed, fixed when the zygote
 started, so every command of one test worker iterates a set of strings in the same
-order (a different order per worker and per session still), so a dependence of
-dlrun's outputs on that order would show up only between sessions.
+order (a different order per worker and per session still); one test runs the same
+experiment in two real processes with other hash seeds and compares every number.
 """
 
 from __future__ import annotations
