@@ -11,6 +11,7 @@ prints, writes the run dir and evaluates the test split.
 from __future__ import annotations
 
 import inspect
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from dlrun.engine import distributed, eager
 from dlrun.engine.augment import BatchAugment
 from dlrun.engine.callbacks import EarlyStopping, TrainLog, epochs
 from dlrun.engine.checkpoint import load_checkpoint, load_model_weights
+from dlrun.engine.core_use import CoreUse, busy_note
 from dlrun.engine.device import select_device
 from dlrun.engine.interrupts import graceful_interrupts
 from dlrun.engine.launch import launched, spawn_run
@@ -86,7 +88,8 @@ def train_and_evaluate(
     # imports of torch._dynamo and torch.export torchmetrics' could race with)
     imports = prefetch.start() if main and not cfg.trainer.compile else None
     known = announce_data(setup.bundle, run_dir, console) if main else 0
-    state, seconds = fit(cfg, trainer, run_dir, console, context.continuing)
+    fitted = fit(cfg, trainer, run_dir, console, context.continuing)
+    state = fitted.state
     if not main:  # rank 0 evaluates the unwrapped model and shares the results
         return distributed.broadcast_object(None)
     if imports is not None:
@@ -99,7 +102,7 @@ def train_and_evaluate(
             cfg, setup, scored, run_dir, state, monitor, console, context.summary
         )
         announce_data(scored, run_dir, console, since=known)
-        metrics["train"] = train_summary(setup.model, state, monitor, seconds)
+        metrics["train"] = train_summary(setup.model, fitted, monitor)
         diagnose(
             cfg, context, state.history, metrics, trainer.callbacks, run_dir, console, pictures
         )
@@ -385,17 +388,32 @@ def logger_callbacks(cfg: RunConfig, run_dir: Path) -> list[Callback]:
 
 
 # -------------------------------------------------------------------------------- fit
+@dataclass
+class Fitted:
+    """What training left: its final state and how it ran."""
+
+    state: FitState
+    seconds: float
+    threads: int  # torch's CPU threads while training (the evaluation may use fewer)
+    others: float | None  # cores other work kept busy meanwhile (CPU training only)
+
+
 def fit(
     cfg: RunConfig, trainer: Trainer, run_dir: Path, console: Console, continuing: bool = False
-) -> tuple[FitState, float]:
-    """Train (from ``last.pt`` when resuming) with Ctrl-C/SIGTERM stopping cleanly
-    after the step; the final state and the seconds training took."""
+) -> Fitted:
+    """Train (from ``last.pt`` when resuming) with Ctrl-C/SIGTERM stopping cleanly after
+    the step; how much other work shared the cores is measured on the CPU
+    (:mod:`dlrun.engine.core_use`)."""
+    on_cpu = trainer.bundle.train.device.type == "cpu"
     with graceful_interrupts() as stop_flag:
         trainer.stop_flag = stop_flag
         state = resume_state(cfg, trainer, run_dir, console, continuing)
-        started = time.perf_counter()
+        started, use = time.perf_counter(), CoreUse.now() if on_cpu else None
         state = trainer.fit(state)
-    return state, time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    end = CoreUse.now() if use is not None else None
+    others = end.others_since(use) if end is not None else None
+    return Fitted(state, seconds, torch.get_num_threads(), others)
 
 
 def resume_state(
@@ -463,22 +481,22 @@ def evaluate_best(
     return metrics
 
 
-def train_summary(
-    model: torch.nn.Module, state: FitState, monitor: str, seconds: float
-) -> dict[str, Any]:
+def train_summary(model: torch.nn.Module, fitted: Fitted, monitor: str) -> dict[str, Any]:
     """metrics.json's ``train`` section: how training went and how sparse the weights are."""
     zero, near_zero = sparsity(model)
+    state = fitted.state
     return {
         "epochs": state.epoch,
         "best_epoch": state.best_epoch,
         "best_value": state.best_value,
         "monitor": monitor,
-        "seconds": seconds,
+        "seconds": fitted.seconds,
         "parameters": sum(p.numel() for p in model.parameters()),
         "stop_reason": state.stop_reason,
         "zero_weights": zero,  # share of weight entries that are exactly 0 (L1)
         "near_zero_weights": near_zero,  # |w| < 1e-3
-        "threads": torch.get_num_threads(),
+        "threads": fitted.threads,
+        "other_cores_busy": fitted.others,  # while training on the CPU (None: not measured)
     }
 
 
@@ -493,6 +511,10 @@ def report_training(
         f"trained {epochs(state.epoch)} in {number(train['seconds'], 2)}s",
         highlight=False,
     )
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    note = busy_note(train.get("other_cores_busy"), train["threads"], cores or 1)
+    if note:
+        console.print(note, highlight=False, markup=False)
     if cfg.regularization.l1 or cfg.regularization.l2:
         console.print(
             f"weights exactly 0: {train['zero_weights']:.1%}; "
