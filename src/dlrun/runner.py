@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from dlrun.config import EarlyStoppingSettings, RunConfig, RunContext
 from dlrun.data.contract import save_contract
 from dlrun.data.spec import DataBundle, DataKind, DataSpec, Split, Task
 from dlrun.diagnostics.recorders import diagnostics_callbacks
-from dlrun.diagnostics.summary import diagnose, start_pictures
+from dlrun.diagnostics.summary import GRADIENT_PICTURE, diagnose, gradient_pictures
 from dlrun.display import number
 from dlrun.engine import distributed, eager
 from dlrun.engine.augment import BatchAugment
@@ -96,16 +97,14 @@ def train_and_evaluate(
         imports.join()  # before any fork: a child must not inherit a half-done import
         startup_gc.freeze_once("evaluation imports")
     scored = setup.bundle if eval_bundle is None else eval_bundle.to(setup.device)
-    monitor = trainer.monitor.name
-    with start_pictures(cfg, trainer.callbacks, run_dir) as pictures:  # beside the evaluation
-        metrics = evaluate_best(
-            cfg, setup, scored, run_dir, state, monitor, console, context.summary
-        )
-        announce_data(scored, run_dir, console, since=known)
-        metrics["train"] = train_summary(setup.model, fitted, monitor)
-        diagnose(
-            cfg, context, state.history, metrics, trainer.callbacks, run_dir, console, pictures
-        )
+    monitor, callbacks = trainer.monitor.name, trainer.callbacks
+    extra = gradient_pictures(cfg, callbacks, run_dir)  # drawn with the evaluation's
+    summary = context.summary
+    metrics = evaluate_best(cfg, setup, scored, run_dir, state, monitor, console, summary, extra)
+    announce_data(scored, run_dir, console, since=known)
+    metrics["train"] = train_summary(setup.model, fitted, monitor)
+    drawn = [GRADIENT_PICTURE] if extra else []
+    diagnose(cfg, context, state.history, metrics, callbacks, run_dir, console, drawn)
     report_training(cfg, console, metrics["train"], state)
     return distributed.broadcast_object(metrics)
 
@@ -450,12 +449,14 @@ def evaluate_best(
     monitor: str,
     console: Console,
     summary: str = "",
+    extra_pictures: Sequence[tuple[float, Callable[[], None]]] = (),
 ) -> dict[str, Any]:
     """Evaluate the best-validation weights (like Lightning's ``ckpt_path="best"``),
     unless early stopping was told not to restore them; writes the run's report files.
 
     ``scored`` is the data the test (and val) metrics come from: the run's own bundle, or
-    a fold's held-out part under cross-validation.
+    a fold's held-out part under cross-validation. ``extra_pictures`` are drawn with the
+    evaluation's (see :func:`dlrun.evaluation.evaluate_run`).
     """
     from dlrun.evaluation import evaluate_run, headline_table
 
@@ -476,6 +477,7 @@ def evaluate_best(
         run_summary=summary,
         monitor=monitor,
         plots=cfg.eval.plots,
+        extra_pictures=extra_pictures,
     )
     console.print(headline_table(metrics))
     return metrics

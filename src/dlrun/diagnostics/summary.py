@@ -10,8 +10,7 @@ section and returns the ``diagnostics`` dict that metrics.json carries.
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,10 +26,10 @@ if TYPE_CHECKING:
 
     from dlrun.config import RunConfig, RunContext
     from dlrun.engine.trainer import Callback
-    from dlrun.evaluation.drawing import Pending
 
 GRADIENT_PICTURE = "gradient_norms.png"
 GRADIENT_TABLE = "gradient_norms.csv"
+GRADIENT_COST = 2.0  # in evaluate.COST's units (a line plot 1.0): about the confusion matrix
 # Targets whose class name is not the activation option's name.
 _ACTIVATION_NAMES = {"leakyrelu": "leaky_relu", "binarystep": "step", "silu": "swish"}
 
@@ -43,17 +42,22 @@ def diagnose(
     callbacks: Sequence[Callback],
     run_dir: Path,
     console: Console | None = None,
-    pictures: Pictures | None = None,
+    drawn: Sequence[str] | None = None,
 ) -> dict[str, Any] | None:
     """The ``diagnostics`` section for a finished run (None when diagnostics are off).
 
     ``metrics`` is what the evaluation returned (its baseline and comparison are the
     yardstick of "poor"); report.md in ``run_dir`` is written again with the section.
-    ``pictures`` is what :func:`start_pictures` returned, if the caller started them.
+    ``drawn`` names the pictures of :func:`gradient_pictures` the caller had drawn with
+    the evaluation's; without it they are drawn here.
     """
     if not cfg.diagnostics.enabled:
         return None
-    drawn = (pictures or start_pictures(cfg, callbacks, run_dir))()
+    if drawn is None:
+        jobs = gradient_pictures(cfg, callbacks, run_dir)
+        for _, job in jobs:
+            job()
+        drawn = [GRADIENT_PICTURE] if jobs else []
     facts = run_facts(config_dict(cfg, context), run_dir)
     metric = train_metric(history)
     out: dict[str, Any] = {}
@@ -90,49 +94,20 @@ def train_metric(history: list[dict[str, float]]) -> str | None:
     return next((k for k in keys if k != "loss"), None)
 
 
-@dataclass
-class Pictures:
-    """The diagnostics' pictures, maybe still being drawn in a forked child.
-
-    Call it to wait for them and get the file names. As a context manager it also reaps
-    a child the caller never waited for because something failed first (the failure is
-    the caller's to raise; the child's own is then dropped), so no child outlives its
-    run and torch in this process gets its cores back (:mod:`dlrun.evaluation.drawing`).
-    """
-
-    pending: Pending | None = None
-    names: tuple[str, ...] = ()
-
-    def __call__(self) -> list[str]:
-        self._wait(raise_failure=True)
-        return list(self.names)
-
-    def _wait(self, *, raise_failure: bool) -> None:
-        pending, self.pending = self.pending, None
-        if pending is not None:
-            pending.wait(raise_failure=raise_failure)
-
-    def __enter__(self) -> Pictures:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        self._wait(raise_failure=kind is None)
-
-
-def start_pictures(cfg: RunConfig, callbacks: Sequence[Callback], run_dir: Path) -> Pictures:
-    """Start drawing the diagnostics' picture (gradient_norms.png) in a forked child, so
-    it is drawn while the evaluation runs.
+def gradient_pictures(
+    cfg: RunConfig, callbacks: Sequence[Callback], run_dir: Path
+) -> list[tuple[float, Callable[[], None]]]:
+    """The diagnostics' picture (gradient_norms.png) as a ``(cost, job)`` the evaluation
+    draws with its own pictures, on two cores (:func:`dlrun.evaluation.drawing.draw`).
 
     Nothing is drawn with diagnostics or ``eval.plots`` off, or when nothing was recorded.
     """
     recorded = next((cb.result() for cb in callbacks if isinstance(cb, GradientNorms)), None)
     if not (cfg.diagnostics.enabled and cfg.eval.plots and recorded and recorded["norms"]):
-        return Pictures()
+        return []
     from dlrun.diagnostics.plots import gradient_norms
-    from dlrun.evaluation import drawing
 
-    pending = drawing.start([partial(gradient_norms, run_dir / GRADIENT_PICTURE, recorded)])
-    return Pictures(pending, (GRADIENT_PICTURE,))
+    return [(GRADIENT_COST, partial(gradient_norms, run_dir / GRADIENT_PICTURE, recorded))]
 
 
 def _gradients(

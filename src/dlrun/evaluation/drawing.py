@@ -18,7 +18,9 @@ While a child draws, this process runs torch on the cores left over (:func:`_sha
 OpenMP's threads wait for each other at the end of every parallel region, so a thread
 that shares its core with a drawing child makes each op as slow as itself. Measured on 2
 cores: a LeNet-5 forward pass over 256 digits takes 10 ms alone, 75-90 ms on two threads
-beside a busy core, 11-17 ms on one thread.
+beside a busy core, 11-17 ms on one thread. The evaluation computes every number before
+it draws anything, though: a forward pass on fewer threads sums in another order, and a
+run's metrics must be what ``dlrun-eval`` computes again.
 """
 
 from __future__ import annotations

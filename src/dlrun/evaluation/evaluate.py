@@ -47,6 +47,7 @@ def evaluate_run(
     run_summary: str = "",
     monitor: str | None = None,
     plots: bool = True,
+    extra_pictures: Sequence[tuple[float, drawing.Job]] = (),
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``splits`` of ``bundle``; write the run's files into ``out_dir``.
 
@@ -55,12 +56,12 @@ def evaluate_run(
     val_loss, val_<m>, lr, seconds``) and draw learning_curves.png; ``monitor`` (e.g.
     ``val_accuracy``) marks the best epoch. Returns the dict written to metrics.json,
     with undefined values as ``None``. ``plots=False`` writes no pictures (``eval.plots``):
-    drawing them is most of a small run's evaluation time.
+    drawing them is most of a small run's evaluation time. ``extra_pictures``: the
+    caller's ``(cost, job)`` pairs, drawn with these after every number is computed.
     """
     start = time.perf_counter()
     _check(splits, threshold)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    (out := Path(out_dir)).mkdir(parents=True, exist_ok=True)
     spec = bundle.spec
     record = info(spec.task)
     names = record.class_names(spec.class_names, spec.n_outputs)
@@ -82,7 +83,7 @@ def evaluate_run(
         out / "predictions.csv", spec.task, scored[main], names, beside, vocab=spec.vocab
     )
     view = _View(out, bundle, main, scored[main], base, names, metrics[main])
-    pictures = _pictures_and_mistakes(view, metrics, history, monitor, plots)
+    pictures = _pictures_and_mistakes(view, metrics, history, monitor, plots, extra_pictures)
     metrics["files"] = ["metrics.json", "predictions.csv", "report.md", "report.html", *pictures]
     metrics["eval_seconds"] = round(time.perf_counter() - start, 3)
     data = data_notes.summary(bundle.meta)  # own data: notes, files skipped (while streaming too)
@@ -238,16 +239,18 @@ def _pictures_and_mistakes(
     history: list[dict] | None,
     monitor: str | None,
     plots: bool,
+    extra: Sequence[tuple[float, drawing.Job]] = (),
 ) -> list[str]:
     """The pictures (none with ``plots`` off) and, for classification, the most confident
-    mistakes into ``metrics`` (with their gallery for images); the pictures' file names."""
+    mistakes into ``metrics`` (with their gallery for images); the pictures' file names
+    (``extra`` jobs are drawn too, not named)."""
     jobs = _picture_jobs(view, history, monitor) if plots else {}
     if info(view.bundle.spec.task).classification:
         metrics["mistakes"], gallery = mistakes.analyse(
             view.out, view.bundle, view.main, view.scored, view.names, gallery=plots
         )
         jobs.update(gallery)
-    drawing.draw([(COST.get(name, 1.0), job) for name, job in jobs.items()])
+    drawing.draw([*((COST.get(name, 1.0), job) for name, job in jobs.items()), *extra])
     return list(jobs)
 
 
