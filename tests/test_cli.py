@@ -138,6 +138,16 @@ def test_incompatible_model_and_data_fail_before_training(workdir: Path) -> None
     assert not (workdir / "outputs").exists()  # a refused run leaves no run dir behind
 
 
+def test_fp16_on_the_cpu_is_refused_before_the_data_or_model(workdir: Path) -> None:
+    result = run_cli("trainer.device=cpu", "trainer.precision=fp16", *SHRINK, cwd=workdir)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "dlrun: error: trainer.precision=fp16 needs a CUDA device; use bf16 on the CPU"
+    )
+    assert "parameters" not in result.stdout  # refused before the model was built
+    assert not (workdir / "outputs").exists()
+
+
 def test_explicit_run_dir_is_used(workdir: Path) -> None:
     target = workdir / "my_run"
     result = run_cli(f"hydra.run.dir={target}", *SHRINK, cwd=workdir)

@@ -34,7 +34,7 @@ from dlrun.engine.augment import BatchAugment
 from dlrun.engine.callbacks import EarlyStopping, TrainLog, epochs
 from dlrun.engine.checkpoint import load_checkpoint, load_model_weights
 from dlrun.engine.core_use import CoreUse, busy_note
-from dlrun.engine.device import select_device
+from dlrun.engine.device import check_precision, select_device
 from dlrun.engine.interrupts import graceful_interrupts
 from dlrun.engine.launch import launched, spawn_run
 from dlrun.engine.resume import resume_early_stopping, schedule_length_kept
@@ -143,6 +143,7 @@ def build(cfg: RunConfig, bundle: DataBundle | None = None, model_name: str = "m
         torch.set_num_threads(cfg.trainer.num_threads)
     torch.manual_seed(cfg.seed)
     device = distributed.process_device(select_device(cfg.trainer.device))
+    check_precision(cfg.trainer.precision, device)
     with distributed.rank_zero_first():  # a download happens once, then the others read it
         bundle = (bundle or instantiate(cfg.data, seed=cfg.seed)).to(device)
     act = instantiate(cfg.activation)

@@ -22,3 +22,10 @@ def select_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError("trainer.device=mps but MPS is not available here")
     return device
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """fp16 needs CUDA (its loss scaler is CUDA's); checked as soon as the device is known,
+    before the data is loaded and the model built."""
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError("trainer.precision=fp16 needs a CUDA device; use bf16 on the CPU")

@@ -37,6 +37,7 @@ from dlrun.data.batches import Shard, iterate, n_batches
 from dlrun.data.spec import DataBundle, Split
 from dlrun.engine import distributed
 from dlrun.engine.augment import BatchAugment
+from dlrun.engine.device import check_precision
 from dlrun.engine.interrupts import RunInterrupted, StopFlag
 from dlrun.engine.schedules import Schedule
 from dlrun.errors import UserError
@@ -183,8 +184,7 @@ class Trainer:
         device = bundle.train.device
         self.target_std = None if std is None else torch.tensor(std, device=device)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.precision)
-        if settings.precision == "fp16" and self.device_type != "cuda":
-            raise UserError("trainer.precision=fp16 needs a CUDA device; use bf16 on the CPU")
+        check_precision(settings.precision, device)
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
         self.scaler = torch.amp.GradScaler("cuda") if settings.precision == "fp16" else None
         self.world_size = distributed.world_size()
