@@ -8,7 +8,9 @@ thread count by itself, since the count changes the order of floating-point sums
 run must give the same numbers for the same seed whatever else the machine does. So it
 measures and says: the busy time of the cores the process may run on (``/proc/stat``,
 Linux), minus the process's own CPU time, over the training's wall time, is the number
-of cores other work kept busy (``metrics.json``: ``train.other_cores_busy``). When that is
+of cores other work kept busy (``metrics.json``: ``train.other_cores_busy``); a streamed
+run's DataLoader workers are processes of their own and count as other work, which
+they are for the cores. When that is
 half a core or more while torch used several threads, the run ends with one line that
 names the fix. Elsewhere, or for training shorter than a second (the counters tick every
 10 ms), nothing is measured.
@@ -58,7 +60,8 @@ def busy_note(others: float | None, threads: int, cores: int) -> str | None:
     if others is None or others < NOTE_AT or threads < 2:
         return None
     return (
-        f"note: other work kept {others:.1f} of the {cores} cores busy while this trained, "
-        f"and torch's {threads} threads wait on each other there: trainer.num_threads=1 "
-        "(or fewer threads than free cores) is often several times faster on a busy machine"
+        f"note: other work kept {others:.1f} of the {cores} cores busy while this trained "
+        f"(other programs, or this run's data-loading workers), and torch's {threads} threads "
+        "wait on each other there: trainer.num_threads=1 (or fewer threads than free "
+        "cores) is often several times faster on a busy machine"
     )
