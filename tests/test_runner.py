@@ -225,13 +225,30 @@ def test_kfold_killed_in_fold_2_resumes_to_the_same_result(tmp_path: Path) -> No
 
 def test_the_runs_test_metrics_are_what_dlrun_eval_computes_again(tmp_path: Path) -> None:
     """Bit for bit: no picture is drawn beside the forward pass (a drawing child would
-    share the cores, and a run with fewer threads sums in another order)."""
-    from tests.conftest import run_tool, train_run
+    share the cores, and a run with fewer threads sums in another order). Both use two
+    threads here (the test workers run on one, where the order could not differ), on
+    the default experiment: a model trained this long is one where it does differ
+    (the test loss moved in the 9th digit with one thread; a few batches' worth of
+    training did not show it)."""
+    import os
+    import subprocess
+    import sys
 
-    run_dir = tmp_path / "run"
-    train_run(run_dir, *SHRINK, "trainer.limit_batches=3", "eval.plots=true")
+    import torch
+
+    from tests.conftest import train_run
+
+    run_dir, threads = tmp_path / "run", torch.get_num_threads()
+    try:
+        train_run(run_dir, "eval.plots=true", "trainer.num_threads=2")
+    finally:
+        torch.set_num_threads(threads)
     assert (run_dir / "gradient_norms.png").is_file()  # drawn with the evaluation's
-    again = run_tool("dlrun.eval_cli", f"run={run_dir}", f"out={tmp_path / 'again'}")
+    again = subprocess.run(
+        [sys.executable, "-m", "dlrun.eval_cli", f"run={run_dir}", f"out={tmp_path / 'again'}"],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )  # fmt: skip
     assert again.returncode == 0, again.stderr
     first = json.loads((run_dir / "metrics.json").read_text())
     second = json.loads((tmp_path / "again" / "metrics.json").read_text())
