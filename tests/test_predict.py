@@ -284,6 +284,12 @@ def test_array_rows_of_another_shape_or_kind_are_refused_in_one_line(tmp_path: P
         read_inputs(tmp_path / "chw.npy", contract)
     with pytest.raises(UserError, match="uint8 pixels"):
         from_values([(pixels[0] / 255).tolist()], contract)
+    tokens = np.random.default_rng(0).integers(0, 30, (30, 7))
+    np.savez(tmp_path / "tokens.npz", x=tokens, y=np.arange(30) % 2)
+    contract = contract_of(load_array(seed=0, path=str(tmp_path / "tokens.npz"), kind="tokens"))
+    with pytest.raises(UserError, match=r"token ids must lie in \[0, 30\)"):
+        from_values([[0, 1, 2, 3, 4, 5, 30]], contract)
+    from_values([[0, 1, 2, 3, 4, 5, 29]], contract)  # the largest id the run saw
 
 
 @pytest.mark.parametrize("crop", [False, True])

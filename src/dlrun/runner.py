@@ -11,7 +11,6 @@ prints, writes the run dir and evaluates the test split.
 from __future__ import annotations
 
 import inspect
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from dlrun.engine import distributed, eager
 from dlrun.engine.augment import BatchAugment
 from dlrun.engine.callbacks import EarlyStopping, TrainLog, epochs
 from dlrun.engine.checkpoint import load_checkpoint, load_model_weights
-from dlrun.engine.core_use import CoreUse, busy_note
+from dlrun.engine.core_use import CoreUse, busy_note, usable_cores
 from dlrun.engine.device import check_precision, select_device
 from dlrun.engine.interrupts import graceful_interrupts
 from dlrun.engine.launch import launched, spawn_run
@@ -514,8 +513,7 @@ def report_training(
         f"trained {epochs(state.epoch)} in {number(train['seconds'], 2)}s",
         highlight=False,
     )
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    note = busy_note(train.get("other_cores_busy"), train["threads"], cores or 1)
+    note = busy_note(train.get("other_cores_busy"), train["threads"], usable_cores())
     if note:
         console.print(note, highlight=False, markup=False)
     if cfg.regularization.l1 or cfg.regularization.l2:

@@ -12,13 +12,14 @@ never seen) is one line in ``notes``; input that can't be used is one :class:`Us
 | image          | a folder of PNG/JPEG (class subfolders give targets), one image, |
 |                | ``.npy`` of pixels in [0, 1] or uint8                             |
 | text           | ``.txt`` (a text per line), a folder of ``.txt``, CSV ``text``    |
+| series         | CSV with the series' columns, ``.npy`` (T,) or (T, F)             |
+| sequence       | ``.npy``/``.npz`` (N, T[, F]) + ``lengths``, CSV (a row each)      |
+| array          | ``.npy``, or ``.npz`` (``x``, ``y``), rows shaped as in training  |
 
 ``data=image_folder``, ``text_folder`` and ``array`` runs read new inputs with their
 loader's own code (Pillow decode, crop and resize; whole documents, word or character
 tokens; the array layout and its saved statistics), so an input seen in training
 becomes the very tensor it was.
-| series         | CSV with the series' columns, ``.npy`` (T,) or (T, F)             |
-| sequence       | ``.npy``/``.npz`` (N, T[, F]) + ``lengths``, CSV (a row each)      |
 """
 
 from __future__ import annotations
@@ -163,10 +164,8 @@ def _array_rows(x: np.ndarray, contract: Contract, names: list[str]) -> Inputs:
         x = x.astype(np.uint8)
     elif x.dtype.kind == "f" and not np.isfinite(x).all():
         raise UserError("inputs hold NaN or infinite values")
-    if steps["layout"] == "tokens" and (
-        x.min(initial=0) < 0 or x.max(initial=0) >= contract.spec.vocab_size
-    ):
-        raise UserError(f"token ids must lie in [0, {contract.spec.vocab_size})")
+    if steps["layout"] == "tokens":
+        _check_token_ids(x, contract.spec.vocab_size)
     tensor = reshape(torch.from_numpy(np.ascontiguousarray(x)), steps["layout"])
     if "mean" in steps:
         tensor = Normaliser.from_json(steps)(tensor)
@@ -473,12 +472,17 @@ def _raw(x: np.ndarray, lengths: np.ndarray | None, contract: Contract, names: l
             f"inputs have shape {tuple(x.shape)}; the model takes (N, "
             f"{', '.join(map(str, spec.input_shape))})"
         )
-    if dtype == torch.int64 and (x.min(initial=0) < 0 or x.max(initial=0) >= spec.vocab_size):
-        raise UserError(f"token ids must lie in [0, {spec.vocab_size})")
+    if dtype == torch.int64:
+        _check_token_ids(x, spec.vocab_size)
     tensor = torch.as_tensor(np.ascontiguousarray(x)).to(dtype)
     steps = torch.full((len(x),), x.shape[1], dtype=torch.int64) if contract.lengths else None
     given = None if lengths is None else torch.as_tensor(lengths, dtype=torch.int64)
     return Inputs(tensor, names, given if given is not None else steps)
+
+
+def _check_token_ids(x: np.ndarray, vocab_size: int) -> None:
+    if x.min(initial=0) < 0 or x.max(initial=0) >= vocab_size:
+        raise UserError(f"token ids must lie in [0, {vocab_size})")
 
 
 def _with_targets(inputs: Inputs, targets: Sequence[Any] | None, contract: Contract) -> Inputs:

@@ -13,7 +13,8 @@ on the right; their true lengths travel in ``Split.lengths``, which the token mo
 Files that are not text (NUL bytes), hold no tokens, or cannot be read are skipped and
 named; files that are not valid UTF-8 are read with replacement characters and counted
 in the notes. The vocabulary and settings are saved as ``preprocess.json``;
-:func:`encode_text` turns new text into the same ids.
+:func:`encode_documents` (or :func:`encode_text`, one text) turns new text into the
+same ids.
 """
 
 from __future__ import annotations
@@ -124,8 +125,9 @@ def build_vocab(docs: list[list[str]], max_vocab: int, min_count: int) -> tuple[
 
 def encode_text(text: str, preprocess: dict[str, Any]) -> tuple[np.ndarray, int]:
     """New text as the run saw its documents: ``(ids padded to max_length, length)``."""
-    lookup = {token: i for i, token in enumerate(preprocess["vocab"])}
-    return _encode(tokenize(text, preprocess), lookup, int(preprocess["max_length"]))
+    encoded = encode_documents(preprocess, [text])
+    assert encoded.lengths is not None
+    return encoded.x[0], int(encoded.lengths[0])
 
 
 def encode_documents(preprocess: dict[str, Any], texts: list[str]) -> Encoded:

@@ -55,6 +55,13 @@ class CoreUse:
         return round(max(others, 0.0) / (self.clock - start.clock), 2)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def busy_note(others: float | None, threads: int, cores: int) -> str | None:
     """The line a run ends with when other work shared its cores with several threads."""
     if others is None or others < NOTE_AT or threads < 2:

@@ -177,8 +177,8 @@ def _percentile_intervals(
         draws = rng.integers(0, n, (min(batch, resamples - start), n), dtype=np.int64)
         values.append(statistic(_counts(draws, n)))
     alpha = (1 - level) / 2
-    draws = np.concatenate(values, axis=-1)
-    low, high = (_quantile(draws, p) for p in (alpha, 1 - alpha))
+    distribution = np.concatenate(values, axis=-1)  # (k, resamples)
+    low, high = (_quantile(distribution, p) for p in (alpha, 1 - alpha))
     return [[float(a), float(b)] for a, b in zip(low, high, strict=True)]
 
 

@@ -59,12 +59,18 @@ def resolve_direction(direction: str, monitor: str) -> str:
     return optuna_direction(monitor)
 
 
-def sqlite_folder(url: str) -> Path | None:
-    """The folder of a sqlite storage file (absolute), None for any other storage."""
+def _sqlite_file(url: str) -> Path | None:
+    """The absolute path of a sqlite storage file, None for any other storage."""
     prefix = "sqlite:///"
     if not url.startswith(prefix) or url == f"{prefix}:memory:":
         return None
-    return Path(url[len(prefix) :]).expanduser().resolve().parent
+    return Path(url[len(prefix) :]).expanduser().resolve()
+
+
+def sqlite_folder(url: str) -> Path | None:
+    """The folder of a sqlite storage file, None for any other storage."""
+    path = _sqlite_file(url)
+    return None if path is None else path.parent
 
 
 def absolute_storage(url: str) -> str:
@@ -73,11 +79,11 @@ def absolute_storage(url: str) -> str:
     Jobs may run with another working directory (``hydra.job.chdir``, other launchers),
     so they get a path that does not depend on it.
     """
-    folder = sqlite_folder(url)
-    if folder is None:
+    path = _sqlite_file(url)
+    if path is None:
         return url
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / Path(url).name}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
 
 
 def build_sampler(name: str, seed: int | None, space: SearchSpace) -> optuna.samplers.BaseSampler:
